@@ -1,0 +1,129 @@
+"""The ``entasis`` command line.
+
+Core commands live here (db, config); each stage adds its own from ``entasis/<stage>/cli.py``
+through a ``register(app)`` function, so stages never edit this file. Heavy imports stay inside
+command bodies to keep ``entasis --help`` fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import sys
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Entasis Engine: batch ML pipeline for crypto markets.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+db_app = typer.Typer(help="The PostgreSQL store.", no_args_is_help=True)
+config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(config_app, name="config")
+console = Console()
+
+STAGES = ("sim", "collect", "features", "models", "backtest", "options", "publish", "registry", "risk")
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level.")) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _fail(msg: str) -> None:
+    console.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(code=1)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations (a no-op when up to date)."""
+    import psycopg
+
+    from entasis.config import ConfigError
+    from entasis.store.db import database_url
+    from entasis.store.migrate import upgrade
+
+    try:
+        url = database_url()
+        with psycopg.connect(url, autocommit=True) as conn:
+            applied = upgrade(conn)
+    except ConfigError as e:
+        _fail(str(e))
+        return
+    if applied:
+        console.print(f"applied {len(applied)} migration(s): {', '.join(applied)}")
+    else:
+        console.print("schema up to date")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Tables, row counts and whether TimescaleDB is in use."""
+    from entasis.store.db import connect
+    from entasis.store.status import store_status
+
+    with connect() as conn:
+        st = store_status(conn)
+    console.print(f"server: PostgreSQL {st['server_version']}  storage: [bold]{st['storage_path']}[/]  "
+                  f"migrations: {st['migrations']}")
+    table = Table("table", "rows", "kind")
+    for t in st["tables"]:
+        table.add_row(t["name"], f"{t['rows']:,}", t["kind"])
+    console.print(table)
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded server cleanly (no effect with an external database)."""
+    from entasis.config import get_settings
+    from entasis.store import embedded
+
+    s = get_settings()
+    if s.database_url:
+        console.print("using an external database (ENTASIS_DATABASE_URL); nothing to stop")
+        return
+    console.print("stopped" if embedded.stop(s.home) else "embedded server was not running")
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective configuration, secrets masked."""
+    from entasis.config import ConfigError, get_settings
+
+    try:
+        s = get_settings()
+    except ConfigError as e:
+        _fail(str(e))
+        return
+    console.print_json(json.dumps(s.masked(), default=str))
+
+
+def _register_stages() -> None:
+    for stage in STAGES:
+        name = f"entasis.{stage}.cli"
+        if importlib.util.find_spec(f"entasis.{stage}") is None or importlib.util.find_spec(name) is None:
+            continue
+        mod = importlib.import_module(name)
+        mod.register(app)
+
+
+_register_stages()
+
+
+def main() -> None:
+    from entasis.config import ConfigError
+
+    try:
+        app()
+    except ConfigError as e:
+        console.print(f"[bold red]error:[/] {e}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""One validated place for every setting.
+
+Values come, in order of precedence, from init kwargs, ``ENTASIS_*`` environment variables
+(nested with ``__``, e.g. ``ENTASIS_SPARK__MASTER``; the common ones also have flat aliases such
+as ``ENTASIS_DATABASE_URL``), an optional YAML file (``ENTASIS_CONFIG`` or ``./entasis.yaml``),
+then the defaults below. Secrets are ``SecretStr`` and never printed.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
+EXCHANGES = ("binance", "binanceusdm", "bybit", "deribit")
+
+
+class ConfigError(ValueError):
+    """Raised when settings are invalid; the message names the offending field."""
+
+
+class UniverseConfig(BaseModel):
+    """What we collect and model."""
+
+    exchange: str = "binance"
+    perp_exchange: str = "binanceusdm"
+    symbols: list[str] = Field(default_factory=lambda: ["BTC/USDT", "ETH/USDT", "SOL/USDT"])
+    timeframes: list[str] = Field(default_factory=lambda: ["1d", "1h"])
+    option_currencies: list[str] = Field(default_factory=lambda: ["BTC", "ETH"])
+
+    @field_validator("exchange", "perp_exchange")
+    @classmethod
+    def _known_exchange(cls, v: str) -> str:
+        if v not in EXCHANGES:
+            raise ValueError(f"unknown exchange {v!r}; expected one of {', '.join(EXCHANGES)}")
+        return v
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one symbol is required")
+        for s in v:
+            base, sep, quote = s.partition("/")
+            if not sep or not base or not quote or base.upper() != base or quote.split(":")[0].upper() != quote.split(":")[0]:
+                raise ValueError(f"symbol {s!r} must look like 'BTC/USDT'")
+        return v
+
+    @field_validator("timeframes")
+    @classmethod
+    def _timeframes(cls, v: list[str]) -> list[str]:
+        for tf in v:
+            if tf not in TIMEFRAMES:
+                raise ValueError(f"unknown timeframe {tf!r}; expected one of {', '.join(TIMEFRAMES)}")
+        return v
+
+
+class LabelConfig(BaseModel):
+    """How forward returns become bearish / neutral / bullish."""
+
+    horizons: list[int] = Field(default_factory=lambda: [7, 14, 30])
+    neutral_band: float = 0.02
+    band_mode: Literal["fixed", "vol_scaled"] = "fixed"
+    vol_scale: float = 0.5
+
+    @field_validator("horizons")
+    @classmethod
+    def _horizons(cls, v: list[int]) -> list[int]:
+        if not v or any(h <= 0 for h in v):
+            raise ValueError("horizons must be a non-empty list of positive day counts")
+        return sorted(set(v))
+
+    @field_validator("neutral_band")
+    @classmethod
+    def _band(cls, v: float) -> float:
+        if not 0 <= v < 1:
+            raise ValueError("neutral_band must be in [0, 1), e.g. 0.02 for ±2%")
+        return v
+
+
+class DatabaseConfig(BaseModel):
+    """PostgreSQL: an external server by URL, else an embedded one under ENTASIS_HOME."""
+
+    url: SecretStr | None = None
+    embedded_port: int = 54329
+    batch_size: int = 200_000
+
+
+class MlflowConfig(BaseModel):
+    tracking_uri: str | None = None
+    artifact_root: str | None = None
+    s3_endpoint_url: str | None = None
+    keep_versions: int = 5
+
+
+class SparkConfig(BaseModel):
+    master: str = "local[*]"
+    jdbc_jar: str = "/usr/share/java/postgresql.jar"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = 4
+
+
+class ExchangeConfig(BaseModel):
+    """Base-URL overrides point ccxt at the simulated exchange; empty means the real venue."""
+
+    sim_url: str | None = None
+    timeout_ms: int = 10_000
+    max_retries: int = 5
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+
+
+class TrainConfig(BaseModel):
+    models: list[str] = Field(default_factory=lambda: ["lstm", "rf", "xgb", "lgbm"])
+    pooled: bool = True
+    seq_len: int = 90
+    max_epochs: int = 100
+    seed: int = 42
+
+
+class Settings(BaseSettings):
+    """All of Entasis's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ENTASIS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    home: Path = Path(".entasis")
+    shared_data: Path = Path("../shared/data")
+    reports_dir: Path = Path("reports")
+    universe: UniverseConfig = Field(default_factory=UniverseConfig)
+    labels: LabelConfig = Field(default_factory=LabelConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    exchange: ExchangeConfig = Field(default_factory=ExchangeConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_aliases(cls, data: Any) -> Any:
+        """Accept the documented flat env names (ENTASIS_DATABASE_URL, ...) beside nested ones."""
+        if not isinstance(data, dict):
+            return data
+        aliases = {
+            "ENTASIS_DATABASE_URL": ("database", "url"),
+            "ENTASIS_MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
+            "ENTASIS_SPARK_MASTER": ("spark", "master"),
+            "ENTASIS_JDBC_JAR": ("spark", "jdbc_jar"),
+            "ENTASIS_SIM_URL": ("exchange", "sim_url"),
+        }
+        for env, (section, key) in aliases.items():
+            val = os.environ.get(env)
+            if val:
+                sec = dict(data.get(section) or {})
+                sec.setdefault(key, val)
+                data[section] = sec
+        return data
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _FlatEnvFilter(env_settings), _YamlSource(settings_cls))
+
+    def masked(self) -> dict[str, Any]:
+        """A printable dict: secrets become '**********', never their value."""
+        return self.model_dump(mode="json")
+
+    @property
+    def database_url(self) -> str | None:
+        return self.database.url.get_secret_value() if self.database.url else None
+
+
+class _FlatEnvFilter(PydanticBaseSettingsSource):
+    """Env source that ignores the flat aliases handled in ``_flat_aliases``."""
+
+    _FLAT = {"database_url", "mlflow_tracking_uri", "spark_master", "jdbc_jar", "sim_url", "config"}
+
+    def __init__(self, inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(inner.settings_cls)
+        self.inner = inner
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return self.inner.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        data = self.inner()
+        return {k: v for k, v in data.items() if k not in self._FLAT}
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Optional YAML file: ENTASIS_CONFIG, else ./entasis.yaml when it exists."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("ENTASIS_CONFIG")
+        p = Path(path) if path else Path("entasis.yaml")
+        if not p.exists():
+            if path:
+                raise ConfigError(f"ENTASIS_CONFIG points at {p}, which does not exist")
+            return {}
+        import yaml
+
+        data = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: top level must be a mapping")
+        return data
+
+
+def _format_error(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
+        parts.append(f"{loc}: {e['msg']}")
+    return "invalid Entasis configuration: " + "; ".join(parts)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning pydantic's error into one that names each bad field."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings (cached; call ``get_settings.cache_clear()`` after changing env)."""
+    return load_settings()

@@ -1,0 +1,97 @@
+"""Shared fixtures: a real embedded PostgreSQL server, fresh databases per test, shared data."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATE_DB = "entasis_test_template"
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real PostgreSQL server for the whole session, stopped cleanly at the end.
+
+    With ENTASIS_TEST_DATABASE_URL set, an external server is used instead (e.g. TimescaleDB).
+    """
+    from entasis.store import embedded
+
+    ext = os.environ.get("ENTASIS_TEST_DATABASE_URL")
+    if ext:
+        yield ext
+        return
+    home = Path(os.environ.get("ENTASIS_TEST_HOME") or tmp_path_factory.mktemp("pg_home"))
+    server = embedded.ensure_running(home, preferred_port=0)
+    try:
+        yield server.admin_url
+    finally:
+        embedded.stop(home)
+
+
+def _swap_db(url: str, name: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    info = conninfo_to_dict(url)
+    info["dbname"] = name
+    return make_conninfo(**info)
+
+
+@pytest.fixture(scope="session")
+def _template(pg_server: str) -> str:
+    """A migrated template database; each test clones it (fast) instead of migrating again."""
+    import psycopg
+
+    from entasis.store.migrate import upgrade
+
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
+        conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+    with psycopg.connect(_swap_db(pg_server, TEMPLATE_DB), autocommit=True) as conn:
+        upgrade(conn)
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+def db_url(pg_server: str, _template: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh migrated database for this test; ENTASIS_DATABASE_URL points at it."""
+    import psycopg
+
+    from entasis.config import get_settings
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_template}"')
+    url = _swap_db(pg_server, name)
+    monkeypatch.setenv("ENTASIS_DATABASE_URL", url)
+    get_settings.cache_clear()
+    try:
+        yield url
+    finally:
+        get_settings.cache_clear()
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data (or ENTASIS_SHARED_DATA); skips when absent, as in a user's clone."""
+    p = Path(os.environ.get("ENTASIS_SHARED_DATA") or REPO.parent / "shared" / "data")
+    if not (p / "SOURCES.md").exists():
+        pytest.skip(f"real market data not found at {p} (set ENTASIS_SHARED_DATA)")
+    return p
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every test's ENTASIS_HOME (MLflow store, reports) out of the repo's .entasis."""
+    from entasis.config import get_settings
+
+    monkeypatch.setenv("ENTASIS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ENTASIS_REPORTS_DIR", str(tmp_path / "reports"))
+    monkeypatch.delenv("ENTASIS_CONFIG", raising=False)
+    get_settings.cache_clear()
