@@ -13,6 +13,18 @@ REPO = Path(__file__).resolve().parent.parent
 TEMPLATE_DB = "entasis_test_template"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Airflow state for the test run lives in a temp dir, with our dags/ and no examples."""
+    import tempfile
+
+    if "AIRFLOW_HOME" not in os.environ:
+        os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="entasis_airflow_")
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
+    os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
+    os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+
+
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A real PostgreSQL server for the whole session, stopped cleanly at the end.

@@ -8,7 +8,6 @@ error anywhere rolls the whole batch back.
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
     import psycopg
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
-_COPY_CHUNK = 200_000
+_COPY_ROWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -54,30 +53,28 @@ def dedupe(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     return df.drop_duplicates(subset=list(keys), keep="last")
 
 
-def _to_csv_chunks(df: pd.DataFrame) -> list[str]:
+def _to_csv(df: pd.DataFrame) -> bytes:
+    """Serialise with Arrow's C++ CSV writer: shortest round-trip floats, ISO UTC timestamps,
+    nulls as unquoted empty fields (PostgreSQL's CSV NULL), ~10x faster than DataFrame.to_csv."""
+    import json
+
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
 
-    out = df.copy()
+    out = df
+    obj_cols = [c for c in df.columns if df[c].dtype == object]
+    if obj_cols:
+        out = df.copy()
+        for c in obj_cols:
+            out[c] = df[c].map(lambda v: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v)
     for c in out.columns:
-        s = out[c]
-        if isinstance(s.dtype, pd.DatetimeTZDtype):
-            out[c] = s.dt.strftime("%Y-%m-%d %H:%M:%S.%f+00:00").where(s.notna(), None)
-        elif s.dtype == object:
-            # dicts/lists (jsonb) serialise as JSON; everything else as str
-            import json
-
-            def enc(v: object) -> object:
-                if isinstance(v, dict | list):
-                    return json.dumps(v, sort_keys=True)
-                return v
-
-            out[c] = s.map(enc)
-    chunks: list[str] = []
-    for start in range(0, len(out), _COPY_CHUNK):
-        buf = io.StringIO()
-        out.iloc[start : start + _COPY_CHUNK].to_csv(buf, index=False, header=False, na_rep="\\N", float_format="%.17g")
-        chunks.append(buf.getvalue())
-    return chunks
+        if isinstance(out[c].dtype, pd.DatetimeTZDtype) and str(out[c].dt.unit) != "us":
+            out = out.assign(**{c: out[c].dt.as_unit("us")})
+    table = pa.Table.from_pandas(out, preserve_index=False)
+    buf = pa.BufferOutputStream()
+    pacsv.write_csv(table, buf, write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    return bytes(buf.getvalue().to_pybytes())
 
 
 def upsert_frame(
@@ -96,7 +93,7 @@ def upsert_frame(
 
     if df.empty:
         return UpsertResult(0, 0, 0)
-    batch = dedupe(df, keys)
+    batch = dedupe(df, keys).sort_values(list(keys), kind="stable")  # key order: B-tree locality
     for c in batch.columns:
         if pd.api.types.is_datetime64_any_dtype(batch[c]) and not isinstance(batch[c].dtype, pd.DatetimeTZDtype):
             raise ValueError(f"column {c!r} has naive timestamps; use UTC-aware timestamps")
@@ -119,9 +116,10 @@ def upsert_frame(
         cur.execute(
             f"CREATE TEMP TABLE {tmp} ON COMMIT DROP AS SELECT {col_sql} FROM {tbl} WITH NO DATA"  # type: ignore[arg-type]
         )
-        with cur.copy(f"COPY {tmp} ({col_sql}) FROM STDIN WITH (FORMAT csv, NULL '\\N')") as cp:  # type: ignore[arg-type]
-            for chunk in _to_csv_chunks(batch):
-                cp.write(chunk)
+        with cur.copy(f"COPY {tmp} ({col_sql}) FROM STDIN WITH (FORMAT csv)") as cp:  # type: ignore[arg-type]
+            # serialise in slices so the server parses one while we format the next
+            for start in range(0, len(batch), _COPY_ROWS):
+                cp.write(_to_csv(batch.iloc[start : start + _COPY_ROWS]))
         cur.execute(
             f"WITH w AS (INSERT INTO {tbl} AS t ({col_sql}) SELECT {col_sql} FROM {tmp} "  # type: ignore[arg-type]
             f"ON CONFLICT ({key_sql}) {conflict} RETURNING (xmax = 0) AS inserted) "

@@ -1,0 +1,49 @@
+# Entasis Engine. Two commands on a fresh machine: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+export ENTASIS_HOME ?= $(CURDIR)/.entasis
+export AIRFLOW_HOME ?= $(ENTASIS_HOME)/airflow
+export AIRFLOW_CONFIG ?= $(CURDIR)/airflow.cfg
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export PYTHONPATH := $(CURDIR)/plugins:$(PYTHONPATH)
+
+.PHONY: venv demo test lint airflow bench clean stop
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned, so no dependency drags in a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+demo: venv
+	$(BIN)/entasis demo
+
+test: venv
+	$(BIN)/pytest -q -p no:cacheprovider
+
+lint: venv
+	$(BIN)/ruff check entasis dags plugins spark_jobs bench tests
+	$(BIN)/mypy entasis dags plugins spark_jobs
+
+airflow: venv
+	$(BIN)/entasis db upgrade
+	$(BIN)/airflow standalone
+
+bench: venv
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+stop:
+	-$(BIN)/entasis db stop
+
+clean: stop
+	rm -rf $(ENTASIS_HOME) reports

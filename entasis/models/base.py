@@ -1,0 +1,291 @@
+"""The one interface every direction model shares, so callers never care which model they hold.
+
+The ensemble, the walk-forward backtest and the publisher all speak to a :class:`Model`:
+
+``model = build_model("lstm", seq_len=90, max_epochs=100)``  (or ``build_from_config({"name": "xgb", ...})``)
+``model.fit(train, target="y_cls_7d", valid=valid)``
+``proba = model.predict_proba(rows, history=earlier_rows)``
+``model.save(path)`` / ``load_model(path)`` (or ``ModelClass.load(path)``)
+
+Input contract (identical for the sequence LSTM and the tabular trees)
+----------------------------------------------------------------------
+Every frame handed to a model is a slice of ``features.bars``: one row per (symbol, ts) with columns
+``symbol``, ``ts`` (tz-aware UTC), optionally ``exchange`` / ``timeframe`` / ``warmup``, the feature columns
+and, for ``fit``, the label column named by ``target`` (``y_cls_{h}d``: 0 bearish, 1 neutral,
+2 bullish, NULL where the horizon has not passed). Row order does not matter: each model sorts by
+(symbol, ts) itself. The index must be unique, and (symbol, ts) must be unique across everything given
+in one call (a frame mixing two exchanges that share a symbol is refused).
+
+Each model builds its own view from these rows:
+
+* LSTM: for each sample row, the window of the ``seq_len`` (default 90) bars of the same symbol that
+  end at (and include) that row.
+* Trees: the row's own features plus lags (default 1, 3, 7 bars) and rolling mean / std over short
+  windows (default 7 and 30 bars) of each feature within the same symbol.
+* Pooled models (``pooled=True``) also see a one-hot asset id over the symbols seen in ``fit``; a symbol
+  unseen at fit time gets an all-zero asset vector (the "average asset").
+
+**Context and samples.** Windows, lags and rolling statistics only ever look *backward*, over the
+union of all rows passed in one call (``history`` + ``train`` + ``valid`` in ``fit``; ``history`` +
+``rows`` in ``predict_proba``). Giving more context therefore never leaks the future; it only lets
+early rows have full history. Samples are only the rows of ``train`` / ``valid`` (fit) or ``rows``
+(predict): ``history`` rows provide context and are never scored or trained on.
+
+**Rows lacking history.** A row is *eligible* when the model has ``min_history`` bars of its symbol
+(itself included) in the context and it is not flagged ``warmup``. ``predict_proba`` returns a frame
+with exactly ``rows.index`` and the columns :data:`PROBA_COLUMNS`; ineligible rows get NaN in all three
+columns (never dropped, never guessed). Eligible rows sum to 1. In ``fit``, ineligible rows and rows
+with a NULL target are skipped. Individual NaN feature values inside an eligible row or window (e.g. a
+feature missing on one day) are imputed with the training mean (0 after scaling).
+
+Gaps in time are not detected: windows count bars, not days (features.bars has one bar per period).
+
+Persistence: ``save(path)`` writes a directory of native, non-executable formats (torch state dict
+loaded with ``weights_only=True``, xgboost UBJ/JSON, lightgbm text, skops for scikit-learn, ``.npz``
+for scalers, JSON for the spec). ``load_model(path)`` reads ``spec.json`` to pick the class.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+CLASS_NAMES: tuple[str, str, str] = ("bearish", "neutral", "bullish")
+PROBA_COLUMNS: tuple[str, str, str] = ("p_bearish", "p_neutral", "p_bullish")
+N_CLASSES = 3
+SPEC_FILE = "spec.json"
+# Columns of features.bars that are never features.
+NON_FEATURE_COLUMNS = frozenset({"exchange", "symbol", "timeframe", "ts", "warmup", "asset", "horizon"})
+LABEL_PREFIXES = ("y_cls_", "y_ret_", "y_vol_")
+
+
+class ModelError(ValueError):
+    """Bad input to a model (missing column, duplicate keys, unfitted model, unknown name...)."""
+
+
+def target_column(horizon: int) -> str:
+    """The classification label column for a horizon in days."""
+    return f"y_cls_{int(horizon)}d"
+
+
+def default_features(frame: pd.DataFrame | None = None) -> list[str]:
+    """Feature columns: the features registry when importable, else the numeric non-label columns of frame."""
+    try:
+        from entasis.features.registry import FEATURE_COLUMNS  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        FEATURE_COLUMNS = None  # noqa: N806
+    if FEATURE_COLUMNS:
+        cols = list(FEATURE_COLUMNS)
+        if frame is not None:
+            present = [c for c in cols if c in frame.columns]
+            if present:
+                return present
+        return cols
+    if frame is None:
+        raise ModelError("no feature list given and entasis.features.registry is not importable")
+    import pandas as pd
+
+    return [
+        c for c in frame.columns
+        if c not in NON_FEATURE_COLUMNS
+        and not str(c).startswith(LABEL_PREFIXES)
+        and pd.api.types.is_numeric_dtype(frame[c])
+        and not pd.api.types.is_bool_dtype(frame[c])
+    ]
+
+
+def check_frame(frame: pd.DataFrame, features: Sequence[str], *, what: str, target: str | None = None) -> None:
+    """Fail early, naming what is wrong, instead of deep inside torch or xgboost."""
+    need = ["symbol", "ts", *features] + ([target] if target else [])
+    missing = [c for c in need if c not in frame.columns]
+    if missing:
+        raise ModelError(f"{what} is missing column(s): {', '.join(map(str, missing))}")
+    if not frame.index.is_unique:
+        raise ModelError(f"{what} has a non-unique index; reset_index() it first")
+    if target is not None:
+        vals = frame[target].dropna()
+        bad = vals[~vals.isin([0, 1, 2])]
+        if len(bad):
+            raise ModelError(f"{what}[{target}] must be 0/1/2 or NULL; found {bad.iloc[0]!r} at index {bad.index[0]!r}")
+
+
+class Model(ABC):
+    """A 3-class direction classifier over features.bars rows (see the module docstring for the contract)."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, *, features: Sequence[str] | None = None, pooled: bool = True, seed: int = 42) -> None:
+        self.features: list[str] | None = list(features) if features is not None else None
+        self.pooled = pooled
+        self.seed = seed
+        self.assets: list[str] = []
+        self.target: str | None = None
+        self.fitted = False
+        # What training recorded, for tracking: e.g. {"train_loss": [...], "valid_loss": [...]}.
+        self.history_: dict[str, list[float]] = {}
+
+    # -- the interface ---------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def min_history(self) -> int:
+        """Bars of the same symbol (the row itself included) a row needs to be eligible."""
+
+    @abstractmethod
+    def fit(self, train: pd.DataFrame, target: str, *, valid: pd.DataFrame | None = None,
+            history: pd.DataFrame | None = None) -> Model:
+        """Train on the eligible, labelled rows of ``train``; ``valid`` drives early stopping where used."""
+
+    @abstractmethod
+    def predict_proba(self, rows: pd.DataFrame, *, history: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Probabilities indexed like ``rows`` with :data:`PROBA_COLUMNS`; NaN where a row is ineligible."""
+
+    @abstractmethod
+    def get_params(self) -> dict[str, Any]:
+        """Constructor parameters, JSON-serialisable, such that ``type(m)(**m.get_params())`` rebuilds it."""
+
+    @abstractmethod
+    def _save_state(self, path: Path) -> None:
+        """Write the fitted state (weights, scalers) into directory ``path``."""
+
+    @abstractmethod
+    def _load_state(self, path: Path, state: dict[str, Any]) -> None:
+        """Read what ``_save_state`` wrote."""
+
+    # -- shared plumbing -------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        """Small JSON-able fitted state kept in spec.json beside the params."""
+        return {"features": self.features, "assets": self.assets, "target": self.target,
+                "history": self.history_}
+
+    def save(self, path: str | Path) -> None:
+        """Write the model into directory ``path`` (created) in safe, native formats."""
+        if not self.fitted:
+            raise ModelError(f"cannot save an unfitted {self.kind} model")
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        self._save_state(p)
+        spec = {"kind": self.kind, "params": self.get_params(), "state": self._state()}
+        (p / SPEC_FILE).write_text(json.dumps(spec, indent=1, default=_json_default))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Model:
+        """Rebuild a fitted model saved with :meth:`save`."""
+        p = Path(path)
+        spec = read_spec(p)
+        if cls.kind and spec["kind"] != cls.kind:
+            raise ModelError(f"{p} holds a {spec['kind']!r} model, not {cls.kind!r}")
+        klass = MODEL_CLASSES[spec["kind"]] if not cls.kind else cls
+        model = klass(**spec["params"])
+        st = spec.get("state", {})
+        model.features = st.get("features")
+        model.assets = list(st.get("assets") or [])
+        model.target = st.get("target")
+        model.history_ = st.get("history") or {}
+        model._load_state(p, st)
+        model.fitted = True
+        return model
+
+    def _require_fitted(self) -> None:
+        if not self.fitted:
+            raise ModelError(f"{self.kind} model is not fitted; call fit() first")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_spec(path: Path) -> dict[str, Any]:
+    f = path / SPEC_FILE
+    if not f.exists():
+        raise ModelError(f"{path} is not a saved model (no {SPEC_FILE})")
+    spec: dict[str, Any] = json.loads(f.read_text())
+    if spec.get("kind") not in MODEL_CLASSES:
+        _import_builtin_models()
+    if spec.get("kind") not in MODEL_CLASSES:
+        raise ModelError(f"{f}: unknown model kind {spec.get('kind')!r}")
+    return spec
+
+
+# -- factory -------------------------------------------------------------------------------------
+MODEL_CLASSES: dict[str, type[Model]] = {}
+
+
+def register_model(cls: type[Model]) -> type[Model]:
+    """Class decorator: make a Model buildable by its ``kind`` name."""
+    if not cls.kind:
+        raise ModelError(f"{cls.__name__} needs a non-empty kind")
+    MODEL_CLASSES[cls.kind] = cls
+    return cls
+
+
+def _import_builtin_models() -> None:
+    # Imported lazily so `import entasis.models.base` stays light (no torch / xgboost at CLI start-up).
+    from entasis.models import ensemble, lstm, trees  # noqa: F401
+
+
+def available_models() -> list[str]:
+    _import_builtin_models()
+    return sorted(MODEL_CLASSES)
+
+
+def build_model(name: str, **params: Any) -> Model:
+    """A fresh, unfitted model by name: ``lstm``, ``rf``, ``xgb``, ``lgbm`` or ``ensemble``."""
+    _import_builtin_models()
+    if name not in MODEL_CLASSES:
+        raise ModelError(f"unknown model {name!r}; expected one of {', '.join(sorted(MODEL_CLASSES))}")
+    try:
+        return MODEL_CLASSES[name](**params)
+    except TypeError as e:
+        raise ModelError(f"bad parameters for model {name!r}: {e}") from None
+
+
+def build_from_config(config: Mapping[str, Any]) -> Model:
+    """Build from a dict such as ``{"name": "xgb", "n_estimators": 300}`` (``kind`` is accepted too)."""
+    cfg = dict(config)
+    name = cfg.pop("name", None) or cfg.pop("kind", None)
+    if not name:
+        raise ModelError(f"model config needs a 'name' key; got keys {sorted(config)}")
+    return build_model(str(name), **cfg)
+
+
+def load_model(path: str | Path) -> Model:
+    """Load any saved model, dispatching on the ``kind`` in its spec.json."""
+    p = Path(path)
+    spec = read_spec(p)
+    return MODEL_CLASSES[spec["kind"]].load(p)
+
+
+def empty_proba(index: pd.Index) -> pd.DataFrame:
+    """An all-NaN probability frame for ``index`` (what ineligible rows get)."""
+    import numpy as np
+    import pandas as pd
+
+    return pd.DataFrame(np.full((len(index), N_CLASSES), np.nan), index=index, columns=list(PROBA_COLUMNS))
+
+
+def proba_frame(index: pd.Index, positions: np.ndarray, proba: np.ndarray) -> pd.DataFrame:
+    """Place ``proba`` (n_eligible × 3) at integer ``positions`` of ``index``; NaN elsewhere."""
+    out = empty_proba(index)
+    if len(positions):
+        out.iloc[positions, :] = proba
+    return out
