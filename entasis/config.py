@@ -47,7 +47,8 @@ class UniverseConfig(BaseModel):
             raise ValueError("at least one symbol is required")
         for s in v:
             base, sep, quote = s.partition("/")
-            if not sep or not base or not quote or base.upper() != base or quote.split(":")[0].upper() != quote.split(":")[0]:
+            settle = quote.split(":")[0]
+            if not sep or not base or not quote or base.upper() != base or settle.upper() != settle:
                 raise ValueError(f"symbol {s!r} must look like 'BTC/USDT'")
         return v
 

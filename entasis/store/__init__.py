@@ -6,4 +6,6 @@ from entasis.store.db import connect, database_url, ensure_schema, jdbc_target
 from entasis.store.upsert import UpsertResult, upsert_frame
 from entasis.store.validate import ValidationFailed
 
-__all__ = ["UpsertResult", "ValidationFailed", "connect", "database_url", "ensure_schema", "jdbc_target", "upsert_frame"]
+__all__ = [
+    "UpsertResult", "ValidationFailed", "connect", "database_url", "ensure_schema", "jdbc_target", "upsert_frame",
+]

@@ -57,9 +57,12 @@ def _run(args: list[str], *, timeout: float = 60) -> str:
     kwargs: dict[str, object] = {}
     if _as_root():
         kwargs["user"] = _SYSTEM_USER
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)  # type: ignore[call-overload]
+    proc = subprocess.run(  # type: ignore[call-overload]
+        args, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+    )
     if proc.returncode != 0:
-        raise RuntimeError(f"{Path(args[0]).name} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+        detail = proc.stderr.strip() or proc.stdout.strip()
+        raise RuntimeError(f"{Path(args[0]).name} failed ({proc.returncode}): {detail}")
     return str(proc.stdout)
 
 
@@ -159,7 +162,8 @@ def ensure_running(home: Path, preferred_port: int = 54329) -> EmbeddedServer:
         port = _free_port(preferred_port)
         sockdir = pgdata  # short enough: pgdata is under ENTASIS_HOME
         opts = (f"-h 127.0.0.1 -p {port} -k {sockdir} -c max_connections=200 -c shared_buffers=256MB "
-                "-c synchronous_commit=off -c max_wal_size=2GB -c temp_buffers=256MB -c work_mem=64MB -c maintenance_work_mem=256MB")
+                "-c synchronous_commit=off -c max_wal_size=2GB -c temp_buffers=256MB -c work_mem=64MB "
+                "-c maintenance_work_mem=256MB")
         log.info("starting embedded PostgreSQL on 127.0.0.1:%d (data %s)", port, pgdata)
         _run([str(_bin("pg_ctl")), "-D", str(pgdata), "-w", "-t", "60", "-l", str(pgdata / "server.log"),
               "-o", opts, "start"], timeout=90)
