@@ -32,6 +32,9 @@ class UniverseConfig(BaseModel):
     symbols: list[str] = Field(default_factory=lambda: ["BTC/USDT", "ETH/USDT", "SOL/USDT"])
     timeframes: list[str] = Field(default_factory=lambda: ["1d", "1h"])
     option_currencies: list[str] = Field(default_factory=lambda: ["BTC", "ETH"])
+    perp_symbols: list[str] = Field(default_factory=lambda: ["BTC/USDT:USDT", "ETH/USDT:USDT"])
+    backfill_since: str = "2021-01-01"  # where a series with no watermark starts
+    model_timeframe: str = "1d"  # the bars models are trained and published on
 
     @field_validator("exchange", "perp_exchange")
     @classmethod
@@ -126,6 +129,18 @@ class TrainConfig(BaseModel):
     seed: int = 42
 
 
+class MonitorConfig(BaseModel):
+    """When the daily monitor asks for a retrain or a rollback."""
+
+    live_window_days: int = 30
+    min_live_accuracy: float = 0.40
+    min_reconciled: int = 20  # live accuracy is judged only on at least this many outcomes
+    psi_threshold: float = 0.25  # population stability index above this is drift
+    drift_window_days: int = 30
+    reference_days: int = 180
+    stale_after_bars: float = 3.0  # latest candle older than this many bars is stale
+
+
 class Settings(BaseSettings):
     """All of Entasis's configuration."""
 
@@ -146,6 +161,7 @@ class Settings(BaseSettings):
     spark: SparkConfig = Field(default_factory=SparkConfig)
     exchange: ExchangeConfig = Field(default_factory=ExchangeConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
     @model_validator(mode="before")
     @classmethod

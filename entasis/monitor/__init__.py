@@ -1,0 +1,1 @@
+"""Daily health checks of the live system: accuracy, drift, stale data."""
