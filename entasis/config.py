@@ -136,6 +136,7 @@ class MonitorConfig(BaseModel):
     min_live_accuracy: float = 0.40
     min_reconciled: int = 20  # live accuracy is judged only on at least this many outcomes
     psi_threshold: float = 0.25  # population stability index above this is drift
+    min_drifted_share: float = 0.25  # retrain only when at least this share of features drifted
     drift_window_days: int = 30
     reference_days: int = 180
     stale_after_bars: float = 3.0  # latest candle older than this many bars is stale

@@ -22,21 +22,24 @@ if TYPE_CHECKING:
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
     """Population stability index of ``current`` against ``reference`` (quantile bins of the reference).
 
-    0 means identical distributions; > 0.25 is the conventional threshold for a material shift.
-    NaNs are dropped; too few values on either side gives NaN (no verdict, not a false alarm).
+    0 means identical distributions; > 0.25 is the conventional threshold for a material shift. With
+    few current values the bin count drops to keep about 10 values a bin, and counts get a +0.5
+    (Jeffreys) smoothing, so sampling noise alone stays well below the threshold. NaNs are dropped;
+    too few values on either side gives NaN (no verdict, not a false alarm).
     """
     ref = np.asarray(reference, dtype=float)
     cur = np.asarray(current, dtype=float)
     ref, cur = ref[np.isfinite(ref)], cur[np.isfinite(cur)]
-    if len(ref) < 2 * bins or len(cur) < bins:
+    bins = min(bins, len(cur) // 10)
+    if bins < 2 or len(ref) < 2 * bins:
         return float("nan")
     edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)))
     if len(edges) < 3:
         return float("nan")
     edges[0], edges[-1] = -np.inf, np.inf
-    eps = 1e-4
-    r = np.histogram(ref, edges)[0] / len(ref) + eps
-    c = np.histogram(cur, edges)[0] / len(cur) + eps
+    rc = np.histogram(ref, edges)[0] + 0.5
+    cc = np.histogram(cur, edges)[0] + 0.5
+    r, c = rc / rc.sum(), cc / cc.sum()
     return float(np.sum((c - r) * np.log(c / r)))
 
 
@@ -161,8 +164,11 @@ def run_checks(conn: psycopg.Connection, now: datetime, cfg: MonitorConfig, *, t
         drift = feature_drift(bars, list(FEATURE_COLUMNS), now, window_days=cfg.drift_window_days,
                               reference_days=cfg.reference_days)
         bad = drift[drift["psi"] > cfg.psi_threshold]
-        rep.drifted_features = bad.to_dict("records")
-        if len(bad):
+        judged = drift["psi"].notna().sum()
+        # one feature over the line is expected by chance among ~25; a broad shift is not
+        if judged and len(bad) / judged >= cfg.min_drifted_share:
+            rep.drifted_features = bad.to_dict("records")
+        if rep.drifted_features:
             top = ", ".join(f"{f} ({p:.2f})" for f, p in bad.sort_values("psi", ascending=False)[["feature", "psi"]]
                             .head(5).itertuples(index=False))
             rep.reasons.append(f"feature drift (PSI > {cfg.psi_threshold}): {top}")
