@@ -25,7 +25,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def pg_server() -> Iterator[object]:
     """A real PostgreSQL server for the whole session, stopped cleanly at the end.
 
     With ENTASIS_TEST_DATABASE_URL set, an external server is used instead (e.g. TimescaleDB).
@@ -36,12 +36,20 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     if ext:
         yield ext
         return
-    home = Path(os.environ.get("ENTASIS_TEST_HOME") or tmp_path_factory.mktemp("pg_home"))
+    # Not under pytest's basetemp: pytest prunes old basetemp folders, and another pytest session
+    # on the same machine could delete a running server's data directory.
+    import shutil
+    import tempfile
+
+    given = os.environ.get("ENTASIS_TEST_HOME")
+    home = Path(given) if given else Path(tempfile.mkdtemp(prefix="entasis_pg_"))
     server = embedded.ensure_running(home, preferred_port=0)
     try:
         yield server.admin_url
     finally:
         embedded.stop(home)
+        if not given:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def _swap_db(url: str, name: str) -> str:

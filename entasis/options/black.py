@@ -13,6 +13,7 @@ Units: sigma, T in years, vega per 1.00 of volatility, theta = -dV/dT per year (
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import special

@@ -71,16 +71,21 @@ class IVResult:
 
 
 def implied_vol(
-    price: ArrayLike, F: ArrayLike, K: ArrayLike, T: ArrayLike, is_call: ArrayLike, df: ArrayLike = 1.0
+    price: ArrayLike, F: ArrayLike, K: ArrayLike, T: ArrayLike, is_call: ArrayLike, df: ArrayLike = 1.0,
+    *, workers: int = 1,
 ) -> FloatArray:
     """Black-76 implied volatility; NaN where the price admits none (see :func:`implied_vol_detail`)."""
-    return implied_vol_detail(price, F, K, T, is_call, df).iv
+    return implied_vol_detail(price, F, K, T, is_call, df, workers=workers).iv
 
 
 def implied_vol_detail(
-    price: ArrayLike, F: ArrayLike, K: ArrayLike, T: ArrayLike, is_call: ArrayLike, df: ArrayLike = 1.0
+    price: ArrayLike, F: ArrayLike, K: ArrayLike, T: ArrayLike, is_call: ArrayLike, df: ArrayLike = 1.0,
+    *, workers: int = 1,
 ) -> IVResult:
-    """Black-76 implied volatility of ``price`` (forward ``F``, discount factor ``df``), with reasons."""
+    """Black-76 implied volatility of ``price`` (forward ``F``, discount factor ``df``), with reasons.
+
+    ``workers`` > 1 splits large batches over threads (NumPy and scipy.special release the GIL).
+    """
     call = as_call_flag(is_call)
     arrs = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (price, F, K, T, df)), call)
     shape = arrs[0].shape
@@ -100,17 +105,32 @@ def implied_vol_detail(
         tv = undisc - intrinsic
         upper = np.minimum(f, k)
         live = code == OK
-        code[live & (tv < 0)] = BELOW_INTRINSIC
-        code[live & (tv == 0)] = AT_INTRINSIC
+        # within a few ulps of intrinsic is rounding of a price that has no time value left
+        at = np.abs(tv) <= 4.0 * np.finfo(float).eps * np.maximum(undisc, intrinsic)
+        code[live & (tv < 0) & ~at] = BELOW_INTRINSIC
+        code[live & at] = AT_INTRINSIC
         code[live & (tv >= upper)] = ABOVE_UPPER_BOUND
     live = np.flatnonzero(code == OK)
     if live.size:
         beta = tv[live] / np.sqrt(f[live] * k[live])
         x = -np.abs(np.log(f[live] / k[live]))
-        s, ok = normalised_implied_total_vol(x, beta)
+        s, ok = _solve_parallel(x, beta, workers)
         iv[live[ok]] = s[ok] / np.sqrt(t[live[ok]])
         code[live[~ok]] = NO_CONVERGENCE
     return IVResult(iv.reshape(shape), code.reshape(shape))
+
+
+def _solve_parallel(x: FloatArray, beta: FloatArray, workers: int) -> tuple[FloatArray, NDArray[np.bool_]]:
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers == 1 or x.size < 20_000:
+        return normalised_implied_total_vol(x, beta)
+    from concurrent.futures import ThreadPoolExecutor
+
+    parts = np.array_split(np.arange(x.size), workers)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(lambda ix: normalised_implied_total_vol(x[ix], beta[ix]), parts))
+    return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
 
 
 def _initial_lower(x: FloatArray, lnb: FloatArray, s_c: FloatArray) -> FloatArray:
@@ -200,7 +220,8 @@ class _UpperBranch:
         x, x2 = self.x[act], self.x2[act]
         d1 = x / s + 0.5 * s
         d2 = d1 - s
-        b = self.eh[act] * (special.erf(d1 * _INV_SQRT2) - special.erf(d2 * _INV_SQRT2)) + self.sh[act] * special.ndtr(d2)
+        b = (self.eh[act] * (special.erf(d1 * _INV_SQRT2) - special.erf(d2 * _INV_SQRT2))
+             + self.sh[act] * special.ndtr(d2))
         x2s2 = x2 / (s * s)
         q2 = x2s2 / s - 0.25 * s
         q3 = q2 * q2 - 3.0 * x2s2 / (s * s) - 0.25
