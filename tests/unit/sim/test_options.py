@@ -1,0 +1,125 @@
+"""Simulated option chains: Heston-consistent, arbitrage-free on marks, Deribit-shaped."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from entasis.sim.market import MarketSim
+from entasis.sim.options import (
+    QUOTE_COLUMNS,
+    black76,
+    heston_call,
+    implied_vol,
+    listed_expiries,
+)
+
+SNAP = "2023-03-15 10:00"
+
+
+@pytest.fixture(scope="module")
+def sim() -> MarketSim:
+    return MarketSim(seed=7)
+
+
+@pytest.fixture(scope="module")
+def chain(sim: MarketSim) -> pd.DataFrame:
+    return sim.option_chain("BTC", SNAP)
+
+
+def test_heston_reduces_to_black_when_vol_of_vol_vanishes() -> None:
+    k = np.array([30000.0, 40000.0, 46000.0, 52000.0, 60000.0])
+    for t in (2 / 365, 30 / 365, 1.0):
+        h = heston_call(46000.0, k, t, 0.36, 0.36, 2.0, 1e-4, 0.0)
+        b = black76(np.full(5, 46000.0), k, np.full(5, t), np.full(5, 0.6), np.ones(5, bool))
+        np.testing.assert_allclose(h, b, atol=0.05)
+
+
+def test_implied_vol_round_trip() -> None:
+    f, k = np.full(4, 100.0), np.array([70.0, 95.0, 105.0, 140.0])
+    t, sig = np.full(4, 0.25), np.array([0.9, 0.6, 0.55, 0.7])
+    calls = k >= f
+    price = black76(f, k, t, sig, calls)
+    np.testing.assert_allclose(implied_vol(price, f, k, t, calls), sig, atol=1e-9)
+
+
+def test_chain_shape_and_names(chain: pd.DataFrame) -> None:
+    assert list(chain.columns) == QUOTE_COLUMNS
+    assert len(chain) >= 300 and chain["expiry"].nunique() >= 8
+    assert (chain["expiry"].dt.hour == 8).all() and (chain["expiry"] > pd.Timestamp(SNAP, tz="UTC")).all()
+    assert chain["instrument"].is_unique
+    pat = re.compile(r"^BTC-\d{1,2}[A-Z]{3}\d{2}-\d+-[CP]$")
+    assert chain["instrument"].map(lambda s: bool(pat.match(s))).all()
+    row = chain.iloc[0]
+    exp = row["expiry"]
+    assert row["instrument"].startswith(f"BTC-{exp.day}{exp.strftime('%b').upper()}{exp:%y}-")
+    assert set(chain["kind"]) == {"call", "put"} and (chain["underlying"] == "BTC").all()
+    assert (chain["strike"] > 0).all() and (chain["open_interest"] > 0).all()
+    assert str(chain["snapshot_ts"].dt.tz) == "UTC"
+
+
+def test_put_call_parity_on_marks(chain: pd.DataFrame) -> None:
+    c = chain[chain["kind"] == "call"].set_index(["expiry", "strike"])
+    p = chain[chain["kind"] == "put"].set_index(["expiry", "strike"])
+    c, p = c.align(p, join="inner")
+    assert len(c) > 100
+    lhs = c["mark_price"] - p["mark_price"]
+    rhs = 1.0 - c.index.get_level_values("strike") / c["underlying_price"]
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-6, atol=2e-6)  # marks to 1e-8, forwards to the cent
+    assert (c["mark_iv"] == p["mark_iv"]).all()
+
+
+def test_smile_and_term_structure(chain: pd.DataFrame) -> None:
+    calls = chain[chain["kind"] == "call"]
+    curvatures = []
+    for _, e in calls.groupby("expiry"):
+        if len(e) < 8:
+            continue
+        x = np.log(e["strike"] / e["underlying_price"])
+        curvatures.append(np.polyfit(x, e["mark_iv"], 2)[0])
+        assert e["mark_iv"].max() - e["mark_iv"].min() > 0.5  # not flat
+    assert np.median(curvatures) > 0  # a smile, not a straight line
+
+
+def test_greeks_signs_and_quotes(chain: pd.DataFrame) -> None:
+    calls, puts = chain[chain["kind"] == "call"], chain[chain["kind"] == "put"]
+    assert calls["delta"].between(0, 1).all() and puts["delta"].between(-1, 0).all()
+    assert (chain["gamma"] >= 0).all() and (chain["vega"] >= 0).all() and (chain["theta"] <= 0).all()
+    for _, e in calls.groupby("expiry"):
+        assert (np.diff(e.sort_values("strike")["delta"].to_numpy()) <= 1e-9).all()
+    quoted = chain.dropna(subset=["bid"])
+    assert (quoted["bid"] <= quoted["mark_price"]).all() and (chain["ask"] >= chain["mark_price"]).all()
+    assert (chain["ask"] >= 0.0001).all() and chain["bid"].isna().mean() < 0.3
+
+
+def test_implied_vol_follows_the_variance_regime(sim: MarketSim) -> None:
+    """Short-dated at-the-money IV sits near the asset's current vol times the risk premium."""
+    for ts in ("2022-05-10 12:00", "2023-01-20 12:00"):
+        ms = int(pd.Timestamp(ts, tz="UTC").value // 1_000_000)
+        v0, _ = sim.variance_at("BTC/USDT", ms)
+        full = sim.option_chain_full("BTC", ts)
+        near = full[full["expiry"] == full["expiry"].min()]
+        atm = near.iloc[(np.log(near["strike"] / near["underlying_price"])).abs().argmin()]
+        assert atm["mark_iv"] / 100 == pytest.approx(np.sqrt(v0) * 1.1, rel=0.25)
+
+
+def test_listing_calendar() -> None:
+    ms = int(pd.Timestamp("2023-03-15 10:00", tz="UTC").value // 1_000_000)
+    exps = listed_expiries(ms)
+    days = [pd.Timestamp(e, unit="ms", tz="UTC") for e, _, _ in exps]
+    assert days[0] == pd.Timestamp("2023-03-16 08:00", tz="UTC")
+    assert pd.Timestamp("2023-03-31 08:00", tz="UTC") in days  # month/quarter end
+    assert pd.Timestamp("2023-12-29 08:00", tz="UTC") in days  # December quarterly, listed a year ahead
+    assert all(c <= ms for _, c, _ in exps)
+
+
+def test_no_look_ahead_and_determinism(sim: MarketSim) -> None:
+    early = MarketSim(seed=7, now="2023-03-15 10:00")
+    with pytest.raises(ValueError, match="look-ahead"):
+        early.option_chain("BTC", "2023-03-15 11:00")
+    pd.testing.assert_frame_equal(early.option_chain("ETH", SNAP), sim.option_chain("ETH", SNAP))
+    other = MarketSim(seed=8).option_chain("ETH", SNAP)
+    assert not np.array_equal(other["mark_price"].to_numpy()[:10], sim.option_chain("ETH", SNAP)["mark_price"][:10])
