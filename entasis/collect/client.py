@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from entasis.config import EXCHANGES, ExchangeConfig, get_settings
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ MARKET_TYPES: dict[str, list[str]] = {
 OHLCV_LIMIT = {"binance": 1000, "binanceusdm": 1000, "bybit": 1000}
 FUNDING_LIMIT = {"binanceusdm": 1000, "bybit": 200, "binance": 1000}
 OPEN_INTEREST_LIMIT = {"binanceusdm": 500, "bybit": 200, "binance": 500}
+#: Venues that fill a page from the end of the requested window (newest first).
+PAGES_FROM_END = {"bybit"}
 #: ccxt's throttle interval against the simulated exchange: venue limits do not apply to a local process.
 SIM_RATE_LIMIT_MS = 1.0
 
@@ -61,6 +65,23 @@ class FatalExchangeError(CollectError):
 
 class RetriesExhausted(CollectError):
     """A transient error persisted through every retry."""
+
+
+class _SharedThrottle:
+    """ccxt's request spacing (``rateLimit`` ms per unit of cost), shared by several instances."""
+
+    def __init__(self, interval_ms: float) -> None:
+        self.interval_s = interval_ms / 1000.0
+        self._lock = threading.Lock()
+        self._next = 0.0
+
+    def __call__(self, cost: float | None = None) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval_s * (1 if cost is None else float(cost))
+        if start > now:
+            time.sleep(start - now)
 
 
 def rewrite_urls(api: Any, sim_url: str, venue: str) -> Any:
@@ -149,8 +170,6 @@ class ExchangeClient:
         rng: random.Random | None = None,
         rate_limit_ms: float | None = None,
     ) -> None:
-        import ccxt
-
         if exchange_id not in EXCHANGES:
             raise ValueError(f"unknown exchange {exchange_id!r}; expected one of {', '.join(EXCHANGES)}")
         cfg = config or get_settings().exchange
@@ -159,47 +178,59 @@ class ExchangeClient:
         self.policy = RetryPolicy.from_settings(cfg, rng)
         self._sleep = sleep
         self.stats = ClientStats()
-        opts: dict[str, Any] = {"enableRateLimit": True, "timeout": int(cfg.timeout_ms)}
+        self._opts: dict[str, Any] = {"enableRateLimit": True, "timeout": int(cfg.timeout_ms)}
         if cfg.api_key is not None:
-            opts["apiKey"] = cfg.api_key.get_secret_value()
+            self._opts["apiKey"] = cfg.api_key.get_secret_value()
         if cfg.api_secret is not None:
-            opts["secret"] = cfg.api_secret.get_secret_value()
-        ex = getattr(ccxt, exchange_id)(opts)
-        if exchange_id in MARKET_TYPES:
-            ex.options["fetchMarkets"] = {**(ex.options.get("fetchMarkets") or {}),
-                                          "types": list(MARKET_TYPES[exchange_id])}
-        if exchange_id == "deribit":
-            ex.options["fetchMarkets"] = {**(ex.options.get("fetchMarkets") or {}), "fetchAllMarkets": True}
-        if self.sim_url:
-            ex.urls["api"] = rewrite_urls(ex.urls["api"], self.sim_url, VENUE[exchange_id])
-            ex.rateLimit = SIM_RATE_LIMIT_MS
-        if rate_limit_ms is not None:
-            ex.rateLimit = float(rate_limit_ms)
-        ex.enableLastJsonResponse = True  # quote volume is read from the raw klines body
-        self._instrument(ex)
-        self.ex = ex
+            self._opts["secret"] = cfg.api_secret.get_secret_value()
+        self._rate_limit_ms = rate_limit_ms
+        self._stats_lock = threading.Lock()
+        self.ex = self._new_exchange()
         self._markets: dict[str, Any] | None = None
 
+    def _new_exchange(self, throttle: Callable[..., Any] | None = None) -> Any:
+        """A configured, instrumented ccxt instance (one per thread when calls run in parallel)."""
+        import ccxt
+
+        ex = getattr(ccxt, self.id)(dict(self._opts))
+        if self.id in MARKET_TYPES:
+            types = list(MARKET_TYPES[self.id])
+            ex.options["fetchMarkets"] = {**(ex.options.get("fetchMarkets") or {}), "types": types}
+            # with keys set, these venues load currencies from a private endpoint; market data needs none
+            ex.has = {**ex.has, "fetchCurrencies": False}
+        if self.id == "deribit":
+            ex.options["fetchMarkets"] = {**(ex.options.get("fetchMarkets") or {}), "fetchAllMarkets": True}
+        if self.sim_url:
+            ex.urls["api"] = rewrite_urls(ex.urls["api"], self.sim_url, VENUE[self.id])
+            ex.rateLimit = SIM_RATE_LIMIT_MS
+        if self._rate_limit_ms is not None:
+            ex.rateLimit = float(self._rate_limit_ms)
+        ex.enableLastJsonResponse = True  # quote volume is read from the raw klines body
+        self._instrument(ex, throttle)
+        return ex
+
     # -- instrumentation --------------------------------------------------------------------------
-    def _instrument(self, ex: Any) -> None:
+    def _instrument(self, ex: Any, throttle: Callable[..., Any] | None = None) -> None:
         """Time HTTP round trips and ccxt's throttle separately, so benches can say where time goes."""
-        fetch, throttle = ex.fetch, ex.throttle
-        stats = self.stats
+        fetch, inner = ex.fetch, throttle or ex.throttle
+        stats, lock = self.stats, self._stats_lock
 
         def timed_fetch(*a: Any, **k: Any) -> Any:
             t = time.perf_counter()
-            stats.requests += 1
             try:
                 return fetch(*a, **k)
             finally:
-                stats.http_s += time.perf_counter() - t
+                with lock:
+                    stats.requests += 1
+                    stats.http_s += time.perf_counter() - t
 
         def timed_throttle(*a: Any, **k: Any) -> Any:
             t = time.perf_counter()
             try:
-                return throttle(*a, **k)
+                return inner(*a, **k)
             finally:
-                stats.throttle_s += time.perf_counter() - t
+                with lock:
+                    stats.throttle_s += time.perf_counter() - t
 
         ex.fetch = timed_fetch
         ex.throttle = timed_throttle
@@ -207,14 +238,16 @@ class ExchangeClient:
     # -- the retry loop ---------------------------------------------------------------------------
     def call(self, method: str, *args: Any, what: str = "", **kwargs: Any) -> Any:
         """Call ccxt ``method`` retrying transient errors; fatal ones raise at once, clearly."""
+        return self._call(self.ex, method, *args, what=what, **kwargs)
+
+    def _call(self, ex: Any, method: str, *args: Any, what: str = "", **kwargs: Any) -> Any:
         import ccxt
 
-        fn = getattr(self.ex, method)
+        fn = getattr(ex, method)
         label = f"{self.id} {method}({what})" if what else f"{self.id} {method}"
         attempt = 0
         while True:
             t = time.perf_counter()
-            self.stats.calls += 1
             try:
                 return fn(*args, **kwargs)
             except ccxt.NetworkError as e:
@@ -223,10 +256,11 @@ class ExchangeClient:
                         f"{label}: gave up after {attempt + 1} attempts; last error "
                         f"{type(e).__name__}: {_short(e)}"
                     ) from e
-                wait = self.policy.delay(attempt, _retry_after_s(getattr(self.ex, "last_response_headers", None)))
+                wait = self.policy.delay(attempt, _retry_after_s(getattr(ex, "last_response_headers", None)))
                 log.warning("%s: %s (%s); retry %d/%d in %.2fs", label, type(e).__name__, _short(e),
                             attempt + 1, self.policy.max_retries, wait)
-                self.stats.retries += 1
+                with self._stats_lock:
+                    self.stats.retries += 1
                 attempt += 1
                 self._sleep(wait)
             except ccxt.AuthenticationError as e:
@@ -244,7 +278,42 @@ class ExchangeClient:
             except ccxt.BaseError as e:
                 raise CollectError(f"{label}: {type(e).__name__}: {_short(e)}") from e
             finally:
-                self.stats.call_s += time.perf_counter() - t
+                with self._stats_lock:
+                    self.stats.calls += 1
+                    self.stats.call_s += time.perf_counter() - t
+
+    def call_many(self, method: str, arg_list: list[tuple[Any, ...]], *, workers: int = 8,
+                  what: Callable[[tuple[Any, ...]], str] = str) -> list[Any]:
+        """``call(method, *args)`` for each args, in parallel threads; results in input order.
+
+        Parallel requests hide network latency; one throttle shared by every thread keeps the
+        request rate at the venue's limit (ccxt's ``rateLimit`` spacing), as one sequential client
+        would. The first failure cancels what has not started and is raised.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        if workers <= 1 or len(arg_list) <= 1:
+            return [self.call(method, *a, what=what(a)) for a in arg_list]
+        markets = self.load_markets()
+        shared = _SharedThrottle(float(self.ex.rateLimit))
+        local = threading.local()
+
+        def one(args: tuple[Any, ...]) -> Any:
+            ex = getattr(local, "ex", None)
+            if ex is None:
+                ex = self._new_exchange(shared)
+                ex.set_markets(markets, self.ex.currencies)
+                local.ex = ex
+            return self._call(ex, method, *args, what=what(args))
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{self.id}-call") as pool:
+            futures = [pool.submit(one, a) for a in arg_list]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
 
     # -- markets ----------------------------------------------------------------------------------
     def load_markets(self) -> dict[str, Any]:
@@ -302,13 +371,13 @@ class ExchangeClient:
         finally:
             self.stats.frame_s += time.perf_counter() - t
 
-    def fetch_option_chain(self, currency: str) -> list[dict[str, Any]]:
-        """Book summary of every listed option on ``currency`` (one request)."""
-        chain = self.call("fetch_option_chain", currency, what=currency)
-        return [dict(v.get("info") or {}) | {"symbol": k} for k, v in chain.items()]
-
     def fetch_greeks(self, symbol: str) -> dict[str, Any]:
         return dict(self.call("fetch_greeks", symbol, what=symbol))
+
+    def fetch_greeks_many(self, symbols: list[str], workers: int = 8) -> list[dict[str, Any]]:
+        """Tickers with greeks for many instruments, ``workers`` requests in flight at a time."""
+        return [dict(x) for x in self.call_many("fetch_greeks", [(s,) for s in symbols], workers=workers,
+                                               what=lambda a: str(a[0]))]
 
 
 def _short(e: BaseException, n: int = 300) -> str:
@@ -316,12 +385,22 @@ def _short(e: BaseException, n: int = 300) -> str:
     return text if len(text) <= n else text[:n] + "..."
 
 
-def _quote_volumes(raw: Any) -> dict[int, list[float]]:
-    """Quote volumes by open time from a raw klines body, in served order per open time.
+def _floats(values: list[Any]) -> np.ndarray:
+    """Strings/numbers -> float64 in one C pass; cell by cell (unparseable -> NaN) only if that fails."""
+    import numpy as np
+    import pandas as pd
+
+    try:
+        return np.asarray(values, dtype="float64")
+    except (TypeError, ValueError):
+        return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy("float64")
+
+
+def _quote_volumes(raw: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """(open times, quote volumes) from a raw klines body, in served order; None when it has none.
 
     Binance rows are [t,o,h,l,c,v,T,qv,...], Bybit ``result.list`` rows [t,o,h,l,c,v,turnover];
-    ccxt drops that column. Rows sharing an open time keep their relative order, as ccxt's stable
-    sort does, so duplicates get their own value back. Anything else: none.
+    ccxt drops that column.
     """
     rows: Any = raw
     idx = 7
@@ -329,24 +408,37 @@ def _quote_volumes(raw: Any) -> dict[int, list[float]]:
         res = raw.get("result")
         rows = res.get("list") if isinstance(res, dict) else None
         idx = 6
-    if not isinstance(rows, list):
-        return {}
-    out: dict[int, list[float]] = {}
-    for r in rows:
-        if isinstance(r, list | tuple) and len(r) > idx:
-            try:
-                t = int(float(r[0]))
-            except (TypeError, ValueError):
-                continue
-            try:
-                v = float(r[idx])
-            except (TypeError, ValueError):
-                v = float("nan")
-            out.setdefault(t, []).append(v)
-    return out
+    if not isinstance(rows, list) or not rows:
+        return None
+    ok = [r for r in rows if isinstance(r, list | tuple) and len(r) > idx]
+    if not ok:
+        return None
+    return _floats([r[0] for r in ok]), _floats([r[idx] for r in ok])
 
 
-def ohlcv_frame(rows: list[list[Any]], quote_volume: dict[int, list[float]] | None = None) -> pd.DataFrame:
+def _align_quote_volume(t: np.ndarray, qv: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """Quote volume for each parsed row. Rows sharing an open time are matched by occurrence in
+    served order (ccxt's sort is stable), so a duplicated time gets each version's own value."""
+    import numpy as np
+    import pandas as pd
+
+    out = np.full(len(t), np.nan)
+    if qv is None or len(t) == 0:
+        return out
+    qt, qval = qv
+    keep = ~np.isnan(qt)
+    qt, qval = qt[keep].astype("int64"), qval[keep]
+    if len(np.unique(qt)) == len(qt):  # the usual case: one row per time
+        pos = pd.Index(qt).get_indexer(t)
+        hit = pos >= 0
+        out[hit] = qval[pos[hit]]
+        return out
+    left = pd.DataFrame({"t": t, "occ": pd.Series(t).groupby(t).cumcount().to_numpy()})
+    right = pd.DataFrame({"t": qt, "occ": pd.Series(qt).groupby(qt).cumcount().to_numpy(), "qv": qval})
+    return left.merge(right, on=["t", "occ"], how="left", sort=False)["qv"].to_numpy("float64")
+
+
+def ohlcv_frame(rows: list[list[Any]], quote_volume: tuple[np.ndarray, np.ndarray] | None = None) -> pd.DataFrame:
     """ccxt OHLCV rows -> frame with ms ``t`` plus numeric columns; unparseable cells become NaN."""
     import numpy as np
     import pandas as pd
@@ -354,17 +446,18 @@ def ohlcv_frame(rows: list[list[Any]], quote_volume: dict[int, list[float]] | No
     cols = ["t", "open", "high", "low", "close", "volume"]
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in [*cols, "quote_volume"]}).astype({"t": "int64"})
-    width = [list(r[:6]) + [None] * (6 - len(r[:6])) for r in rows]
-    df = pd.DataFrame(width, columns=cols)
-    for c in cols[1:]:
-        df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
-    t = pd.to_numeric(df["t"], errors="coerce")
-    df = df[t.notna()].copy()
-    df["t"] = t[t.notna()].astype("int64")
-    queues = {k: list(v) for k, v in (quote_volume or {}).items()}
-    df["quote_volume"] = np.array([queues[x].pop(0) if queues.get(x) else np.nan for x in df["t"].tolist()],
-                                  dtype="float64")
-    return df.reset_index(drop=True)
+    try:  # ccxt hands numbers or None: one vectorised conversion
+        arr = np.asarray([r[:6] for r in rows], dtype="float64")
+        if arr.ndim != 2 or arr.shape[1] != 6:
+            raise ValueError("ragged rows")
+    except (TypeError, ValueError):  # anything odd: cell by cell
+        width = [list(r[:6]) + [None] * (6 - len(r[:6])) for r in rows]
+        arr = np.column_stack([_floats([w[i] for w in width]) for i in range(6)])
+    arr = arr[~np.isnan(arr[:, 0])]
+    t = arr[:, 0].astype("int64")
+    df = pd.DataFrame({"t": t, **{c: arr[:, i] for i, c in enumerate(cols) if i}})
+    df["quote_volume"] = _align_quote_volume(t, quote_volume)
+    return df
 
 
 def funding_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 _UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
 
@@ -21,6 +21,11 @@ def timeframe_ms(timeframe: str) -> int:
     if unit not in _UNIT_MS or not num.isdigit() or int(num) <= 0:
         raise ValueError(f"unknown timeframe {timeframe!r}; expected e.g. '1m', '15m', '1h', '4h', '1d'")
     return int(num) * _UNIT_MS[unit]
+
+
+def grid_origin_ms(timeframe: str) -> int:
+    """Where a timeframe's grid starts: the epoch, except weeks, which start on Mondays (1970-01-05)."""
+    return 4 * _UNIT_MS["d"] if timeframe.strip().endswith("w") else 0
 
 
 def to_ms(value: datetime | str | int | float) -> int:
@@ -36,24 +41,26 @@ def to_ms(value: datetime | str | int | float) -> int:
         try:
             value = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            raise ValueError(f"cannot parse time {text!r}; use ISO 8601, e.g. 2024-01-01 or 2024-01-01T06:00Z") from None
+            raise ValueError(
+                f"cannot parse time {text!r}; use ISO 8601, e.g. 2024-01-01 or 2024-01-01T06:00Z"
+            ) from None
     if not isinstance(value, datetime):
         raise TypeError(f"expected a datetime, ISO string or epoch ms, got {type(value).__name__}")
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return int(round(value.timestamp() * 1000))
 
 
 def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def floor_to(ms: int, step: int) -> int:
-    return ms - ms % step
+def floor_to(ms: int, step: int, origin: int = 0) -> int:
+    return ms - (ms - origin) % step
 
 
-def ceil_to(ms: int, step: int) -> int:
-    return -(-ms // step) * step
+def ceil_to(ms: int, step: int, origin: int = 0) -> int:
+    return -(-(ms - origin) // step) * step + origin
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,8 @@ OUTLIER_MIN_OBS = 20
 #: Stored bars read before a batch so the first new bar has a previous close and a volatility estimate.
 CONTEXT_BARS = OUTLIER_WINDOW
 
-REASON_PAGE_ORDER = "timestamp not strictly increasing within its page (duplicate or out of order)"
+REASON_PAGE_ORDER = "timestamp out of order within its page"
+REASON_DUPLICATE = "timestamp served twice with different values (the first served is kept)"
 REASON_OUTLIER_BODY = f"robust outlier: open->close log return beyond {OUTLIER_K:g} MAD scales"
 REASON_OUTLIER_SPIKE = f"robust outlier: close jumps beyond {OUTLIER_K:g} MAD scales and reverts next bar"
 
@@ -53,9 +54,19 @@ def reason_off_grid(timeframe: str) -> str:
 
 
 def page_order_bad(df: pd.DataFrame) -> pd.Series:
-    """True where a row's time is not after every earlier row of the same page (as served)."""
+    """True where a row's time is before an earlier row of the same page (as served)."""
     prev_max = df.groupby("page", sort=False)["t"].transform(lambda s: s.cummax().shift(1))
-    return (df["t"] <= prev_max).fillna(False).astype(bool)
+    return (df["t"] < prev_max).fillna(False).astype(bool)
+
+
+def duplicate_bad(df: pd.DataFrame) -> pd.Series:
+    """True for a later version of a time already served in this batch, when its values differ.
+
+    Rows are in served order; exact repeats (overlapping pages) are harmless and not flagged. Only
+    the first version served is kept, whichever page it was on.
+    """
+    values = [c for c in df.columns if c not in ("page", "ts")]
+    return df.duplicated(subset=["t"], keep="first") & ~df.duplicated(subset=values, keep="first")
 
 
 def _schema_failures(schema: pa.DataFrameSchema, df: pd.DataFrame) -> pd.DataFrame:
@@ -72,19 +83,24 @@ def _schema_failures(schema: pa.DataFrameSchema, df: pd.DataFrame) -> pd.DataFra
         fc = err.failure_cases
         structural = fc[fc["index"].isna()]
         if len(structural):
-            raise ValueError(f"collected frame has the wrong shape: {structural[['column', 'check']].to_dict('records')}")
+            shape = structural[["column", "check"]].to_dict("records")
+            raise ValueError(f"collected frame has the wrong shape: {shape}") from None
         out = pd.DataFrame({"row": fc["index"].to_numpy(), "rule": fc["check"].astype(str).to_numpy()})
         return out.drop_duplicates(ignore_index=True)
     return empty
 
 
 def structure_schema(step_ms: int | None, timeframe: str = "") -> pa.DataFrameSchema:
-    """Page order always; the timeframe grid when the series has one."""
+    """Page order and duplicates always; the timeframe grid when the series has one."""
     import pandera.pandas as pa
 
-    checks = [pa.Check(lambda d: ~page_order_bad(d), name=REASON_PAGE_ORDER)]
+    from entasis.collect.grid import grid_origin_ms
+
+    origin = grid_origin_ms(timeframe) if timeframe else 0
+    checks = [pa.Check(lambda d: ~page_order_bad(d), name=REASON_PAGE_ORDER),
+              pa.Check(lambda d: ~duplicate_bad(d), name=REASON_DUPLICATE)]
     if step_ms:
-        checks.append(pa.Check(lambda d: d["t"] % step_ms == 0, name=reason_off_grid(timeframe)))
+        checks.append(pa.Check(lambda d: (d["t"] - origin) % step_ms == 0, name=reason_off_grid(timeframe)))
     return pa.DataFrameSchema({"t": pa.Column("int64"), "page": pa.Column("int64")}, checks=checks)
 
 
@@ -148,10 +164,11 @@ def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def check_candles(df: pd.DataFrame, step_ms: int, timeframe: str, context_close: np.ndarray) -> pd.DataFrame:
-    """Every (row, reason) a candle batch breaks. ``df`` holds ms ``t``, ``ts`` (UTC), ``page``, OHLCV.
+    """Every (row, reason) a candle batch breaks. ``df`` holds ms ``t``, ``ts`` (UTC), ``page``, OHLCV,
+    rows in served order.
 
     Structural and store rules run on every row as served; outliers run on the rows that survive
-    them, deduplicated on time (last served wins) and in time order.
+    them, in time order.
     """
     import pandas as pd
 
@@ -160,7 +177,7 @@ def check_candles(df: pd.DataFrame, step_ms: int, timeframe: str, context_close:
         _store_rule_failures(df, CANDLE_RULES, ("t",)),
     ])
     ok = df.drop(index=pd.Index(first["row"].unique())) if len(first) else df
-    ok = ok.drop_duplicates(subset=["t"], keep="last").sort_values("t", kind="stable")
+    ok = ok.drop_duplicates(subset=["t"], keep="first").sort_values("t", kind="stable")
     second = _schema_failures(outlier_schema(context_close), ok[["open", "close"]])
     return _concat([first, second])
 

@@ -263,6 +263,7 @@ def _json_default(o: Any) -> Any:
 def _make_handler(app: SimExchangeServer) -> type[BaseHTTPRequestHandler]:
     class _Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # small JSON replies: no 40 ms delayed-ACK stalls on loopback
         server_version = "entasis-sim-exchange/1.0"
         timeout = 30
 

@@ -1,0 +1,102 @@
+"""OHLCV candles (spot and perpetuals) into market.candles, incrementally and validated.
+
+Symbols are ccxt's unified ones: spot 'BTC/USDT', USDT-margined perpetuals 'BTC/USDT:USDT'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from entasis.collect.client import OHLCV_LIMIT, PAGES_FROM_END, ExchangeClient
+from entasis.collect.grid import grid_origin_ms, timeframe_ms, to_ms
+from entasis.collect.quality import CONTEXT_BARS, check_candles
+from entasis.collect.series import BATCH_PAGES, Progress, SeriesResult, SeriesSpec, run_series
+from entasis.collect.state import SeriesKey
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: Bars re-read before the watermark on incremental runs: venues revise the last bar shortly after it closes.
+LOOKBACK_BARS = 2
+
+
+def register_instruments(client: ExchangeClient) -> int:
+    """Record every market the client loaded, so the store's writers accept its symbols."""
+    from entasis.store.db import connect
+    from entasis.store.market import register_instruments as _register
+
+    frame = client.instruments_frame()
+    with connect() as conn:
+        return _register(conn, frame).written
+
+
+def candle_spec(client: ExchangeClient, symbol: str, timeframe: str) -> SeriesSpec:
+    from entasis.store.market import write_candles
+
+    step = timeframe_ms(timeframe)
+    limit = OHLCV_LIMIT.get(client.id, 500)
+    exchange = client.id
+
+    def rows(good: pd.DataFrame) -> pd.DataFrame:
+        out = good[["ts", "open", "high", "low", "close", "volume", "quote_volume"]].copy()
+        out.insert(0, "timeframe", timeframe)
+        out.insert(0, "symbol", symbol)
+        out.insert(0, "exchange", exchange)
+        return out
+
+    return SeriesSpec(
+        table="market.candles",
+        filters={"exchange": exchange, "symbol": symbol, "timeframe": timeframe},
+        step_ms=step,
+        window_ms=limit * step,
+        fetch=lambda lo, hi: client.fetch_ohlcv(symbol, timeframe, lo, hi, limit),
+        check=lambda df, ctx: check_candles(df, step, timeframe, ctx),
+        rows=rows,
+        write=lambda conn, df: write_candles(conn, df),
+        lookback=LOOKBACK_BARS,
+        context_col="close",
+        context_rows=CONTEXT_BARS,
+        origin_ms=grid_origin_ms(timeframe),
+        backward=client.id in PAGES_FROM_END,
+        page_limit=limit,
+    )
+
+
+def collect_candles(
+    exchange: str,
+    symbols: Iterable[str],
+    timeframe: str,
+    *,
+    until: datetime | str | int,
+    since: datetime | str | int | None = None,
+    client: ExchangeClient | None = None,
+    progress: Progress | None = None,
+    batch_pages: int = BATCH_PAGES,
+) -> list[SeriesResult]:
+    """Collect closed ``timeframe`` bars of ``symbols`` up to ``until`` (exclusive; explicit, never the clock).
+
+    With ``since`` the run backfills from there; without, it continues from each series' watermark.
+    The first failing series stops the run (its batch in flight rolls back) and the error propagates.
+    """
+    cl = client or ExchangeClient(exchange)
+    if cl.id != exchange:
+        raise ValueError(f"client is for {cl.id!r}, not {exchange!r}")
+    timeframe_ms(timeframe)
+    until_ms = to_ms(until)
+    since_ms = to_ms(since) if since is not None else None
+    if since_ms is not None and since_ms >= until_ms:
+        raise ValueError(f"since ({since}) must be before until ({until})")
+    syms = list(symbols)
+    if not syms:
+        raise ValueError("no symbols to collect")
+    register_instruments(cl)
+    for s in syms:
+        cl.check_symbol(s)
+    out = []
+    for s in syms:
+        key = SeriesKey("candles", exchange, s, timeframe)
+        out.append(run_series(candle_spec(cl, s, timeframe), key, until=until_ms, since=since_ms,
+                              batch_pages=batch_pages, progress=progress))
+    return out
