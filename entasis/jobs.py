@@ -1,0 +1,172 @@
+"""One function per Airflow task: read the configured universe, call the stage, return a JSON summary.
+
+DAG files stay thin (each task calls one function here) and every time here is passed in by the
+caller, normally the end of the DAG run's data interval; nothing reads the wall clock. The
+summaries are small dicts so they travel as XCom and show in the task log.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _use_airflow_store() -> None:
+    """Inside Airflow, prefer the ``entasis_db`` connection when one is configured."""
+    try:
+        from entasis_airflow.hooks import use_airflow_connection
+    except ImportError:  # not running under Airflow (CLI, tests)
+        return
+    use_airflow_connection()
+
+
+def _require(value: datetime | None, what: str) -> datetime:
+    if value is None:
+        raise ValueError(f"{what} is required (the DAG passes its data interval); refusing to guess the time")
+    return value
+
+
+def _series_summary(results: list[Any]) -> dict[str, Any]:
+    rows = []
+    for r in results:
+        rows.append({
+            "series": f"{r.key.exchange} {r.key.symbol} {r.key.timeframe}".strip(),
+            "new": r.new, "updated": r.updated, "quarantined": r.quarantined,
+            "gaps_new": r.gaps_new, "gaps_resolved": r.gaps_resolved, "status": r.status,
+        })
+    total = {k: sum(int(x[k]) for x in rows) for k in ("new", "updated", "quarantined", "gaps_new")}
+    log.info("collected %s", total)
+    return {"series": rows, **total}
+
+
+def ingest_candles(*, until: datetime | None) -> dict[str, Any]:
+    """Spot candles for every configured symbol and timeframe, closed bars before ``until``."""
+    from entasis.collect.candles import collect_candles
+    from entasis.config import get_settings
+
+    _use_airflow_store()
+    end = _require(until, "until")
+    u = get_settings().universe
+    # a series never collected starts at universe.backfill_since; the others continue from their watermark
+    results: list[Any] = []
+    for tf in u.timeframes:
+        results += collect_candles(u.exchange, u.symbols, tf, until=end)
+    return _series_summary(results)
+
+
+def ingest_funding(*, until: datetime | None) -> dict[str, Any]:
+    """Funding-rate history of the configured perpetuals settled before ``until``."""
+    from entasis.collect.derivatives import collect_funding
+    from entasis.config import get_settings
+
+    _use_airflow_store()
+    end = _require(until, "until")
+    u = get_settings().universe
+    return _series_summary(collect_funding(u.perp_exchange, u.perp_symbols, until=end))
+
+
+def ingest_open_interest(*, until: datetime | None) -> dict[str, Any]:
+    """Hourly open interest of the configured perpetuals (venues keep only recent history)."""
+    from entasis.collect.derivatives import collect_open_interest
+    from entasis.config import get_settings
+
+    _use_airflow_store()
+    end = _require(until, "until")
+    u = get_settings().universe
+    return _series_summary(collect_open_interest(u.perp_exchange, u.perp_symbols, "1h", until=end))
+
+
+def ingest_options(*, now: datetime | None) -> dict[str, Any]:
+    """Snapshot every listed option per configured currency at ``now``, then fit and store its surface."""
+    from entasis.collect.options import collect_options
+    from entasis.config import get_settings
+    from entasis.options.store import build_and_store_surface
+    from entasis.store.db import connect
+
+    _use_airflow_store()
+    at = _require(now, "now")
+    currencies = get_settings().universe.option_currencies
+    out = _series_summary(collect_options(currencies, now=at))
+    expiries = {}
+    with connect() as conn:
+        for cur in currencies:
+            expiries[cur] = build_and_store_surface(conn, cur)
+    out["surface_expiries"] = expiries
+    return out
+
+
+def _plain(obj: Any) -> Any:
+    """Dataclasses and timestamps into JSON-friendly values for XCom."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return _plain(asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return obj.item()
+    return obj
+
+
+def publish(*, as_of: datetime | None) -> dict[str, Any]:
+    """Predictions of every @champion for the latest bar complete at ``as_of`` (the run's logical time)."""
+    from entasis.config import get_settings
+    from entasis.publish.predictions import publish_predictions
+    from entasis.store.db import connect
+
+    _use_airflow_store()
+    at = _require(as_of, "as_of")
+    with connect() as conn:
+        summary = publish_predictions(conn, as_of=at, timeframe=get_settings().universe.model_timeframe)
+    out = summary.as_dict()
+    log.info("published %s", out)
+    return _plain(out)
+
+
+def reconcile(*, now: datetime | None) -> int:
+    """Fill outcomes of predictions whose target date has passed by ``now``."""
+    from entasis.config import get_settings
+    from entasis.publish.reconcile import reconcile_outcomes
+    from entasis.store.db import connect
+
+    _use_airflow_store()
+    at = _require(now, "now")
+    with connect() as conn:
+        n = reconcile_outcomes(conn, now=at, timeframe=get_settings().universe.model_timeframe)
+    log.info("reconciled %d prediction(s)", n)
+    return n
+
+
+def monitor(*, now: datetime | None) -> dict[str, Any]:
+    """Live accuracy, drift and stale data as of ``now``; rolls back failing champions; says if a retrain is due."""
+    from entasis.backtest.promotion import check_live_accuracy_and_rollback
+    from entasis.config import get_settings
+    from entasis.monitor.checks import run_checks
+    from entasis.store.db import connect
+
+    _use_airflow_store()
+    at = _require(now, "now")
+    s = get_settings()
+    with connect() as conn:
+        report = run_checks(conn, at, s.monitor, timeframe=s.universe.model_timeframe)
+        champions = conn.execute("SELECT DISTINCT asset, horizon FROM ml.champions").fetchall()
+    for asset, horizon in champions:
+        d = check_live_accuracy_and_rollback(
+            None if asset == "pooled" else asset, int(horizon), threshold=s.monitor.min_live_accuracy,
+            window_days=s.monitor.live_window_days, min_predictions=s.monitor.min_reconciled, now=at,
+        )
+        if d.action == "rollback":
+            report.rollbacks.append({"model": d.model_name, "to_version": str(d.new_champion_version),
+                                     "reason": d.reason})
+            report.reasons.append(f"rolled back {d.model_name}: {d.reason}")
+    for r in report.reasons:
+        log.warning("monitor: %s", r)
+    out = report.to_dict()
+    log.info("monitor: retrain=%s", out["retrain"])
+    return _plain(out)
