@@ -127,6 +127,19 @@ class TrainConfig(BaseModel):
     seq_len: int = 90
     max_epochs: int = 100
     seed: int = 42
+    # per-member constructor overrides, e.g. {"lstm": {"hidden": [64, 32, 16]}, "lgbm": {"n_jobs": 1}}
+    member_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class BacktestConfig(BaseModel):
+    """The walk-forward the weekly train DAG runs, and the promotion rule's window."""
+
+    lookback_days: int = 365  # span of the walk-forward report ending at the run's data interval end
+    refit_days: int = 7
+    models: list[str] = Field(default_factory=lambda: ["rf", "xgb", "lgbm"])
+    promotion_window_days: int = 180
+    promotion_refit_days: int = 30
+    promotion_margin: float = 0.01  # challenger log-loss may be at most this much worse than the champion's
 
 
 class MonitorConfig(BaseModel):
@@ -162,6 +175,7 @@ class Settings(BaseSettings):
     spark: SparkConfig = Field(default_factory=SparkConfig)
     exchange: ExchangeConfig = Field(default_factory=ExchangeConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    backtest: BacktestConfig = Field(default_factory=BacktestConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
     @model_validator(mode="before")

@@ -77,17 +77,20 @@ def target_column(horizon: int) -> str:
 
 def default_features(frame: pd.DataFrame | None = None) -> list[str]:
     """Feature columns: the features registry when importable, else the numeric non-label columns of frame."""
+    registry_cols: list[str] = []
     try:
         from entasis.features.registry import FEATURE_COLUMNS  # type: ignore[import-not-found,unused-ignore]
+
+        registry_cols = list(FEATURE_COLUMNS)
     except ImportError:
-        FEATURE_COLUMNS = None  # noqa: N806
-    if FEATURE_COLUMNS:
-        cols = list(FEATURE_COLUMNS)
-        if frame is not None:
-            present = [c for c in cols if c in frame.columns]
-            if present:
-                return present
-        return cols
+        pass
+    if registry_cols:
+        cols = registry_cols
+        if frame is None:
+            return cols
+        present = [c for c in cols if c in frame.columns]
+        if present:
+            return present
     if frame is None:
         raise ModelError("no feature list given and entasis.features.registry is not importable")
     import pandas as pd
@@ -101,7 +104,8 @@ def default_features(frame: pd.DataFrame | None = None) -> list[str]:
     ]
 
 
-def check_frame(frame: pd.DataFrame, features: Sequence[str], *, what: str, target: str | None = None) -> None:
+def check_frame(frame: pd.DataFrame, features: Sequence[str], *, what: str, target: str | None = None,
+                classes: bool = True) -> None:
     """Fail early, naming what is wrong, instead of deep inside torch or xgboost."""
     need = ["symbol", "ts", *features] + ([target] if target else [])
     missing = [c for c in need if c not in frame.columns]
@@ -109,11 +113,20 @@ def check_frame(frame: pd.DataFrame, features: Sequence[str], *, what: str, targ
         raise ModelError(f"{what} is missing column(s): {', '.join(map(str, missing))}")
     if not frame.index.is_unique:
         raise ModelError(f"{what} has a non-unique index; reset_index() it first")
-    if target is not None:
+    if target is not None and classes:
         vals = frame[target].dropna()
         bad = vals[~vals.isin([0, 1, 2])]
         if len(bad):
             raise ModelError(f"{what}[{target}] must be 0/1/2 or NULL; found {bad.iloc[0]!r} at index {bad.index[0]!r}")
+
+
+def label_array(values: Any) -> np.ndarray:
+    """Labels as float64 with NaN for NULL (features.bars returns y_cls as nullable Int16)."""
+    import numpy as np
+    import pandas as pd
+
+    return np.asarray(pd.to_numeric(pd.Series(values), errors="coerce").astype("Float64")
+                      .to_numpy(dtype=np.float64, na_value=np.nan))
 
 
 class Model(ABC):

@@ -17,10 +17,13 @@ HIGH, MEDIUM = 70.0, 50.0
 
 def apply_temperature(p: np.ndarray, temperature: float) -> np.ndarray:
     """softmax(log p / T), row-wise; NaN rows stay NaN."""
-    logp = np.log(np.clip(p, EPS, 1.0)) / temperature
-    logp -= np.nanmax(logp, axis=1, keepdims=True)
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p).any(axis=1)
+    logp = np.log(np.clip(p[ok], EPS, 1.0)) / temperature
+    logp -= logp.max(axis=1, keepdims=True)
     e = np.exp(logp)
-    return np.asarray(e / e.sum(axis=1, keepdims=True))
+    out[ok] = e / e.sum(axis=1, keepdims=True)
+    return out
 
 
 def log_loss(p: np.ndarray, y: np.ndarray) -> float:

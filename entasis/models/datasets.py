@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from entasis.models.base import ModelError, check_frame
+from entasis.models.base import ModelError, check_frame, label_array
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -130,7 +130,8 @@ class Context:
 
 
 def make_context(parts: Mapping[str, pd.DataFrame | None], features: Sequence[str], *,
-                 target: str | None = None, history: pd.DataFrame | None = None) -> Context:
+                 target: str | None = None, history: pd.DataFrame | None = None,
+                 classes: bool = True) -> Context:
     """Concatenate the inputs (history rows duplicating a part's (symbol, ts) are dropped), then sort."""
     import pandas as pd
 
@@ -139,7 +140,7 @@ def make_context(parts: Mapping[str, pd.DataFrame | None], features: Sequence[st
     for name, df in parts.items():
         if df is None:
             continue
-        check_frame(df, feats, what=name, target=target)
+        check_frame(df, feats, what=name, target=target, classes=classes)
         pieces.append(_piece(df, feats, target, name))
     if not pieces:
         raise ModelError("no rows given")
@@ -165,10 +166,10 @@ def make_context(parts: Mapping[str, pd.DataFrame | None], features: Sequence[st
     pos = df.groupby("symbol", sort=False).cumcount().to_numpy(dtype=np.int64)
     tgt = None
     if target is not None:
-        tgt = pd.to_numeric(df[target], errors="coerce").to_numpy(dtype=np.float64)
+        tgt = label_array(df[target])
     return Context(
         symbols=sym,
-        ts=df["ts"].to_numpy(dtype="datetime64[ns]"),
+        ts=df["ts"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]"),
         values=df[feats].to_numpy(dtype=np.float64, na_value=np.nan),
         pos=pos,
         warmup=df["_warmup"].to_numpy(dtype=bool),
@@ -310,9 +311,11 @@ class Prepared:
 
 
 def prepare_fit(*, features: Sequence[str], scaler: Standardizer, min_history: int, train: pd.DataFrame,
-                target: str, valid: pd.DataFrame | None, history: pd.DataFrame | None) -> Prepared:
+                target: str, valid: pd.DataFrame | None, history: pd.DataFrame | None,
+                classes: bool = True) -> Prepared:
     """Build the context, fit ``scaler`` on the training rows only, find labelled eligible samples."""
-    ctx = make_context({"train": train, "valid": valid}, features, target=target, history=history)
+    ctx = make_context({"train": train, "valid": valid}, features, target=target, history=history,
+                       classes=classes)
     train_rows = (ctx.part == "train") & ~ctx.warmup
     if not train_rows.any():
         raise ModelError("train has no rows outside the warmup period")

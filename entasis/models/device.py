@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 
+def _nvidia_driver_present() -> bool:
+    """A cheap pre-check so tree-only work never imports torch (seconds) on a machine without a GPU."""
+    import ctypes.util
+
+    return Path("/proc/driver/nvidia/version").exists() or ctypes.util.find_library("cuda") is not None
+
+
 def cuda_available() -> bool:
-    """True when torch sees a CUDA device (torch is the one dependency that can tell us cheaply)."""
+    """True when torch sees a CUDA device."""
+    if "torch" not in sys.modules and not _nvidia_driver_present():
+        return False
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a hard dependency of the models stage

@@ -23,6 +23,7 @@ from entasis.models.base import (
     ModelError,
     build_model,
     default_features,
+    label_array,
     load_model,
     proba_frame,
     register_model,
@@ -124,7 +125,7 @@ class EnsembleModel(Model):
         self.temperatures = {m: 1.0 for m in self.members}
         if valid is not None and not valid.empty and needs_valid:
             raw = self.member_proba(valid, history=history, calibrated=False)
-            y = valid[target].to_numpy(dtype=float)
+            y = label_array(valid[target])
             ok = ~np.isnan(y) & np.all([~np.isnan(p).any(axis=1) for p in raw.values()], axis=0)
             if ok.sum() < 10:
                 raise ModelError(f"only {int(ok.sum())} validation rows are labelled and eligible for every "

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,25 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "lstm.pt"
 SCALER_FILE = "scaler.npz"
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` intra-op threads (None: leave torch's setting); restored afterwards.
+
+    On a small, shared CPU box oversubscribed OpenMP threads make tiny LSTMs many times slower.
+    """
+    import torch
+
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def build_net(n_in: int, n_assets: int, n_out: int, hidden: Sequence[int], dropout: float, dense: int) -> Any:
@@ -51,10 +71,12 @@ def build_net(n_in: int, n_assets: int, n_out: int, hidden: Sequence[int], dropo
             self.head = nn.Sequential(nn.Linear(prev + n_assets, dense), nn.ReLU(), nn.Linear(dense, n_out))
 
         def forward(self, x: torch.Tensor, assets: torch.Tensor | None = None) -> torch.Tensor:
-            for lstm in self.lstms:
+            for i, lstm in enumerate(self.lstms):
                 x, _ = lstm(x)
+                if i == len(self.lstms) - 1:
+                    x = x[:, -1, :]  # the last layer returns only its final state (Keras return_sequences=False)
                 x = self.drop(x)
-            last = x[:, -1, :]
+            last = x
             if assets is not None and assets.shape[1]:
                 last = torch.cat([last, assets.to(last.dtype)], dim=1)
             out: torch.Tensor = self.head(last)
@@ -85,12 +107,15 @@ class TorchSeqTrainer:
 
     def _batch(self, z: torch.Tensor, ends: np.ndarray, onehot: torch.Tensor | None, sel: np.ndarray,
                dev: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Gather the windows of one batch where ``z`` lives (on the GPU when training there)."""
         import torch
 
-        e = torch.as_tensor(ends[sel], dtype=torch.long)
-        idx = e[:, None] + torch.arange(-self.seq_len + 1, 1)[None, :]
+        e = torch.as_tensor(ends[sel], dtype=torch.long, device=z.device)
+        idx = e[:, None] + torch.arange(-self.seq_len + 1, 1, device=z.device)[None, :]
         xb = z[idx].to(dev, non_blocking=True)
-        ab = onehot[torch.as_tensor(sel, dtype=torch.long)].to(dev) if onehot is not None else None
+        ab = None
+        if onehot is not None:
+            ab = onehot[torch.as_tensor(sel, dtype=torch.long, device=onehot.device)].to(dev, non_blocking=True)
         return xb, ab
 
     def fit(self, net: Any, z: np.ndarray, *, train_ends: np.ndarray, train_y: np.ndarray,
@@ -105,12 +130,12 @@ class TorchSeqTrainer:
         dev = torch_device(self.device_pref)
         amp = dev.type == "cuda"
         net.to(dev)
-        zt = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
-        if amp:
-            zt = zt.pin_memory()
-        ta = torch.from_numpy(train_assets) if train_assets is not None else None
-        va = torch.from_numpy(valid_assets) if valid_assets is not None else None
-        ty = torch.as_tensor(train_y)
+        # The scaled context is small (rows x features): on CUDA it goes to the GPU once and every batch's
+        # windows are gathered there, so no per-batch host-to-device copies.
+        zt = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32)).to(dev)
+        ta = torch.from_numpy(train_assets).to(dev) if train_assets is not None else None
+        va = torch.from_numpy(valid_assets).to(dev) if valid_assets is not None else None
+        ty = torch.as_tensor(train_y).to(dev)
         opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=self.lr_factor,
                                                            patience=self.lr_patience, min_lr=self.min_lr)
@@ -123,12 +148,12 @@ class TorchSeqTrainer:
         n = len(train_ends)
         for epoch in range(self.max_epochs):
             net.train()
-            perm = torch.randperm(n, generator=gen).numpy()
+            perm = torch.randperm(n, generator=gen).numpy()  # CPU generator: same order on any device
             total, count = 0.0, 0
             for start in range(0, n, self.batch_size):
                 sel = perm[start:start + self.batch_size]
                 xb, ab = self._batch(zt, train_ends, ta, sel, dev)
-                yb = ty[torch.as_tensor(sel, dtype=torch.long)].to(dev)
+                yb = ty[torch.as_tensor(sel, dtype=torch.long, device=dev)]
                 opt.zero_grad(set_to_none=True)
                 with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=amp):
                     out = net(xb, ab)
@@ -197,7 +222,7 @@ class LSTMModel(Model):
                  dense: int = 16, lr: float = 1e-3, weight_decay: float = 1e-5, batch_size: int = 32,
                  max_epochs: int = 100, patience: int = 10, lr_patience: int = 5, lr_factor: float = 0.5,
                  min_lr: float = 1e-6, grad_clip: float = 1.0, use_class_weights: bool = True,
-                 device: str = "auto") -> None:
+                 device: str = "auto", num_threads: int | None = None) -> None:
         super().__init__(features=features, pooled=pooled, seed=seed)
         if seq_len < 1 or not hidden or any(h < 1 for h in hidden):
             raise ModelError(f"LSTM needs seq_len >= 1 and positive hidden sizes; got {seq_len}, {hidden}")
@@ -218,6 +243,7 @@ class LSTMModel(Model):
         self.grad_clip = grad_clip
         self.use_class_weights = use_class_weights
         self.device = device
+        self.num_threads = num_threads
         self.scaler = Standardizer()
         self.net: Any = None
 
@@ -231,7 +257,8 @@ class LSTMModel(Model):
                 "weight_decay": self.weight_decay, "batch_size": self.batch_size,
                 "max_epochs": self.max_epochs, "patience": self.patience, "lr_patience": self.lr_patience,
                 "lr_factor": self.lr_factor, "min_lr": self.min_lr, "grad_clip": self.grad_clip,
-                "use_class_weights": self.use_class_weights, "device": self.device}
+                "use_class_weights": self.use_class_weights, "device": self.device,
+                "num_threads": self.num_threads}
 
     def _trainer(self) -> TorchSeqTrainer:
         return TorchSeqTrainer(seq_len=self.seq_len, batch_size=self.batch_size, max_epochs=self.max_epochs,
@@ -270,11 +297,12 @@ class LSTMModel(Model):
         def loss_fn(out: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
             return torch.nn.functional.cross_entropy(out, yb, weight=weight.to(out.device))
 
-        self.history_ = self._trainer().fit(
-            self.net, prep.z, train_ends=tr, train_y=y, train_assets=oh(tr),
-            valid_ends=va if va is not None and len(va) else None,
-            valid_y=ctx.target[va].astype(np.int64) if va is not None and len(va) else None,
-            valid_assets=oh(va) if va is not None and len(va) else None, loss_fn=loss_fn, on_epoch=on_epoch)
+        with torch_threads(self.num_threads):
+            self.history_ = self._trainer().fit(
+                self.net, prep.z, train_ends=tr, train_y=y, train_assets=oh(tr),
+                valid_ends=va if va is not None and len(va) else None,
+                valid_y=ctx.target[va].astype(np.int64) if va is not None and len(va) else None,
+                valid_assets=oh(va) if va is not None and len(va) else None, loss_fn=loss_fn, on_epoch=on_epoch)
         self.net.to("cpu")
         self.fitted = True
         return self
@@ -294,8 +322,9 @@ class LSTMModel(Model):
         dev = torch_device(self.device)
         self.net.to(dev)
         oh = torch.from_numpy(asset_onehot(prep.ctx.symbols[s], self.assets)) if self.assets else None
-        logits = self._trainer().forward(self.net, torch.from_numpy(prep.z), s, oh, dev)
-        proba = torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
+        with torch_threads(self.num_threads):
+            logits = self._trainer().forward(self.net, torch.from_numpy(prep.z), s, oh, dev)
+        proba = torch.softmax(logits.double(), dim=1).cpu().numpy()
         return proba_frame(rows.index, prep.ctx.positions_of("rows", rows.index, s), proba)
 
     def _save_state(self, path: Path) -> None:

@@ -6,6 +6,11 @@ predictable when ``signal > 0``). Labels follow features.bars: ``y_ret_{h}d`` is
 return, ``y_cls_{h}d`` is 0 / 1 / 2 for below -band / inside / above +band, ``y_vol_{h}d`` is the
 annualised std of the next h daily returns; the last h rows of each symbol have NULL labels.
 With ``signal=0`` the features carry no information about future direction.
+
+``planted="label"`` instead makes returns driftless and sets ``f_signal[t] = signal · z(y_ret_{h}d[t]) +
+noise`` for the smallest horizon h: a feature that peeks at the label on purpose, so tests can check
+that each model *can* learn a relationship that holds out of sample (and, with ``signal=0``, that none
+is found in noise).
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ if TYPE_CHECKING:
 def synthetic_bars(*, symbols: Sequence[str] = ("BTC/USDT", "ETH/USDT", "SOL/USDT"), n_days: int = 600,
                    n_noise: int = 5, signal: float = 0.6, horizons: Sequence[int] = (7, 14, 30),
                    band: float = 0.02, warmup: int = 0, seed: int = 0,
-                   start: str = "2020-01-01") -> pd.DataFrame:
+                   start: str = "2020-01-01", planted: str = "drift") -> pd.DataFrame:
     """One row per (symbol, day); features ``ret_1d, vol_7d, f_signal, noise_*``; labels per horizon."""
     import pandas as pd
 
+    if planted not in ("drift", "label"):
+        raise ValueError(f"planted must be 'drift' or 'label'; got {planted!r}")
     rng = np.random.default_rng(seed)
+    drift = signal if planted == "drift" else 0.0
     ts = pd.date_range(start, periods=n_days, freq="1D", tz="UTC")
     frames = []
     for sym in symbols:
@@ -39,7 +47,7 @@ def synthetic_bars(*, symbols: Sequence[str] = ("BTC/USDT", "ETH/USDT", "SOL/USD
         for t in range(1, n_days):
             var[t] = 0.03 ** 2 * 0.05 + 0.1 * r[t - 1] ** 2 + 0.85 * var[t - 1]
             sigma_prev = np.sqrt(var[t - 1])
-            r[t] = signal * sigma_prev * f[t - 1] * 0.6 + np.sqrt(var[t]) * rng.normal()
+            r[t] = drift * sigma_prev * f[t - 1] * 0.6 + np.sqrt(var[t]) * rng.normal()
         df = pd.DataFrame({"exchange": "binance", "symbol": sym, "timeframe": "1d", "ts": ts})
         df["warmup"] = np.arange(n_days) < warmup
         s = pd.Series(r)
@@ -56,9 +64,13 @@ def synthetic_bars(*, symbols: Sequence[str] = ("BTC/USDT", "ETH/USDT", "SOL/USD
                 fwd[t] = window.sum()
                 vol[t] = window.std(ddof=1) * np.sqrt(365) if h > 1 else abs(window[0]) * np.sqrt(365)
             cls = np.where(np.isnan(fwd), np.nan, np.where(fwd < -band, 0, np.where(fwd > band, 2, 1)))
-            df[f"y_cls_{h}d"] = pd.array(cls, dtype="Int64") if False else cls
+            df[f"y_cls_{h}d"] = pd.array([None if np.isnan(c) else int(c) for c in cls], dtype="Int16")
             df[f"y_ret_{h}d"] = fwd
             df[f"y_vol_{h}d"] = vol
+        if planted == "label":
+            fwd = df[f"y_ret_{min(horizons)}d"].to_numpy(dtype=float)
+            z = (fwd - np.nanmean(fwd)) / (np.nanstd(fwd) or 1.0)
+            df["f_signal"] = np.where(np.isnan(z), 0.0, signal * z) + rng.normal(size=n_days)
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
 

@@ -305,7 +305,8 @@ class LightGBMModel(TabularModel):
         import lightgbm as lgb
 
         dtrain = lgb.Dataset(x, label=y, weight=w, free_raw_data=True)
-        valid_sets, callbacks = [], []
+        valid_sets: list[Any] = []
+        callbacks: list[Any] = []
         if xv is not None and yv is not None and self.early_stopping_rounds:
             valid_sets = [lgb.Dataset(xv, label=yv, reference=dtrain)]
             callbacks = [lgb.early_stopping(self.early_stopping_rounds, verbose=False)]
