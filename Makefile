@@ -35,9 +35,14 @@ lint: venv
 	$(BIN)/ruff check entasis dags plugins spark_jobs bench tests
 	$(BIN)/mypy entasis dags plugins spark_jobs
 
+# Airflow standalone (UI on http://localhost:8080) against the same store, with the simulated exchange
+# on 127.0.0.1:8765 following the wall clock. Set ENTASIS_SIM_URL= (empty) to collect from the real venues.
+SIM_PORT ?= 8765
 airflow: venv
 	$(BIN)/entasis db upgrade
-	$(BIN)/airflow standalone
+	$(BIN)/entasis sim-exchange serve --live --port $(SIM_PORT) --start 2021-01-01 \
+	  --end $$(date -u -d '+1 year' +%Y-%m-%d) & sim=$$!; trap "kill $$sim" EXIT; \
+	  ENTASIS_SIM_URL=$${ENTASIS_SIM_URL-http://127.0.0.1:$(SIM_PORT)} $(BIN)/airflow standalone
 
 bench: venv
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -25,7 +25,7 @@ DEFAULT_ARGS = {
 @dag(
     dag_id="entasis_monitor",
     schedule=CronDataIntervalTimetable("30 3 * * *", timezone="UTC"),
-    start_date=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
+    start_date=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

@@ -29,7 +29,7 @@ DEFAULT_ARGS = {
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("15 */6 * * *", timezone="UTC"), assets=[CHAMPION]
     ),
-    start_date=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
+    start_date=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

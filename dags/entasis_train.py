@@ -28,7 +28,7 @@ DEFAULT_ARGS = {
 @dag(
     dag_id="entasis_train",
     schedule=CronDataIntervalTimetable("0 2 * * 0", timezone="UTC"),
-    start_date=dt.datetime(2025, 1, 5, tzinfo=dt.UTC),
+    start_date=dt.datetime(2020, 1, 5, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
@@ -51,10 +51,12 @@ def entasis_train() -> None:
         return jobs.backtest(trained, until=data_interval_end)
 
     @task(outlets=[CHAMPION])
-    def promote(evaluated: list[dict[str, object]]) -> list[dict[str, object]]:
+    def promote(
+        evaluated: list[dict[str, object]], data_interval_end: dt.datetime | None = None
+    ) -> list[dict[str, object]]:
         from entasis import jobs
 
-        return jobs.promote(evaluated)
+        return jobs.promote(evaluated, now=data_interval_end)
 
     promote(backtest(train()))
 

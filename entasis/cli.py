@@ -103,6 +103,27 @@ def config_show() -> None:
     console.print_json(json.dumps(s.masked(), default=str))
 
 
+@app.command("demo")
+def demo() -> None:
+    """Offline demo of the whole pipeline: embedded PostgreSQL, simulated exchange, every DAG via dag.test()."""
+    from entasis.demo import run_demo
+
+    res = run_demo(say=console.print)
+    t = Table("asset", "h", "as_of", "model", "class", "p_bear", "p_neut", "p_bull", "conf", "level", "target",
+              "actual", "correct", title="ml.predictions (latest first)")
+    names = {0: "bearish", 1: "neutral", 2: "bullish"}
+    for r in res["predictions"]:
+        t.add_row(r[0], str(r[1]), f"{r[2]:%Y-%m-%d}", str(r[3]), names.get(r[4], "?"), str(r[5]), str(r[6]),
+                  str(r[7]), str(r[8]), r[9], f"{r[10]:%Y-%m-%d}", "" if r[11] is None else names[r[11]],
+                  "" if r[12] is None else str(r[12]))
+    console.print(t)
+    st = Table(*res["status_columns"], title="ml.model_status")
+    for r in res["status"]:
+        st.add_row(*["" if v is None else str(v) for v in r])
+    console.print(st)
+    console.print(f"backtest report: [bold]{res['report']}[/]")
+
+
 def _register_stages() -> None:
     for stage in STAGES:
         name = f"entasis.{stage}.cli"

@@ -170,3 +170,97 @@ def monitor(*, now: datetime | None) -> dict[str, Any]:
     out = report.to_dict()
     log.info("monitor: retrain=%s", out["retrain"])
     return _plain(out)
+
+
+def build_features(*, full: bool = False) -> dict[str, Any]:
+    """Bring features.bars up to date with the Spark job (incremental from the feature watermark)."""
+    from entasis.features.build import build_features as run_build
+
+    _use_airflow_store()
+    summary = run_build(full=full, engine="spark")
+    out = _plain(summary)
+    log.info("features: %s", {k: v for k, v in out.items() if not isinstance(v, list | dict)})
+    return out
+
+
+def _known_labels(frame: Any, until: datetime, timeframe: str, horizons: list[int]) -> Any:
+    """Blank every label whose outcome was not yet known at ``until`` (no look-ahead in a re-run)."""
+    import pandas as pd
+
+    from entasis.features.registry import horizon_bars, timeframe_seconds
+
+    step = pd.Timedelta(seconds=timeframe_seconds(timeframe))
+    ts = pd.to_datetime(frame["ts"], utc=True)
+    out = frame.copy()
+    for h in horizons:
+        known_at = ts + step * (horizon_bars(h, timeframe) + 1)  # close of bar t+h
+        cols = [c for c in (f"y_cls_{h}d", f"y_ret_{h}d", f"y_vol_{h}d") if c in out.columns]
+        out.loc[known_at > pd.Timestamp(until), cols] = None
+    return out
+
+
+def train(*, until: datetime | None) -> list[dict[str, Any]]:
+    """Train and register (@challenger) one ensemble per horizon on features known by ``until``."""
+    from entasis.config import get_settings
+    from entasis.features.store import load_bars
+    from entasis.models.train import train_and_register
+    from entasis.store.db import connect
+
+    _use_airflow_store()
+    end = _require(until, "until")
+    s = get_settings()
+    tf = s.universe.model_timeframe
+    with connect() as conn:
+        frame = load_bars(conn, exchange=s.universe.exchange, symbols=s.universe.symbols, timeframe=tf, end=end)
+    frame = frame[frame["ts"] < end]
+    frame = _known_labels(frame, end, tf, s.labels.horizons)
+    results = train_and_register(frame, horizons=s.labels.horizons, timeframe=tf)
+    out = []
+    for r in results:
+        row = _plain(r.summary())
+        row.update({"asset": r.asset, "horizon": r.horizon, "model_name": r.model_name, "version": r.version,
+                    "run_id": r.run_id})
+        out.append(row)
+        log.info("trained %s v%s: %s", r.model_name, r.version, r.comparison)
+    return out
+
+
+def backtest(trained: list[dict[str, Any]], *, until: datetime | None) -> list[dict[str, Any]]:
+    """Walk-forward of the tree models beside every baseline over the lookback ending at ``until``."""
+    from datetime import timedelta
+
+    from entasis.backtest.runner import run_walk_forward
+    from entasis.config import get_settings
+
+    _use_airflow_store()
+    end = _require(until, "until")
+    s = get_settings()
+    b = s.backtest
+    out = []
+    for h in sorted({int(t["horizon"]) for t in trained}):
+        res = run_walk_forward(horizon=h, start=end - timedelta(days=b.lookback_days), end=end,
+                               assets=s.universe.symbols, models=b.models, timeframe=s.universe.model_timeframe,
+                               exchange=s.universe.exchange, refit_days=b.refit_days)
+        out.append({"horizon": h, "report": str(res.report_path) if res.report_path else None,
+                    "run_id": getattr(res, "run_id", None)})
+        log.info("walk-forward %dd: report %s", h, res.report_path)
+    return [{**t, "backtest": next((o for o in out if o["horizon"] == int(t["horizon"])), None)} for t in trained]
+
+
+def promote(evaluated: list[dict[str, Any]], *, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Apply the promotion rule to each new @challenger; every decision is logged, stored and tagged."""
+    from entasis.backtest.promotion import evaluate_and_promote
+    from entasis.config import get_settings
+
+    _use_airflow_store()
+    b = get_settings().backtest
+    decisions = []
+    for t in evaluated:
+        d = evaluate_and_promote(t["asset"], int(t["horizon"]), challenger_version=t["version"],
+                                 window_days=b.promotion_window_days, refit_days=b.promotion_refit_days,
+                                 margin=b.promotion_margin, now=now)
+        msg = f"{d.model_name} v{t['version']}: {d.action.upper()} — {d.reason}"
+        log.warning("promotion decision: %s", msg)  # warning level: stands out in the task log
+        decisions.append({"model": d.model_name, "version": t["version"], "action": d.action,
+                          "promoted": d.promoted, "unproven": d.unproven, "reason": d.reason})
+    return decisions

@@ -30,6 +30,8 @@ def register(app: typer.Typer) -> None:
         start: str = typer.Option("2022-01-01", "--start", help="First simulated time (UTC)."),
         end: str = typer.Option("2024-01-01", "--end", help="Last simulated time (UTC); 'now' defaults to it."),
         now: str | None = typer.Option(None, "--now", help="The exchange's clock (default: --end)."),
+        live: bool = typer.Option(False, "--live", help="Let the exchange's clock follow the wall clock (for "
+                                  "Airflow's scheduler); --end must then lie in the future."),
     ) -> None:
         """Serve simulated (or replayed) market data on loopback until interrupted."""
         import signal
@@ -44,6 +46,12 @@ def register(app: typer.Typer) -> None:
         console = Console()
         try:
             sym_list = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
+            if live:
+                import pandas as pd
+
+                now = str(pd.Timestamp.now(tz="UTC"))
+                if pd.Timestamp(end, tz="UTC") <= pd.Timestamp(now):
+                    raise ValueError(f"--live needs --end in the future; got {end}")
             market = MarketSim(seed=seed, symbols=sym_list, start=start, end=end, now=now)
             server = start_server(seed=seed, host=host, port=port, replay_dir=replay, market=market)
         except (ValueError, ReplayFormatError, OSError) as e:
@@ -57,7 +65,10 @@ def register(app: typer.Typer) -> None:
         signal.signal(signal.SIGTERM, lambda *_: done.set())
         try:
             while not done.wait(0.5):
-                pass
+                if live:
+                    import pandas as pd
+
+                    market.now = min(pd.Timestamp.now(tz="UTC"), market.end)
         except KeyboardInterrupt:
             pass
         finally:
