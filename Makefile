@@ -22,6 +22,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	# torch first, pinned, so no dependency drags in a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -r requirements.txt
+	# the Spark provider's pyspark-client 4.2 overwrites pyspark 4.3's Python files: put pyspark back
+	$(BIN)/pip install -q --force-reinstall --no-deps pyspark==4.3.0
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 

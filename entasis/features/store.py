@@ -1,0 +1,194 @@
+"""Reading features.bars for the models and backtest, and loading sentiment into market.sentiment."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from entasis.features import registry
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import psycopg
+
+    from entasis.store.upsert import UpsertResult
+
+log = logging.getLogger(__name__)
+
+BARS_TABLE = "features.bars"
+OPTION_FEATURES_TABLE = "features.option_features"
+DEFAULT_SENTIMENT_SOURCE = "fear_greed"
+
+
+def table_exists(conn: psycopg.Connection, table: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    return bool(row and row[0])
+
+
+def table_columns(conn: psycopg.Connection, table: str) -> list[str]:
+    schema, name = table.split(".")
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+        "ORDER BY ordinal_position",
+        (schema, name),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def ensure_label_columns(conn: psycopg.Connection, horizons: Iterable[int]) -> list[str]:
+    """Add label columns for configured horizons the migration did not create (e.g. 60 days)."""
+    have = set(table_columns(conn, BARS_TABLE))
+    added = []
+    for h in sorted(set(horizons)):
+        specs = {
+            f"y_cls_{h}d": f"smallint CHECK (y_cls_{h}d IN (0, 1, 2))",
+            f"y_ret_{h}d": "double precision",
+            f"y_vol_{h}d": "double precision",
+        }
+        for col, typ in specs.items():
+            if col not in have:
+                conn.execute(f"ALTER TABLE features.bars ADD COLUMN IF NOT EXISTS {col} {typ}")  # type: ignore[arg-type]
+                added.append(col)
+    if added:
+        log.info("features.bars: added label column(s) %s", ", ".join(added))
+    return added
+
+
+def _ts_param(v: datetime | str | pd.Timestamp | None, what: str) -> datetime | None:
+    import pandas as pd
+
+    if v is None:
+        return None
+    try:
+        t = pd.Timestamp(v)
+    except (ValueError, TypeError):
+        raise ValueError(f"{what}={v!r} is not a timestamp") from None
+    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    return t.to_pydatetime()
+
+
+def load_bars(
+    conn: psycopg.Connection,
+    *,
+    exchange: str | None = None,
+    symbols: Sequence[str] | None = None,
+    timeframe: str = "1d",
+    start: datetime | str | pd.Timestamp | None = None,
+    end: datetime | str | pd.Timestamp | None = None,
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Rows of features.bars, sorted by (symbol, ts): features, ``warmup``, labels (NULL = unknown).
+
+    ``start`` / ``end`` bound ``ts`` inclusively (naive = UTC). ``y_cls_*`` come back as Int16 so
+    NULL stays NULL; timestamps are tz-aware UTC.
+    """
+    import pandas as pd
+
+    registry.timeframe_seconds(timeframe)
+    all_cols = table_columns(conn, BARS_TABLE)
+    if not all_cols:
+        raise RuntimeError("features.bars does not exist; run `entasis db upgrade`")
+    cols = list(columns) if columns is not None else all_cols
+    unknown = [c for c in cols if c not in all_cols]
+    if unknown:
+        raise ValueError(f"features.bars has no column(s) {unknown}")
+    for k in registry.KEY_COLUMNS:
+        if k not in cols:
+            cols.insert(registry.KEY_COLUMNS.index(k), k)
+    where = ["timeframe = %s"]
+    params: list[Any] = [timeframe]
+    if exchange is not None:
+        where.append("exchange = %s")
+        params.append(exchange)
+    if symbols is not None:
+        where.append("symbol = ANY(%s)")
+        params.append(list(symbols))
+    s, e = _ts_param(start, "start"), _ts_param(end, "end")
+    if s is not None:
+        where.append("ts >= %s")
+        params.append(s)
+    if e is not None:
+        where.append("ts <= %s")
+        params.append(e)
+    sql = (
+        f"SELECT {', '.join(cols)} FROM features.bars WHERE {' AND '.join(where)} "
+        "ORDER BY symbol, ts, exchange"
+    )
+    with conn.cursor() as cur:
+        cur.execute(sql, params)  # type: ignore[arg-type]  # columns checked against the table above
+        rows = cur.fetchall()
+    df = pd.DataFrame(rows, columns=cols)
+    if "ts" in df.columns:
+        df["ts"] = pd.to_datetime(df["ts"], utc=True)
+    for c in df.columns:
+        if c.startswith("y_cls_"):
+            df[c] = df[c].astype("Int16")
+        elif c == "warmup":
+            df[c] = df[c].astype(bool)
+        elif c not in registry.KEY_COLUMNS:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    return df
+
+
+def read_sentiment_csv(
+    path: str | Path, *, value_column: str | None = None, publish_lag: timedelta = timedelta(0)
+) -> pd.DataFrame:
+    """A dated sentiment CSV (e.g. date,fng) as (ts, value); ts = date 00:00 UTC + ``publish_lag``.
+
+    The Crypto Fear & Greed index for day D is published at 00:00 UTC of D, so the default lag is 0;
+    give a lag for a source published later in its day, or bars would see it too early.
+    """
+    import pandas as pd
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"sentiment CSV {p} does not exist")
+    df = pd.read_csv(p)
+    df.columns = [c.strip().lower() for c in df.columns]
+    tcol = next((c for c in ("ts", "timestamp", "date", "time") if c in df.columns), None)
+    if tcol is None:
+        raise ValueError(f"{p}: no date column (expected one of ts, timestamp, date, time)")
+    if value_column is None:
+        others = [c for c in df.columns if c != tcol]
+        if "value" in others:
+            value_column = "value"
+        elif len(others) == 1:
+            value_column = others[0]
+        else:
+            raise ValueError(f"{p}: several value columns {others}; pass value_column=")
+    if value_column not in df.columns:
+        raise ValueError(f"{p}: no column {value_column!r}")
+    ts = pd.to_datetime(df[tcol], utc=True, errors="coerce")
+    val = pd.to_numeric(df[value_column], errors="coerce")
+    bad = ts.isna() | val.isna()
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise ValueError(f"{p}: row {i + 2} has a bad date or {value_column} ({df.iloc[i].to_dict()})")
+    return pd.DataFrame({"ts": ts + pd.Timedelta(publish_lag), "value": val.astype("float64")})
+
+
+def upsert_sentiment(conn: psycopg.Connection, df: pd.DataFrame, source: str) -> UpsertResult:
+    """Idempotently write (ts, value) rows for one source into market.sentiment."""
+    from entasis.store.upsert import upsert_frame
+
+    if not source or not source.replace("_", "").isalnum():
+        raise ValueError(f"sentiment source must be a word like 'fear_greed', got {source!r}")
+    out = df[["ts", "value"]].copy()
+    out.insert(0, "source", source)
+    return upsert_frame(conn, "market.sentiment", out, ["source", "ts"])
+
+
+def load_sentiment_csv(
+    conn: psycopg.Connection,
+    path: str | Path,
+    *,
+    source: str = DEFAULT_SENTIMENT_SOURCE,
+    value_column: str | None = None,
+    publish_lag: timedelta = timedelta(0),
+) -> UpsertResult:
+    """Read a sentiment CSV and upsert it (re-running changes nothing)."""
+    df = read_sentiment_csv(path, value_column=value_column, publish_lag=publish_lag)
+    return upsert_sentiment(conn, df, source)

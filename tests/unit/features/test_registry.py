@@ -1,0 +1,45 @@
+"""The registry is the binding contract with the models and publish stages."""
+
+from __future__ import annotations
+
+import pytest
+
+from entasis.features import registry
+
+# Pinned: reordering or renaming breaks trained models; change it on purpose, with a migration.
+PINNED = [
+    "ret_1", "ret_24h", "log_ret_1", "hl_spread", "rsi_14", "macd_rel", "macd_signal_rel", "macd_hist_rel",
+    "bb_upper_rel", "bb_lower_rel", "bb_pctb", "bb_width", "ema_20_rel", "ema_50_rel", "sma_20_rel",
+    "sma_50_rel", "volume_ma_20_ratio", "log_volume", "volume_change", "log_quote_volume",
+    "quote_volume_change", "rvol_20", "atr_14_rel", "funding_rate", "funding_rate_7d", "oi_change_24h",
+    "perp_basis", "atm_iv_7d", "atm_iv_30d", "rr25_30d", "bf25_30d", "term_slope", "pc_oi_ratio", "sentiment",
+]
+
+
+def test_feature_columns_are_pinned() -> None:
+    assert registry.FEATURE_COLUMNS == PINNED
+    assert set(registry.CANDLE_FEATURES) | set(registry.PERP_FEATURES) | set(registry.OPTION_FEATURES) | set(
+        registry.SENTIMENT_FEATURES) == set(PINNED)
+
+
+def test_label_columns() -> None:
+    assert registry.label_columns([30, 7, 14, 7]) == [
+        "y_cls_7d", "y_ret_7d", "y_vol_7d", "y_cls_14d", "y_ret_14d", "y_vol_14d",
+        "y_cls_30d", "y_ret_30d", "y_vol_30d"]
+    with pytest.raises(ValueError, match="positive whole number of days"):
+        registry.label_columns([0])
+
+
+def test_timeframe_arithmetic() -> None:
+    assert registry.horizon_bars(7, "1h") == 168 and registry.horizon_bars(7, "1d") == 7
+    assert registry.horizon_bars(30, "4h") == 180
+    assert registry.min_history("1m") == 1441 and registry.min_history("1d") == 100
+    assert registry.block_bars("1h") >= 8 * registry.warmup_bars("1h")
+    with pytest.raises(ValueError, match="unknown timeframe '1w'"):
+        registry.bars_per_day("1w")
+
+
+def test_symbol_mapping() -> None:
+    assert registry.underlying_of("BTC/USDT") == registry.underlying_of("BTC/USDT:USDT") == "BTC"
+    assert registry.perp_of("ETH/USDT") == "ETH/USDT:USDT" and registry.perp_of("ETH/USDT:USDT") == "ETH/USDT:USDT"
+    assert registry.pair_of("SOL/USDT:USDT") == "SOL/USDT"
