@@ -43,7 +43,7 @@ class DemoPlan:
     symbols: list[str] = field(default_factory=lambda: list(DEMO_SYMBOLS))
     perps: list[str] = field(default_factory=lambda: list(DEMO_PERPS))
     seed: int = 7
-    max_epochs: int = 8
+    max_epochs: int = 5
     # extra ENTASIS_* settings for this run (tests use a smaller universe and models)
     env: dict[str, str] = field(default_factory=dict)
 
@@ -63,13 +63,14 @@ def _configure_env(home: Path, plan: DemoPlan) -> None:
         "ENTASIS_TRAIN__MAX_EPOCHS": str(plan.max_epochs),
         "ENTASIS_TRAIN__SEQ_LEN": "30",
         "ENTASIS_TRAIN__MEMBER_PARAMS": json.dumps({
-            "lstm": {"hidden": [32, 16, 8], "batch_size": 64},
+            "lstm": {"hidden": [32, 16, 8], "batch_size": 64, "patience": 3},
             "rf": {"n_estimators": 150}, "xgb": {"n_estimators": 150}, "lgbm": {"n_estimators": 150},
         }),
         "ENTASIS_BACKTEST__LOOKBACK_DAYS": "180",
-        "ENTASIS_BACKTEST__REFIT_DAYS": "30",
-        "ENTASIS_BACKTEST__PROMOTION_WINDOW_DAYS": "120",
-        "ENTASIS_BACKTEST__PROMOTION_REFIT_DAYS": "60",
+        "ENTASIS_BACKTEST__REFIT_DAYS": "45",
+        "ENTASIS_BACKTEST__MODELS": json.dumps(["lgbm"]),
+        "ENTASIS_BACKTEST__PROMOTION_WINDOW_DAYS": "90",
+        "ENTASIS_BACKTEST__PROMOTION_REFIT_DAYS": "90",
         "AIRFLOW_HOME": str(home / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),

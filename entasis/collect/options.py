@@ -168,7 +168,8 @@ def collect_options(
                     bad = df.loc[bad_pairs["row"].to_numpy()].assign(reason=bad_pairs["rule"].to_numpy())
                     bad = bad.rename(columns={"instrument": "symbol_"})
                     res.quarantined = _quarantine_options(conn, cur, bad)
-                save_state(conn, key, now_ms, "ok", f"{len(good)} options stored, {len(bad_rows)} quarantined")
+                save_state(conn, key, now_ms, "ok", f"{len(good)} options stored, {len(bad_rows)} quarantined",
+                           run_at_ms=now_ms)
             res.watermark = now_ms
         except Exception as e:
             with contextlib.suppress(Exception):  # the original error matters more than the bookkeeping

@@ -293,7 +293,7 @@ def run_series(
         prog.series_done(key)
     if not segs:
         with connect() as conn:
-            save_state(conn, key, None, "ok", "nothing to fetch")
+            save_state(conn, key, None, "ok", "nothing to fetch", run_at_ms=until)
     return result
 
 
@@ -364,6 +364,6 @@ def _commit(
         if seg.gap is None:
             newest = [t for t in received if t < until]
             res.watermark = max(newest) if newest else None
-        save_state(conn, key, res.watermark, "ok", None)
+        save_state(conn, key, res.watermark, "ok", None, run_at_ms=until)
     res.tick("db", t0)  # includes the commit
     return res, last_present

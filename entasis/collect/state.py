@@ -46,20 +46,26 @@ def read_watermark(conn: psycopg.Connection, key: SeriesKey) -> int | None:
 
 
 def save_state(conn: psycopg.Connection, key: SeriesKey, watermark_ms: int | None, status: str,
-               message: str | None = None) -> None:
-    """Record a run; the watermark only ever moves forward (a backfill never rewinds it)."""
+               message: str | None = None, *, run_at_ms: int | None = None) -> None:
+    """Record a run; the watermark only ever moves forward (a backfill never rewinds it).
+
+    ``last_run`` is the time the run collected up to (its ``until``, the DAG's data interval end), so
+    re-running the same interval leaves the row identical; only a failure, which has no interval
+    to speak of, stamps the wall clock.
+    """
     wm = from_ms(watermark_ms) if watermark_ms is not None else None
+    run_at = from_ms(run_at_ms) if run_at_ms is not None else None
     conn.execute(
         """
         INSERT INTO market.ingest_state AS s (source, exchange, symbol, timeframe, watermark, last_run, status, message)
-        VALUES (%s, %s, %s, %s, %s, now(), %s, %s)
+        VALUES (%s, %s, %s, %s, %s, coalesce(%s, now()), %s, %s)
         ON CONFLICT (source, exchange, symbol, timeframe) DO UPDATE SET
             watermark = CASE WHEN s.watermark IS NULL THEN EXCLUDED.watermark
                              WHEN EXCLUDED.watermark IS NULL THEN s.watermark
                              ELSE greatest(s.watermark, EXCLUDED.watermark) END,
             last_run = EXCLUDED.last_run, status = EXCLUDED.status, message = EXCLUDED.message
         """,
-        (key.source, key.exchange, key.symbol, key.timeframe, wm, status, message),
+        (key.source, key.exchange, key.symbol, key.timeframe, wm, run_at, status, message),
     )
 
 

@@ -1,0 +1,498 @@
+"""Champion / challenger promotion and rollback: the decisions, their reasons, and their record.
+
+The rule (:func:`decide`), on the most recent out-of-sample window:
+
+* A challenger replaces the champion only if its log-loss is not worse than the champion's by more
+  than ``margin`` **and** it beats the best naive baseline — accuracy above the most accurate baseline
+  *and* log-loss below the baseline with the lowest log-loss (the models stage's ``beats_baseline``).
+* When the model (asset or pooled, horizon) has no champion yet, the first challenger becomes
+  champion anyway so that predictions flow; it is marked ``unproven=true`` unless it beats the
+  baselines. A later challenger that is promoted under the rule (so beats the baselines) carries
+  ``unproven=false``: the mark is cleared.
+
+How the window is scored (:func:`evaluate_and_promote`): a registered version was trained on data up
+to its training date, so scoring the fitted artifact on "recent" data would be in-sample for it.
+Instead the challenger's and the champion's *configurations* (the ensemble's saved parameters) are
+each refit walk-forward over the last ``window_days`` of labelled data (refit every ``refit_days``,
+purged as everywhere), beside the baselines, on the same folds and rows. Every decision is upserted
+into ``ml.promotion_decisions`` and written as tags on the challenger version (``promotion_decision``,
+``promotion_reason``, ``unproven`` and the ``wf_*`` comparison with the baselines).
+
+Rollback (:func:`check_live_accuracy_and_rollback`): the live accuracy of the champion comes from
+``ml.predictions`` rows with ``correct`` not null (``model_version = '<name>/<version>'``). At each of
+the last ``days`` days ``d`` (anchored at the newest reconciled ``target_date``, not the wall clock), the
+accuracy of the predictions whose target date lies in ``(d − window_days, d]`` is computed; when it is
+below ``threshold`` on every one of those days (each with at least ``min_predictions``), ``@champion``
+moves back to the previous champion (``entasis.registry.models.rollback``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from entasis.backtest.folds import BacktestError, LeakageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import psycopg
+
+    from entasis.backtest.runner import Inputs
+    from entasis.backtest.walkforward import WalkForwardResult
+    from entasis.config import Settings
+
+log = logging.getLogger(__name__)
+
+POOLED = "pooled"
+
+
+class PromotionError(RuntimeError):
+    """Promotion or rollback cannot be decided (no challenger, no data for the window, ...)."""
+
+
+@dataclass
+class Scores:
+    accuracy: float
+    log_loss: float
+
+
+@dataclass
+class Decision:
+    """The outcome of a promotion or rollback check; ``promoted`` says whether @champion moved to the
+    challenger, ``reason`` says why in words an analyst can read."""
+
+    model_name: str
+    asset: str
+    horizon: int
+    action: str                      # promote | keep | rollback | no_rollback
+    promoted: bool
+    reason: str
+    unproven: bool | None = None
+    challenger_version: str | None = None
+    champion_version: str | None = None
+    new_champion_version: str | None = None
+    challenger: Scores | None = None
+    champion: Scores | None = None
+    best_baseline: str | None = None
+    best_baseline_accuracy: float | None = None
+    best_baseline_log_loss: float | None = None
+    beats_baseline: bool | None = None
+    live_accuracy: float | None = None
+    margin: float | None = None
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    backtest_run_id: str | None = None
+    decided_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rolled_back(self) -> bool:
+        return self.action == "rollback"
+
+    def row(self) -> dict[str, Any]:
+        """The ml.promotion_decisions row."""
+        return {
+            "model_name": self.model_name, "decided_at": self.decided_at, "action": self.action,
+            "asset": self.asset, "horizon": int(self.horizon), "challenger_version": self.challenger_version,
+            "champion_version": self.champion_version, "new_champion_version": self.new_champion_version,
+            "promoted": bool(self.promoted), "unproven": self.unproven, "reason": self.reason,
+            "challenger_accuracy": self.challenger.accuracy if self.challenger else None,
+            "challenger_log_loss": self.challenger.log_loss if self.challenger else None,
+            "champion_accuracy": self.champion.accuracy if self.champion else None,
+            "champion_log_loss": self.champion.log_loss if self.champion else None,
+            "best_baseline": self.best_baseline, "best_baseline_accuracy": self.best_baseline_accuracy,
+            "best_baseline_log_loss": self.best_baseline_log_loss, "live_accuracy": self.live_accuracy,
+            "margin": self.margin, "window_start": self.window_start, "window_end": self.window_end,
+            "backtest_run_id": self.backtest_run_id, "details": json.loads(json.dumps(self.details, default=str)),
+        }
+
+
+# -- the rule ----------------------------------------------------------------------------------------
+def decide(challenger: Scores, champion: Scores | None, baselines: Mapping[str, Scores], *,
+           margin: float = 0.01) -> tuple[str, bool, bool | None, str, dict[str, Any]]:
+    """(action, promoted, unproven, reason, facts) for one challenger. Pure; see the module docstring."""
+    if margin < 0:
+        raise BacktestError(f"margin must be >= 0; got {margin}")
+    if not baselines:
+        raise BacktestError("the promotion rule needs at least one baseline score")
+    best_acc_name = max(baselines, key=lambda k: baselines[k].accuracy)
+    best_ll_name = min(baselines, key=lambda k: baselines[k].log_loss)
+    best_acc = baselines[best_acc_name].accuracy
+    best_ll = baselines[best_ll_name].log_loss
+    beats_acc = challenger.accuracy > best_acc
+    beats_ll = challenger.log_loss < best_ll
+    beats = beats_acc and beats_ll
+    facts = {"best_baseline": best_acc_name, "best_baseline_accuracy": best_acc,
+             "best_log_loss_baseline": best_ll_name, "best_baseline_log_loss": best_ll, "beats_baseline": beats}
+    vs_base = (f"accuracy {challenger.accuracy:.4f} vs {best_acc:.4f} ({best_acc_name}), log-loss "
+               f"{challenger.log_loss:.4f} vs {best_ll:.4f} ({best_ll_name})")
+    if champion is None:
+        if beats:
+            return ("promote", True, False,
+                    f"first model for this asset and horizon; promoted, and it beats the naive baselines ({vs_base})",
+                    facts)
+        return ("promote", True, True,
+                f"first model for this asset and horizon; promoted as champion but UNPROVEN: it does not beat the "
+                f"naive baselines ({vs_base})", facts)
+    worse_by = challenger.log_loss - champion.log_loss
+    if worse_by > margin:
+        return ("keep", False, None,
+                f"kept the champion: challenger log-loss {challenger.log_loss:.4f} is worse than the champion's "
+                f"{champion.log_loss:.4f} by {worse_by:.4f} > margin {margin:.4f}", facts)
+    if not beats:
+        why = " and ".join(x for x, bad in (("accuracy", not beats_acc), ("log-loss", not beats_ll)) if bad)
+        return ("keep", False, None,
+                f"kept the champion: challenger does not beat the best naive baseline on {why} ({vs_base})", facts)
+    return ("promote", True, False,
+            f"promoted: challenger log-loss {challenger.log_loss:.4f} vs champion {champion.log_loss:.4f} "
+            f"(margin {margin:.4f}) and it beats the naive baselines ({vs_base})", facts)
+
+
+# -- evaluation on the most recent window ------------------------------------------------------------
+def spec_of_version(name: str, version: str, settings: Settings | None = None) -> dict[str, Any]:
+    """A walk-forward model spec (kind + saved parameters) of a registered version's ensemble."""
+    from entasis.registry import models as reg
+
+    py = reg.load(name, version=version, settings=settings)
+    inner = py.unwrap_python_model()
+    model = getattr(inner, "ensemble", None)
+    if model is None:
+        raise PromotionError(f"{name} v{version}: the registered artifact holds no ensemble")
+    return {"name": model.kind, **model.get_params(), "_assets": list(model.assets)}
+
+
+def evaluate_versions(specs: Mapping[str, Mapping[str, Any]], frame: pd.DataFrame, *, horizon: int,
+                      window_days: int, refit_days: int, prices: pd.DataFrame | None = None,
+                      timeframe: str = "1d", **options: Any) -> WalkForwardResult:
+    """Walk-forward the given labelled specs over the last ``window_days`` of labelled rows."""
+    import pandas as pd
+
+    from entasis.backtest.walkforward import walk_forward
+
+    target = f"y_cls_{int(horizon)}d"
+    lab = frame[pd.to_numeric(frame[target], errors="coerce").notna()] if target in frame.columns else frame.iloc[:0]
+    if lab.empty:
+        raise PromotionError(f"no labelled rows for {target}: cannot score a recent window")
+    end = pd.to_datetime(lab["ts"], utc=True).max()
+    start = end - pd.Timedelta(days=window_days - 1)
+    models = []
+    seen: dict[str, str] = {}
+    for label, spec in specs.items():
+        key = json.dumps({k: v for k, v in spec.items() if not k.startswith("_")}, sort_keys=True, default=str)
+        if key in seen:  # identical configuration: one evaluation serves both labels
+            continue
+        seen[key] = label
+        models.append({**{k: v for k, v in spec.items() if not k.startswith("_")}, "label": label})
+    options.setdefault("leakage", "warn")
+    return walk_forward(frame, horizon=horizon, start=start, end=end, models=models, prices=prices,
+                        timeframe=timeframe, refit_days=refit_days, **options)
+
+
+def _scores(result: WalkForwardResult, label: str) -> Scores:
+    from entasis.backtest.walkforward import POOLED as P
+
+    m = result.metrics[label][P]
+    return Scores(accuracy=float(m["accuracy"]), log_loss=float(m["log_loss"]))
+
+
+def _version_tags(result: WalkForwardResult, label: str, facts: Mapping[str, Any]) -> dict[str, Any]:
+    """The challenger's comparison with the baselines, as registry tags (prefixed wf_)."""
+    from entasis.backtest.walkforward import POOLED as P
+
+    s = _scores(result, label)
+    best_acc = facts["best_baseline"]
+    best_ll = facts["best_log_loss_baseline"]
+    a = result.comparison(label, best_acc, "accuracy", P)
+    ll = result.comparison(label, best_ll, "log_loss", P)
+    return {
+        "wf_accuracy": round(s.accuracy, 6), "wf_log_loss": round(s.log_loss, 6),
+        "wf_best_baseline": best_acc, "wf_best_baseline_accuracy": round(float(facts["best_baseline_accuracy"]), 6),
+        "wf_best_log_loss_baseline": best_ll,
+        "wf_best_baseline_log_loss": round(float(facts["best_baseline_log_loss"]), 6),
+        "wf_accuracy_edge": round(a["estimate"], 6), "wf_accuracy_edge_ci": f"[{a['lo']:.4f}, {a['hi']:.4f}]",
+        "wf_log_loss_edge": round(ll["estimate"], 6), "wf_log_loss_edge_ci": f"[{ll['lo']:.4f}, {ll['hi']:.4f}]",
+        "wf_beats_baseline": bool(facts["beats_baseline"]), "wf_backtest_run_id": result.run_id,
+        "wf_window": f"{result.config['start'][:10]}/{result.config['end'][:10]}",
+    }
+
+
+def evaluate_and_promote(asset: str | None, horizon: int, *, challenger_version: str | int | None = None,
+                         inputs: Inputs | None = None, frame: pd.DataFrame | None = None,
+                         prices: pd.DataFrame | None = None, window_days: int = 180, refit_days: int = 30,
+                         margin: float = 0.01, timeframe: str = "1d", exchange: str | None = None,
+                         record: bool = True, settings: Settings | None = None,
+                         now: datetime | None = None, **options: Any) -> Decision:
+    """Score the @challenger (or ``challenger_version``) and the @champion on the most recent window,
+    apply :func:`decide`, move @champion when promoted, and record the decision (table + tags).
+
+    Data: ``inputs`` / ``frame`` (+ ``prices``) when given, else the database (the challenger's assets).
+    ``options`` go to the walk-forward (e.g. ``min_train_rows``, ``n_boot``).
+    """
+    from entasis.registry import models as reg
+
+    name = reg.model_name(asset, horizon)
+    scope = POOLED if asset is None else asset
+    ch_mv = reg.get_version_by_alias(name, reg.CHALLENGER, settings) if challenger_version is None else None
+    ch_v = str(challenger_version) if challenger_version is not None else (str(ch_mv.version) if ch_mv else None)
+    if ch_v is None:
+        raise PromotionError(f"{name} has no @challenger version to evaluate")
+    champ_mv = reg.get_version_by_alias(name, reg.CHAMPION, settings)
+    champ_v = str(champ_mv.version) if champ_mv is not None else None
+    decided_at = now or datetime.now(UTC)
+    if champ_v == ch_v:
+        d = Decision(model_name=name, asset=scope, horizon=int(horizon), action="keep", promoted=False,
+                     reason=f"challenger v{ch_v} is already the champion", challenger_version=ch_v,
+                     champion_version=champ_v, new_champion_version=champ_v, margin=margin, decided_at=decided_at)
+        _record(d, settings, record)
+        return d
+    ch_label, champ_label = f"challenger_v{ch_v}", f"champion_v{champ_v}"
+    specs = {ch_label: spec_of_version(name, ch_v, settings)}
+    if champ_v is not None:
+        specs[champ_label] = spec_of_version(name, champ_v, settings)
+    if inputs is None:
+        if frame is not None:
+            from entasis.backtest.runner import Inputs as _Inputs
+
+            inputs = _Inputs(frame, prices, None, exchange, "frame")
+        else:
+            from entasis.backtest.runner import load_db_inputs
+            from entasis.store.db import connect
+
+            assets = [asset] if asset is not None else list(specs[ch_label].get("_assets") or []) or None
+            import pandas as pd
+
+            with connect(settings) as conn:
+                inputs = load_db_inputs(conn, assets=assets, timeframe=timeframe, end=pd.Timestamp(decided_at),
+                                        exchange=exchange, funding=False, settings=settings)
+    result = evaluate_versions(specs, inputs.frame, horizon=horizon, window_days=window_days, refit_days=refit_days,
+                               prices=inputs.prices, timeframe=timeframe, **options)
+    ch_eval = ch_label if ch_label in result.models else champ_label
+    ch_scores = _scores(result, ch_eval)
+    champ_scores = None
+    if champ_v is not None:
+        champ_scores = _scores(result, champ_label if champ_label in result.models else ch_eval)
+    from entasis.backtest.walkforward import POOLED as P
+
+    base_scores = {b.removeprefix("baseline:"): Scores(float(result.metrics[b][P]["accuracy"]),
+                                                       float(result.metrics[b][P]["log_loss"]))
+                   for b in result.baselines}
+    action, promoted, unproven, reason, facts = decide(ch_scores, champ_scores, base_scores, margin=margin)
+    facts_full = {**facts, "best_baseline": "baseline:" + facts["best_baseline"],
+                  "best_log_loss_baseline": "baseline:" + facts["best_log_loss_baseline"]}
+    if result.leakage.get("problems"):
+        action, promoted, unproven = "keep", False, None
+        reason = "kept the champion: the evaluation failed its leakage check: " + "; ".join(result.leakage["problems"])
+        if champ_v is None:
+            reason = "not promoted (no champion yet): the evaluation failed its leakage check: " + \
+                "; ".join(result.leakage["problems"])
+    d = Decision(model_name=name, asset=scope, horizon=int(horizon), action=action, promoted=promoted,
+                 reason=reason, unproven=unproven, challenger_version=ch_v, champion_version=champ_v,
+                 new_champion_version=ch_v if promoted else champ_v, challenger=ch_scores, champion=champ_scores,
+                 best_baseline=facts["best_baseline"], best_baseline_accuracy=facts["best_baseline_accuracy"],
+                 best_baseline_log_loss=facts["best_baseline_log_loss"], beats_baseline=facts["beats_baseline"],
+                 margin=margin, window_start=_dt(result.config["start"]), window_end=_dt(result.config["end"]),
+                 backtest_run_id=result.run_id, decided_at=decided_at,
+                 details={"best_log_loss_baseline": facts["best_log_loss_baseline"],
+                          "window_days": window_days, "refit_days": refit_days,
+                          "baselines": {k: asdict(v) for k, v in base_scores.items()},
+                          "leakage": result.leakage.get("problems", [])})
+    tags = {**_version_tags(result, ch_eval, facts_full), "promotion_decision": action,
+            "promotion_reason": reason[:5000], "promotion_decided_at": decided_at.isoformat(timespec="seconds")}
+    if promoted:
+        tags["unproven"] = bool(unproven)
+        reg.set_alias(name, reg.CHAMPION, ch_v, settings)
+    reg.set_version_tags(name, ch_v, tags, settings)
+    if record:
+        from entasis.backtest.store import record_backtest
+        from entasis.store.db import connect
+
+        with connect(settings) as conn:
+            record_backtest(conn, result, exchange=inputs.exchange, predictions=False)
+    _record(d, settings, record)
+    if promoted and record:
+        _mirror_champion(d, settings)
+    log.info("%s: %s — %s", name, action, reason)
+    return d
+
+
+def _dt(s: str) -> datetime:
+    import pandas as pd
+
+    return pd.Timestamp(s).to_pydatetime()
+
+
+def _record(d: Decision, settings: Settings | None, record: bool) -> None:
+    if not record:
+        return
+    from entasis.backtest.store import record_decision
+    from entasis.store.db import connect
+
+    with connect(settings) as conn:
+        record_decision(conn, d.row())
+
+
+def _mirror_champion(d: Decision, settings: Settings | None) -> None:
+    """Copy the new champion into ml.champions (publish stage's table) so analysts see it in SQL."""
+    try:
+        from entasis.publish.champions import record_champion
+    except ImportError:  # pragma: no cover - the publish stage is part of the package
+        return
+    from entasis.store.db import connect
+
+    with connect(settings) as conn:
+        record_champion(conn, asset=None if d.asset == POOLED else d.asset, horizon=d.horizon,
+                        model_name=d.model_name, version=str(d.new_champion_version), promoted_at=d.decided_at,
+                        unproven=bool(d.unproven),
+                        test_accuracy=d.challenger.accuracy if d.challenger and d.action == "promote" else None,
+                        best_baseline=d.best_baseline,
+                        best_baseline_accuracy=d.best_baseline_accuracy if d.action == "promote" else None,
+                        beats_baseline=d.beats_baseline if d.action == "promote" else None,
+                        tags={"decision": d.action, "reason": d.reason[:500]})
+
+
+# -- rollback ------------------------------------------------------------------------------------------
+def live_accuracy(conn: psycopg.Connection, *, model_version: str, horizon: int, asset: str | None = None
+                  ) -> pd.DataFrame:
+    """Reconciled predictions of one model version: target_date and correct (oldest first)."""
+    import pandas as pd
+
+    sql = ("SELECT target_date, correct FROM ml.predictions WHERE model_version = %s AND horizon = %s "
+           "AND correct IS NOT NULL")
+    params: list[Any] = [model_version, int(horizon)]
+    if asset is not None:
+        sql += " AND asset = %s"
+        params.append(asset)
+    with conn.cursor() as cur:
+        cur.execute(sql + " ORDER BY target_date", params)  # type: ignore[arg-type]
+        df = pd.DataFrame(cur.fetchall(), columns=["target_date", "correct"])
+    df["target_date"] = pd.to_datetime(df["target_date"], utc=True)
+    df["correct"] = df["correct"].astype(bool)
+    return df
+
+
+def rolling_live_accuracy(df: pd.DataFrame, *, days: int, window_days: int, as_of: datetime | None = None
+                          ) -> pd.DataFrame:
+    """Accuracy over ``(d − window_days, d]`` for each of the ``days`` days ``d`` ending at ``as_of``
+    (default: the newest target date). Columns: day, n, accuracy."""
+    import numpy as np
+    import pandas as pd
+
+    if df.empty:
+        return pd.DataFrame(columns=["day", "n", "accuracy"])
+    end = pd.Timestamp(as_of) if as_of is not None else df["target_date"].max()
+    end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+    t = df["target_date"].to_numpy(dtype="datetime64[ns]") if df["target_date"].dt.tz is None else \
+        df["target_date"].dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
+    c = df["correct"].to_numpy(dtype=np.float64)
+    order = np.argsort(t)
+    t, c = t[order], c[order]
+    cs = np.concatenate([[0.0], np.cumsum(c)])
+    rows = []
+    for i in range(days):
+        d = (end - pd.Timedelta(days=i)).tz_convert(None).to_datetime64()
+        lo = d - np.timedelta64(window_days, "D")
+        a, b = np.searchsorted(t, lo, side="right"), np.searchsorted(t, d, side="right")
+        n = int(b - a)
+        rows.append({"day": pd.Timestamp(d, tz="UTC"), "n": n, "accuracy": (cs[b] - cs[a]) / n if n else np.nan})
+    return pd.DataFrame(rows[::-1])
+
+
+def check_live_accuracy_and_rollback(asset: str | None, horizon: int, *, threshold: float = 0.40,
+                                     days: int = 14, window_days: int = 30, min_predictions: int = 10,
+                                     as_of: datetime | None = None, dry_run: bool = False, record: bool = True,
+                                     settings: Settings | None = None, now: datetime | None = None) -> Decision:
+    """Roll @champion back when its live, reconciled accuracy stays below ``threshold`` for ``days`` days."""
+    from entasis.registry import models as reg
+    from entasis.store.db import connect
+
+    if not 0 < threshold < 1:
+        raise BacktestError(f"threshold must be in (0, 1); got {threshold}")
+    if days < 1 or window_days < 1 or min_predictions < 1:
+        raise BacktestError("days, window_days and min_predictions must be >= 1")
+    name = reg.model_name(asset, horizon)
+    scope = POOLED if asset is None else asset
+    decided_at = now or datetime.now(UTC)
+    champ = reg.get_version_by_alias(name, reg.CHAMPION, settings)
+    base: dict[str, Any] = {"model_name": name, "asset": scope, "horizon": int(horizon), "decided_at": decided_at}
+    if champ is None:
+        d = Decision(**base, action="no_rollback", promoted=False, reason=f"{name} has no @champion")
+        _record(d, settings, record)
+        return d
+    v = str(champ.version)
+    with connect(settings) as conn:
+        live = live_accuracy(conn, model_version=f"{name}/{v}", horizon=horizon,
+                             asset=None if asset is None else asset)
+    roll = rolling_live_accuracy(live, days=days, window_days=window_days, as_of=as_of)
+    details: dict[str, Any] = {"threshold": threshold, "days": days, "window_days": window_days,
+                               "min_predictions": min_predictions,
+                               "rolling": [{"day": str(r.day.date()), "n": int(r.n),
+                                            "accuracy": None if r.n == 0 else round(float(r.accuracy), 4)}
+                                           for r in roll.itertuples()]}
+    latest = float(roll["accuracy"].iloc[-1]) if len(roll) and roll["n"].iloc[-1] else None
+    enough = len(roll) == days and bool((roll["n"] >= min_predictions).all())
+    below = enough and bool((roll["accuracy"] < threshold).all())
+    common: dict[str, Any] = {**base, "challenger_version": None, "champion_version": v, "live_accuracy": latest,
+              "details": details}
+    if not enough:
+        d = Decision(**common, action="no_rollback", promoted=False, new_champion_version=v,
+                     reason=(f"not enough reconciled predictions of v{v}: need >= {min_predictions} in each "
+                             f"{window_days}-day window on each of the last {days} days"))
+    elif not below:
+        worst = float(roll["accuracy"].max())
+        d = Decision(**common, action="no_rollback", promoted=False, new_champion_version=v,
+                     reason=(f"live accuracy of v{v} reached {worst:.3f} >= threshold {threshold:.3f} within the "
+                             f"last {days} days; champion kept"))
+    else:
+        prev = None
+        try:
+            if not dry_run:
+                _, prev = reg.rollback(name, settings)
+            else:
+                prev = "(dry run)"
+            d = Decision(**common, action="rollback", promoted=False, new_champion_version=prev,
+                         reason=(f"live accuracy of v{v} stayed below {threshold:.3f} for {days} days "
+                                 f"(latest {latest:.3f} over {window_days} days); @champion rolled back to v{prev}"))
+        except reg.RegistryError as e:
+            d = Decision(**common, action="no_rollback", promoted=False, new_champion_version=v,
+                         reason=f"live accuracy of v{v} stayed below {threshold:.3f} for {days} days but {e}")
+    if not dry_run:
+        reg.set_version_tags(name, v, {"live_accuracy": "" if latest is None else round(latest, 6),
+                                       "live_check": d.action, "live_check_reason": d.reason[:5000],
+                                       "live_checked_at": decided_at.isoformat(timespec="seconds")}, settings)
+        _record(d, settings, record)
+        if d.action == "rollback" and record and d.new_champion_version:
+            _mirror_rollback(name, d, settings)
+    return d
+
+
+def _mirror_rollback(name: str, d: Decision, settings: Settings | None) -> None:
+    try:
+        from entasis.publish.champions import record_champion
+    except ImportError:  # pragma: no cover
+        return
+    from entasis.registry import models as reg
+    from entasis.store.db import connect
+
+    tags = reg.get_version_tags(name, str(d.new_champion_version), settings)
+    with connect(settings) as conn:
+        record_champion(conn, asset=None if d.asset == POOLED else d.asset, horizon=d.horizon, model_name=name,
+                        version=str(d.new_champion_version), promoted_at=d.decided_at,
+                        unproven=str(tags.get("unproven", "false")).lower() == "true",
+                        tags={"decision": "rollback", "reason": d.reason[:500]})
+
+
+def recorded_decisions(model_name: str | None = None, settings: Settings | None = None) -> Sequence[dict[str, Any]]:
+    """ml.promotion_decisions rows as dicts, oldest first (for the CLI and tests)."""
+    from entasis.backtest.store import read_decisions
+    from entasis.store.db import connect
+
+    with connect(settings) as conn:
+        return list(read_decisions(conn, model_name).to_dict("records"))
+
+
+__all__ = ["Decision", "LeakageError", "PromotionError", "Scores", "check_live_accuracy_and_rollback", "decide",
+           "evaluate_and_promote", "evaluate_versions", "rolling_live_accuracy"]

@@ -1,0 +1,158 @@
+"""The walk-forward on small synthetic markets with tiny tree models (a few seconds each)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from entasis.backtest.baselines import FoldBaselines, rule_signals
+from entasis.backtest.folds import BacktestError, LeakageError
+from entasis.backtest.walkforward import POOLED, resolve_specs, walk_forward
+from tests.unit.backtest.synth import FEATURES, make_market, tiny
+
+START, END = "2020-09-01", "2020-11-29"
+KW: dict[str, Any] = {"refit_days": 30, "n_boot": 300, "min_train_rows": 100}
+
+
+@pytest.fixture(scope="module")
+def market() -> tuple[pd.DataFrame, pd.DataFrame]:
+    return make_market(strength=2.0, n_days=360, seed=1)
+
+
+@pytest.fixture(scope="module")
+def run(market: tuple[pd.DataFrame, pd.DataFrame]):  # type: ignore[no-untyped-def]
+    frame, prices = market
+    return walk_forward(frame, horizon=7, start=START, end=END, prices=prices,
+                        models=[tiny("lgbm"), tiny("rf"), "ensemble"], permutation_check=True,
+                        leakage="warn", **KW)
+
+
+def test_every_forecast_is_kept_on_the_same_rows(run) -> None:  # type: ignore[no-untyped-def]
+    p = run.predictions
+    expected = {"lgbm", "rf", "ensemble", "shuffled:lgbm", "baseline:majority", "baseline:persistence",
+                "baseline:always_bullish", "baseline:momentum"}
+    assert set(p["model"]) == expected
+    assert {"symbol", "ts", "fold", "model", "p_bearish", "p_neutral", "p_bullish", "predicted_class",
+            "actual_class", "forward_return"} <= set(p.columns)
+    keys = {m: set(zip(g["symbol"], g["ts"], strict=True)) for m, g in p.groupby("model")}
+    assert len({frozenset(k) for k in keys.values()}) == 1       # identical (symbol, ts) per model
+    assert p["ts"].min() >= pd.Timestamp(START, tz="UTC") and p["ts"].max() <= pd.Timestamp(END, tz="UTC")
+    n = {m: run.metrics[m][POOLED]["n"] for m in run.metrics}
+    assert len(set(n.values())) == 1 and next(iter(n.values())) > 100
+    ok = p[p["scored"]]
+    assert np.allclose(ok[["p_bearish", "p_neutral", "p_bullish"]].sum(axis=1), 1.0)
+    assert ok["actual_class"].isin([0, 1, 2]).all()
+    # a model's class is the argmax of its probabilities
+    lg = ok[ok["model"] == "lgbm"]
+    assert (lg[["p_bearish", "p_neutral", "p_bullish"]].to_numpy().argmax(axis=1) == lg["predicted_class"]).all()
+
+
+def test_folds_are_purged(run) -> None:  # type: ignore[no-untyped-def]
+    folds = run.folds
+    assert len(folds) == 3 and "skipped" not in folds.columns
+    for f in folds.itertuples():
+        assert f.train_max_ts + pd.Timedelta(days=7) < f.test_start
+    assert run.leakage["purge"] == "ok"
+
+
+def test_baselines_are_refit_on_each_fold(market, run) -> None:  # type: ignore[no-untyped-def]
+    frame, prices = market
+    f = frame.sort_values(["symbol", "ts"]).reset_index(drop=True)
+    fold = run.folds.iloc[1]
+    y = pd.to_numeric(f["y_cls_7d"]).to_numpy(dtype=float, na_value=np.nan)
+    tr = (f["ts"] < fold.train_end) & ~np.isnan(y)
+    te = (f["ts"] >= fold.test_start) & (f["ts"] < fold.test_end)
+    rules = rule_signals(f, target="y_cls_7d", horizon=7, prices=prices)
+    fb = FoldBaselines(f.loc[tr, "symbol"].to_numpy(), y[tr], rules[tr])
+    out = fb.predict(f.loc[te, "symbol"].to_numpy(), rules[te])
+    got = run.predictions[(run.predictions["fold"] == fold.fold)]
+    for name in ("majority", "persistence", "momentum"):
+        g = got[got["model"] == f"baseline:{name}"].sort_values(["symbol", "ts"])
+        assert g["predicted_class"].to_numpy() == pytest.approx(out[name].pred.astype(float))
+        assert g[["p_bearish", "p_neutral", "p_bullish"]].to_numpy() == pytest.approx(out[name].proba)
+    # the majority class of each coin is that coin's most frequent training class
+    for sym, g in f[tr].groupby("symbol"):
+        top = int(pd.Series(y[tr.to_numpy()][f[tr]["symbol"].to_numpy() == sym]).value_counts().idxmax())
+        pm = got[(got["model"] == "baseline:majority") & (got["symbol"] == sym)]["predicted_class"]
+        assert (pm == top).all()
+
+
+def test_signal_is_learned_and_shuffled_labels_score_at_baseline(run) -> None:  # type: ignore[no-untyped-def]
+    best = run.best_baseline("accuracy")
+    best_acc = run.metrics[best][POOLED]["accuracy"]
+    for m in ("lgbm", "rf", "ensemble"):
+        c = run.comparison(m, best, "accuracy")
+        assert c["estimate"] > 0.05 and c["lo"] > 0       # a planted signal is found, out of sample
+    sh = run.metrics["shuffled:lgbm"][POOLED]
+    assert sh["accuracy"] <= best_acc + 0.05             # labels shuffled: no better than the baselines
+    assert sh["log_loss"] > run.metrics["lgbm"][POOLED]["log_loss"]
+    # warn mode records the implausible edge instead of raising
+    assert any("implausible" in p for p in run.leakage["problems"])
+    assert run.leakage["shuffled_accuracy"] == pytest.approx(sh["accuracy"])
+
+
+def test_summary_and_trading(run) -> None:  # type: ignore[no-untyped-def]
+    s = run.summary()
+    assert s["model"].tolist()[-1] == "buy_and_hold"
+    assert s.set_index("model").loc["lgbm", "d_acc_lo"] <= s.set_index("model").loc["lgbm", "d_acc_vs_best"]
+    assert set(run.trading) >= {"lgbm", "baseline:majority", "buy_and_hold"}
+    port = run.trading["lgbm"]["portfolio"]
+    assert {"sharpe", "sortino", "calmar", "max_drawdown", "hit_rate", "turnover_per_bar",
+            "var_95_historical", "es_95_parametric"} <= set(port)
+    # buy-and-hold equals the always-bullish rule traded long/short (it never shorts)
+    assert run.trading["buy_and_hold"]["portfolio"]["total_return"] == pytest.approx(
+        run.trading["baseline:always_bullish"]["portfolio"]["total_return"])
+    assert run.run_id.startswith("bt-") and len(run.data_hash) == 64
+    monthly = run.accuracy_over_time()
+    assert "lgbm" in monthly.columns and len(monthly) == 3
+
+
+def test_members_shared_from_the_ensemble_match_a_separate_fit(market, run) -> None:  # type: ignore[no-untyped-def]
+    frame, prices = market
+    specs = {s.label: s for s in resolve_specs([tiny("lgbm"), tiny("rf"), "ensemble"])}
+    assert specs["rf"].shared_from == "ensemble" and specs["ensemble"].params["members"] == ["lgbm", "rf"]
+    alone = walk_forward(frame, horizon=7, start=START, end=END, prices=prices, models=[tiny("rf")],
+                         leakage="off", baselines=["majority"], **KW)
+    a = alone.predictions[alone.predictions["model"] == "rf"].sort_values(["symbol", "ts"])
+    b = run.predictions[run.predictions["model"] == "rf"].sort_values(["symbol", "ts"])
+    assert a[["p_bearish", "p_neutral", "p_bullish"]].to_numpy() == pytest.approx(
+        b[["p_bearish", "p_neutral", "p_bullish"]].to_numpy())
+
+
+def test_a_model_that_sees_the_label_is_caught(market) -> None:  # type: ignore[no-untyped-def]
+    frame, prices = market
+    leaky = frame.assign(peek=pd.to_numeric(frame["y_cls_7d"]).astype("float64"))  # the label as a "feature"
+    with pytest.raises(LeakageError, match="implausible"):
+        walk_forward(leaky, horizon=7, start=START, end=END, prices=prices, models=[tiny("lgbm")],
+                     features=["peek", *FEATURES], **KW)
+
+
+def test_noise_scores_at_baseline_level() -> None:
+    frame, prices = make_market(strength=0.0, n_days=300, seed=3)
+    r = walk_forward(frame, horizon=7, start="2020-08-01", end="2020-10-27", prices=prices, models=[tiny("lgbm")],
+                     permutation_check=True, **KW)  # leakage='raise' by default: must not raise
+    best = r.best_baseline("accuracy")
+    for m in ("lgbm", "shuffled:lgbm"):
+        c = r.comparison(m, best, "accuracy")
+        assert c["estimate"] < 0.10 and c["lo"] < 0     # no edge that the interval can tell from zero
+    assert not r.leakage["problems"]
+
+
+def test_bad_inputs_are_named(market) -> None:  # type: ignore[no-untyped-def]
+    frame, prices = market
+    with pytest.raises(BacktestError, match="y_cls_14d"):
+        walk_forward(frame, horizon=14, start=START, end=END, models=[tiny("rf")])
+    with pytest.raises(BacktestError, match="duplicate"):
+        walk_forward(pd.concat([frame, frame.iloc[:1]]), horizon=7, start=START, end=END, models=[tiny("rf")])
+    with pytest.raises(BacktestError, match="unknown model"):
+        walk_forward(frame, horizon=7, start=START, end=END, models=["nope"], **KW)
+    with pytest.raises(BacktestError, match="duplicate model label"):
+        resolve_specs(["rf", "rf"])
+    with pytest.raises(BacktestError, match="no fold could be run"):
+        walk_forward(frame, horizon=7, start="2020-01-05", end="2020-01-20", models=[tiny("rf")], **KW)
+    bad_px = prices.assign(close=-1.0)
+    with pytest.raises(BacktestError, match="positive"):
+        walk_forward(frame, horizon=7, start=START, end=END, models=[tiny("rf")], prices=bad_px, **KW)
