@@ -35,7 +35,7 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check entasis dags plugins spark_jobs bench tests
-	$(BIN)/mypy entasis dags plugins spark_jobs
+	$(BIN)/mypy entasis dags plugins spark_jobs/*.py
 
 # Airflow standalone (UI on http://localhost:8080) against the same store, with the simulated exchange
 # on 127.0.0.1:8765 following the wall clock. Set ENTASIS_SIM_URL= (empty) to collect from the real venues.

@@ -50,7 +50,7 @@ def entasis_monitor() -> None:
         wait_for_completion=False,
     )
 
-    needs_retrain(check()) >> trigger_retrain
+    needs_retrain(check()) >> trigger_retrain  # type: ignore[arg-type]  # an XComArg, resolved at run time
 
 
 entasis_monitor()

@@ -58,7 +58,7 @@ def entasis_train() -> None:
 
         return jobs.promote(evaluated, now=data_interval_end)
 
-    promote(backtest(train()))
+    promote(backtest(train()))  # type: ignore[arg-type]  # TaskFlow passes XComArgs, resolved at run time
 
 
 entasis_train()

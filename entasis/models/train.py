@@ -72,8 +72,8 @@ def member_params_from_settings(settings: Settings, overrides: Mapping[str, Mapp
     """LSTM window and epochs from ``train`` settings, then any explicit per-member overrides."""
     out: dict[str, dict[str, Any]] = {"lstm": {"seq_len": settings.train.seq_len,
                                                "max_epochs": settings.train.max_epochs}}
-    for k, v in settings.train.member_params.items():
-        out.setdefault(k, {}).update(v)
+    for member, params in settings.train.member_params.items():
+        out.setdefault(member, {}).update(params)
     for k, v in (overrides or {}).items():
         out.setdefault(k, {}).update(v)
     return out
