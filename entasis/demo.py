@@ -63,7 +63,7 @@ def _configure_env(home: Path, plan: DemoPlan) -> None:
         "ENTASIS_TRAIN__MAX_EPOCHS": str(plan.max_epochs),
         "ENTASIS_TRAIN__SEQ_LEN": "30",
         "ENTASIS_TRAIN__MEMBER_PARAMS": json.dumps({
-            "lstm": {"hidden": [32, 16, 8], "batch_size": 64, "patience": 3},
+            "lstm": {"hidden": [32, 16, 8], "batch_size": 64, "patience": 3, "num_threads": 1},
             "rf": {"n_estimators": 150}, "xgb": {"n_estimators": 150}, "lgbm": {"n_estimators": 150},
         }),
         "ENTASIS_BACKTEST__LOOKBACK_DAYS": "180",
