@@ -183,24 +183,9 @@ def build_features(*, full: bool = False) -> dict[str, Any]:
     return out
 
 
-def _known_labels(frame: Any, until: datetime, timeframe: str, horizons: list[int]) -> Any:
-    """Blank every label whose outcome was not yet known at ``until`` (no look-ahead in a re-run)."""
-    import pandas as pd
-
-    from entasis.features.registry import horizon_bars, timeframe_seconds
-
-    step = pd.Timedelta(seconds=timeframe_seconds(timeframe))
-    ts = pd.to_datetime(frame["ts"], utc=True)
-    out = frame.copy()
-    for h in horizons:
-        known_at = ts + step * (horizon_bars(h, timeframe) + 1)  # close of bar t+h
-        cols = [c for c in (f"y_cls_{h}d", f"y_ret_{h}d", f"y_vol_{h}d") if c in out.columns]
-        out.loc[known_at > pd.Timestamp(until), cols] = None
-    return out
-
-
 def train(*, until: datetime | None) -> list[dict[str, Any]]:
     """Train and register (@challenger) one ensemble per horizon on features known by ``until``."""
+    from entasis.backtest.runner import blank_unknown_labels
     from entasis.config import get_settings
     from entasis.features.store import load_bars
     from entasis.models.train import train_and_register
@@ -213,7 +198,7 @@ def train(*, until: datetime | None) -> list[dict[str, Any]]:
     with connect() as conn:
         frame = load_bars(conn, exchange=s.universe.exchange, symbols=s.universe.symbols, timeframe=tf, end=end)
     frame = frame[frame["ts"] < end]
-    frame = _known_labels(frame, end, tf, s.labels.horizons)
+    frame = blank_unknown_labels(frame, end, tf)  # outcomes not yet known at ``until`` stay unlabelled
     results = train_and_register(frame, horizons=s.labels.horizons, timeframe=tf)
     out = []
     for r in results:
@@ -240,7 +225,7 @@ def backtest(trained: list[dict[str, Any]], *, until: datetime | None) -> list[d
     for h in sorted({int(t["horizon"]) for t in trained}):
         res = run_walk_forward(horizon=h, start=end - timedelta(days=b.lookback_days), end=end,
                                assets=s.universe.symbols, models=b.models, timeframe=s.universe.model_timeframe,
-                               exchange=s.universe.exchange, refit_days=b.refit_days)
+                               exchange=s.universe.exchange, refit_days=b.refit_days, known_by=end)
         out.append({"horizon": h, "report": str(res.report_path) if res.report_path else None,
                     "run_id": getattr(res, "run_id", None)})
         log.info("walk-forward %dd: report %s", h, res.report_path)
