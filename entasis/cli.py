@@ -108,6 +108,7 @@ def demo() -> None:
     """Offline demo of the whole pipeline: embedded PostgreSQL, simulated exchange, every DAG via dag.test()."""
     from entasis.demo import run_demo
 
+    wide = Console(width=max(console.width, 180))  # the tables are wide; don't squeeze them into 80 columns
     res = run_demo(say=console.print)
     t = Table("asset", "h", "as_of", "model", "class", "p_bear", "p_neut", "p_bull", "conf", "level", "target",
               "actual", "correct", title="ml.predictions (latest first)")
@@ -116,12 +117,12 @@ def demo() -> None:
         t.add_row(r[0], str(r[1]), f"{r[2]:%Y-%m-%d}", str(r[3]), names.get(r[4], "?"), str(r[5]), str(r[6]),
                   str(r[7]), str(r[8]), r[9], f"{r[10]:%Y-%m-%d}", "" if r[11] is None else names[r[11]],
                   "" if r[12] is None else str(r[12]))
-    console.print(t)
+    wide.print(t)
     st = Table(*res["status_columns"], title="ml.model_status")
     for r in res["status"]:
-        st.add_row(*["" if v is None else str(v) for v in r])
-    console.print(st)
-    console.print(f"backtest report: [bold]{res['report']}[/]")
+        st.add_row(*["" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)) for v in r])
+    wide.print(st)
+    wide.print(f"backtest report: [bold]{res['report']}[/]")
 
 
 def _register_stages() -> None:

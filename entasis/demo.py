@@ -182,8 +182,12 @@ def summary(now: datetime) -> dict[str, Any]:
                       confidence_level, target_date, actual_class, correct
                FROM ml.predictions ORDER BY as_of DESC, asset, horizon LIMIT 40"""
         ).fetchall()
-        status = conn.execute("SELECT * FROM ml.model_status ORDER BY 1, 2").fetchall()
-        status_cols = [d.name for d in conn.execute("SELECT * FROM ml.model_status LIMIT 0").description or []]
+        status_cols = ["asset", "horizon", "model_name", "champion_version", "unproven", "test_accuracy",
+                       "best_baseline", "best_baseline_accuracy", "live_accuracy_30d", "live_reconciled_30d",
+                       "n_predictions", "last_as_of"]
+        status = conn.execute(
+            f"SELECT {', '.join(status_cols)} FROM ml.model_status ORDER BY 1, 2"  # fixed column list
+        ).fetchall()
         report = conn.execute(
             "SELECT report_path FROM ml.backtest_runs WHERE report_path IS NOT NULL ORDER BY created_at DESC LIMIT 1"
         ).fetchone()
