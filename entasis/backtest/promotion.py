@@ -254,20 +254,8 @@ def evaluate_and_promote(asset: str | None, horizon: int, *, challenger_version:
     if champ_v is not None:
         specs[champ_label] = spec_of_version(name, champ_v, settings)
     if inputs is None:
-        if frame is not None:
-            from entasis.backtest.runner import Inputs as _Inputs
-
-            inputs = _Inputs(frame, prices, None, exchange, "frame")
-        else:
-            from entasis.backtest.runner import load_db_inputs
-            from entasis.store.db import connect
-
-            assets = [asset] if asset is not None else list(specs[ch_label].get("_assets") or []) or None
-            import pandas as pd
-
-            with connect(settings) as conn:
-                inputs = load_db_inputs(conn, assets=assets, timeframe=timeframe, end=pd.Timestamp(decided_at),
-                                        exchange=exchange, funding=False, settings=settings)
+        inputs = _load_inputs(asset, specs[ch_label], frame=frame, prices=prices, timeframe=timeframe,
+                              exchange=exchange, decided_at=decided_at, settings=settings)
     result = evaluate_versions(specs, inputs.frame, horizon=horizon, window_days=window_days, refit_days=refit_days,
                                prices=inputs.prices, timeframe=timeframe, **options)
     ch_eval = ch_label if ch_label in result.models else champ_label
@@ -317,6 +305,25 @@ def evaluate_and_promote(asset: str | None, horizon: int, *, challenger_version:
         _mirror_champion(d, settings)
     log.info("%s: %s — %s", name, action, reason)
     return d
+
+
+def _load_inputs(asset: str | None, spec: Mapping[str, Any], *, frame: pd.DataFrame | None,
+                 prices: pd.DataFrame | None, timeframe: str, exchange: str | None, decided_at: datetime,
+                 settings: Settings | None) -> Inputs:
+    """The frame given, else features.bars of the asset (or the pooled model's assets) known at decision time."""
+    import pandas as pd
+
+    from entasis.backtest.runner import Inputs, blank_unknown_labels, load_db_inputs
+    from entasis.store.db import connect
+
+    if frame is not None:
+        return Inputs(frame, prices, None, exchange, "frame")
+    assets = [asset] if asset is not None else (list(spec.get("_assets") or []) or None)
+    with connect(settings) as conn:
+        got = load_db_inputs(conn, assets=assets, timeframe=timeframe, end=pd.Timestamp(decided_at),
+                             exchange=exchange, funding=False, settings=settings)
+    # score only outcomes known at decision time: a re-run for a past date decides the same way
+    return Inputs(blank_unknown_labels(got.frame, decided_at, timeframe), got.prices, None, got.exchange, got.source)
 
 
 def _dt(s: str) -> datetime:

@@ -177,6 +177,29 @@ def load_db_inputs(conn: psycopg.Connection, *, assets: Sequence[str] | None, ti
     return Inputs(frame, prices if len(prices) else None, fund, ex, "db")
 
 
+def blank_unknown_labels(frame: pd.DataFrame, known_by: object, timeframe: str) -> pd.DataFrame:
+    """NULL every label whose outcome (the close of bar t + h) comes after ``known_by``.
+
+    A backtest re-run for a past interval then scores exactly what was knowable at its end, whatever
+    the database holds today (the same rule the train job applies to its training rows).
+    """
+    import re
+
+    import pandas as pd
+
+    cut = utc(known_by, what="known_by")
+    step = pd.Timedelta(timeframe)
+    per_day = max(1, int(pd.Timedelta(days=1) / step))
+    ts = pd.to_datetime(frame["ts"], utc=True)
+    out = frame.copy()
+    for col in frame.columns:
+        m = re.fullmatch(r"y_(?:cls|ret|vol)_(\d+)d", str(col))
+        if m:
+            known_at = ts + step * (int(m.group(1)) * per_day + 1)
+            out.loc[(known_at > cut).to_numpy(), col] = None
+    return out
+
+
 # -- the entry point ---------------------------------------------------------------------------------
 def run_walk_forward(*, horizon: int, start: object, end: object, assets: Sequence[str] | None = None,
                      models: Sequence[ModelSpec] = DEFAULT_MODELS, timeframe: str = "1d",
@@ -186,7 +209,7 @@ def run_walk_forward(*, horizon: int, start: object, end: object, assets: Sequen
                      record: bool = True, report: bool = True, report_dir: str | Path | None = None,
                      log_mlflow: bool = True, settings: Settings | None = None,
                      progress: Progress | None = None, inputs: Inputs | None = None,
-                     **options: Any) -> WalkForwardResult:
+                     known_by: object | None = None, **options: Any) -> WalkForwardResult:
     """Run a walk-forward for one horizon and record it: what the backtest DAG task calls.
 
     Data: ``inputs`` (already loaded), else ``frame`` (+ ``prices`` / ``funding``), else ``csv``, else
@@ -194,7 +217,9 @@ def run_walk_forward(*, horizon: int, start: object, end: object, assets: Sequen
     window, trading=TradingConfig(...), leak_threshold, permutation_check, ...). With ``record`` the run
     is upserted into ml.backtest_runs / ml.backtest_metrics / ml.backtest_predictions; with ``report``
     the HTML report is written under ``reports_dir/backtest/<run_id>``; with ``log_mlflow`` and an
-    active MLflow run, the pooled metrics and the report are logged to it.
+    active MLflow run, the pooled metrics and the report are logged to it. ``known_by`` (e.g. the DAG's
+    data interval end) blanks labels not yet known then (:func:`blank_unknown_labels`), so a re-run of a
+    past interval is reproducible.
     """
     from entasis.store.db import connect
 
@@ -211,6 +236,9 @@ def run_walk_forward(*, horizon: int, start: object, end: object, assets: Sequen
             with connect(settings) as conn:
                 inputs = load_db_inputs(conn, assets=assets, timeframe=timeframe, end=end, exchange=exchange,
                                         settings=settings)
+    if known_by is not None:
+        inputs = Inputs(blank_unknown_labels(inputs.frame, known_by, timeframe), inputs.prices, inputs.funding,
+                        inputs.exchange, inputs.source)
     result = walk_forward(inputs.frame, horizon=horizon, start=start, end=end, models=models,
                           prices=inputs.prices, funding=inputs.funding, timeframe=timeframe, progress=progress,
                           **options)

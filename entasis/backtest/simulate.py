@@ -28,6 +28,8 @@ The position still open at the end is not closed (no exit fee).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -81,19 +83,21 @@ def direction_from_class(cls: np.ndarray) -> np.ndarray:
 
 def target_weights(direction: np.ndarray, confidence: np.ndarray | None, cfg: TradingConfig,
                    horizon_bars: int = 1) -> np.ndarray:
-    """Weight per bar from the forecasts of one asset (bars in time order; NaN direction = flat).
+    """Weights from forecasts: bars along the last axis (time order), one row per strategy when 2-d.
 
-    Written with plain ufuncs (no ``np.where`` / ``nan_to_num`` on scalars, which are slow in numpy 2).
+    NaN direction = flat. Written with plain ufuncs (``np.where`` / ``nan_to_num`` with scalars are slow
+    in numpy 2) so a whole set of strategies costs a handful of array passes.
     """
     d = np.asarray(direction, dtype=np.float64)
     conf = None if confidence is None else np.asarray(confidence, dtype=np.float64)
     if cfg.hold == "block":
         if horizon_bars < 1:
             raise BacktestError(f"horizon_bars must be >= 1; got {horizon_bars}")
-        n = d.size
-        d = np.repeat(d[::horizon_bars], horizon_bars)[:n]      # the decision bar's value, held h bars
-        conf = None if conf is None else np.repeat(conf[::horizon_bars], horizon_bars)[:n]
-    if np.isnan(d).any():  # no forecast: flat
+        n = d.shape[-1]
+        # the decision bar's value, held for h bars
+        d = np.repeat(d[..., ::horizon_bars], horizon_bars, axis=-1)[..., :n]
+        conf = None if conf is None else np.repeat(conf[..., ::horizon_bars], horizon_bars, axis=-1)[..., :n]
+    if not math.isfinite(d.sum()):  # no forecast (NaN): flat; a sum is one pass, isnan().any() two
         d = d.copy()
         d[np.isnan(d)] = 0.0
     if cfg.long_only:
@@ -102,7 +106,7 @@ def target_weights(direction: np.ndarray, confidence: np.ndarray | None, cfg: Tr
         return d
     if conf is None:
         raise BacktestError("sizing='confidence' needs a confidence per forecast")
-    if np.isnan(conf).any():  # a forecast without a confidence gets no size
+    if not math.isfinite(conf.sum()):  # a forecast without a confidence gets no size
         conf = conf.copy()
         conf[np.isnan(conf)] = 0.0
     size = np.minimum(cfg.risk_fraction * conf, cfg.max_fraction)
@@ -111,17 +115,20 @@ def target_weights(direction: np.ndarray, confidence: np.ndarray | None, cfg: Tr
 
 def strategy_returns(weights: np.ndarray, next_ret: np.ndarray, next_funding: np.ndarray | None,
                      cost_rate: float) -> dict[str, np.ndarray]:
-    """Per-bar gross, cost, funding and net returns plus turnover (all vectors, no loop)."""
+    """Per-bar gross, cost, funding and net returns plus turnover (array passes, no loop).
+
+    ``weights`` is (n,) or (strategies, n); ``next_ret`` / ``next_funding`` are (n,) and shared by all rows.
+    """
     w = np.asarray(weights, dtype=np.float64)
     r = np.asarray(next_ret, dtype=np.float64)
-    if w.shape != r.shape or w.ndim != 1:
-        raise BacktestError(f"weights {w.shape} and returns {r.shape} must be 1-d and of one shape")
-    if np.isnan(r).any():
-        raise BacktestError("next-bar returns contain NaN; drop bars without a next close first")
+    if w.ndim not in (1, 2) or r.ndim != 1 or w.shape[-1] != r.shape[0]:
+        raise BacktestError(f"weights {w.shape} must be (n,) or (k, n) with returns of shape (n,); got {r.shape}")
+    if not math.isfinite(r.sum()):
+        raise BacktestError("next-bar returns contain NaN or inf; drop bars without a next close first")
     turnover = np.empty_like(w)
-    if w.size:
-        turnover[0] = abs(w[0])
-        np.subtract(w[1:], w[:-1], out=turnover[1:])
+    if w.shape[-1]:
+        turnover[..., 0] = np.abs(w[..., 0])
+        np.subtract(w[..., 1:], w[..., :-1], out=turnover[..., 1:])
         np.abs(turnover, out=turnover)
     gross = w * r
     cost = cost_rate * turnover
@@ -130,7 +137,7 @@ def strategy_returns(weights: np.ndarray, next_ret: np.ndarray, next_funding: np
         fund = np.zeros_like(w)
     else:
         f = np.asarray(next_funding, dtype=np.float64)
-        if np.isnan(f).any():
+        if not math.isfinite(f.sum()):
             f = f.copy()
             f[np.isnan(f)] = 0.0
         fund = w * f
@@ -193,28 +200,65 @@ def simulate_predictions(preds: pd.DataFrame, prices: pd.DataFrame, *, cfg: Trad
     symbol, ts (forecast bar), earned_ts (bar the return is earned over), weight, gross, cost,
     funding, net, turnover.
     """
+    one = preds.drop(columns=["model"], errors="ignore").assign(model="_")
+    out = simulate_models(one, prices, cfg=cfg, horizon_bars=horizon_bars, bar=bar, funding=funding,
+                          always_long=("_",) if always_long else ())
+    return out.drop(columns=["model"])
+
+
+SIM_COLUMNS = ["model", "symbol", "ts", "earned_ts", "weight", "gross", "cost", "funding", "net", "turnover"]
+
+
+def simulate_models(preds: pd.DataFrame, prices: pd.DataFrame, *, cfg: TradingConfig, horizon_bars: int,
+                    bar: str = "1D", funding: pd.DataFrame | None = None,
+                    always_long: Sequence[str] = ()) -> pd.DataFrame:
+    """Several strategies at once: ``preds`` has a ``model`` column and every model forecasts the same
+    (symbol, ts) rows, so each asset is one (models × bars) matrix through the same array passes.
+
+    Models named in ``always_long`` are held long whatever they forecast (buy-and-hold). Returns
+    :data:`SIM_COLUMNS` in long form.
+    """
     import pandas as pd
 
-    cols = ["symbol", "ts", "earned_ts", "weight", "gross", "cost", "funding", "net", "turnover"]
     step = pd.Timedelta(bar)
     step_ns = np.int64(step.value)
-    # one sort and plain arrays: the per-asset work below is numpy only (no pandas per group)
-    cats = sorted(preds["symbol"].astype(str).unique())
-    p_sym, p_t, p_order = _sorted_keys(preds, cats)
+    if preds.empty:
+        return pd.DataFrame(columns=SIM_COLUMNS)
+    codes, uniq = pd.factorize(preds["model"].astype(str), sort=False)
+    models = [str(m) for m in uniq]
+    cats = sorted(str(x) for x in pd.unique(preds["symbol"]))
+    # one sort per model and plain arrays: the per-asset work below is numpy only (no pandas per group)
+    keys, cls_rows, conf_rows = None, [], []
+    has_conf = "confidence" in preds.columns
+    for i, m in enumerate(models):
+        sub = preds[codes == i]
+        sym, t, order = _sorted_keys(sub, cats)
+        if keys is None:
+            keys = (sym, t)
+        elif not (np.array_equal(keys[0], sym) and np.array_equal(keys[1], t)):
+            raise BacktestError(f"model {m!r} forecasts other (symbol, ts) rows than {models[0]!r}; simulate "
+                                "strategies together only on common rows")
+        cls_rows.append(sub["predicted_class"].to_numpy(dtype=np.float64)[order])
+        if has_conf:
+            conf_rows.append(sub["confidence"].to_numpy(dtype=np.float64)[order])
+    assert keys is not None
+    p_sym, p_t = keys
+    cls_m = np.vstack(cls_rows)
+    conf_m = np.vstack(conf_rows) if has_conf else None
+    long_rows = np.array([m in set(always_long) for m in models])
     x_sym, x_t, x_order = _sorted_keys(prices, cats)
     x_close = prices["close"].to_numpy(dtype=np.float64)[x_order]
-    p_cls = preds["predicted_class"].to_numpy(dtype=np.float64)[p_order]
-    p_conf = preds["confidence"].to_numpy(dtype=np.float64)[p_order] if "confidence" in preds.columns else None
     f_sym: np.ndarray | None = None
     if funding is not None and cfg.funding and len(funding):
         f_sym, f_t, f_order = _sorted_keys(funding, cats)
         f_rate = funding["funding_rate"].to_numpy(dtype=np.float64)[f_order]
-    out: dict[str, list[np.ndarray]] = {c: [] for c in cols}
+    out: dict[str, list[np.ndarray]] = {c: [] for c in SIM_COLUMNS}
+    k = len(models)
     for code, (a, b) in _groups(p_sym).items():
-        sym = cats[code]
+        name = cats[code]
         xa, xb = _span(x_sym, code)
         if xb <= xa:
-            raise BacktestError(f"no prices for {sym}; the trading simulation needs closes")
+            raise BacktestError(f"no prices for {name}; the trading simulation needs closes")
         t = p_t[a:b]
         cur = _lookup(x_t[xa:xb], x_close[xa:xb], t)
         nxt = _lookup(x_t[xa:xb], x_close[xa:xb], t + step_ns)
@@ -224,10 +268,13 @@ def simulate_predictions(preds: pd.DataFrame, prices: pd.DataFrame, *, cfg: Trad
         t = t[ok]
         next_ret = nxt[ok] / cur[ok] - 1.0
         n = t.size
-        d = np.ones(n) if always_long else direction_from_class(p_cls[a:b][ok])
-        conf = None if p_conf is None else p_conf[a:b][ok]
-        if always_long and cfg.sizing == "confidence":
-            conf = np.ones(n)
+        d = direction_from_class(cls_m[:, a:b][:, ok])
+        conf = None if conf_m is None else conf_m[:, a:b][:, ok]
+        if long_rows.any():
+            d[long_rows] = 1.0
+            if cfg.sizing == "confidence":
+                conf = np.ones((k, n)) if conf is None else conf.copy()
+                conf[long_rows] = 1.0
         w = target_weights(d, conf, cfg, horizon_bars)
         fund = None
         if f_sym is not None:
@@ -236,17 +283,18 @@ def simulate_predictions(preds: pd.DataFrame, prices: pd.DataFrame, *, cfg: Trad
                 fund = funding_per_bar((t + step_ns).astype("datetime64[ns]"), step.to_timedelta64(),
                                        f_t[fa:fb].astype("datetime64[ns]"), f_rate[fa:fb])
         res = strategy_returns(w, next_ret, fund, cfg.cost_rate)
-        out["symbol"].append(np.full(n, sym, dtype=object))
-        out["ts"].append(t)
-        out["earned_ts"].append(t + step_ns)
-        for k, v in res.items():
-            out[k].append(v)
+        out["model"].append(np.repeat(np.asarray(models, dtype=object), n))
+        out["symbol"].append(np.full(k * n, name, dtype=object))
+        out["ts"].append(np.tile(t, k))
+        out["earned_ts"].append(np.tile(t + step_ns, k))
+        for key, v in res.items():
+            out[key].append(np.broadcast_to(v, (k, n)).ravel())
     if not out["ts"]:
-        return pd.DataFrame(columns=cols)
+        return pd.DataFrame(columns=SIM_COLUMNS)
     frame = {c: np.concatenate(v) for c, v in out.items()}
     for c in ("ts", "earned_ts"):
         frame[c] = pd.DatetimeIndex(frame[c].astype("datetime64[ns]")).tz_localize("UTC")
-    return pd.DataFrame(frame)[cols]
+    return pd.DataFrame(frame)[SIM_COLUMNS]
 
 
 def _sorted_keys(df: pd.DataFrame, cats: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -59,7 +59,7 @@ from entasis.backtest.simulate import (
     TradingConfig,
     as_arrays,
     portfolio_returns,
-    simulate_predictions,
+    simulate_models,
     trading_metrics,
 )
 
@@ -484,15 +484,13 @@ def walk_forward(frame: pd.DataFrame, *, horizon: int, start: object, end: objec
     trade: dict[str, dict[str, dict[str, float]]] = {}
     eq_pieces = []
     if px is not None:
-        fr = predictions[predictions["forecast"]]
-        hb = int(horizon) * bars_per_day
-        strategies: list[tuple[str, pd.DataFrame, bool]] = [(m, fr[fr["model"] == m], False) for m in all_names]
-        strategies.append((BUY_AND_HOLD, fr[fr["model"] == all_names[0]], True))
-        for name, sub, always in strategies:
-            per = simulate_predictions(sub, px, cfg=trading, horizon_bars=hb, bar=timeframe, funding=funding,
-                                       always_long=always)
-            if per.empty:
-                continue
+        fr = predictions.loc[predictions["forecast"], ["model", "symbol", "ts", "predicted_class", "confidence"]]
+        bh = fr[fr["model"] == all_names[0]].assign(model=BUY_AND_HOLD)
+        sim = simulate_models(pd.concat([fr, bh], ignore_index=True), px, cfg=trading,
+                              horizon_bars=int(horizon) * bars_per_day, bar=timeframe, funding=funding,
+                              always_long=(BUY_AND_HOLD,))
+        for name, per in sim.groupby("model", sort=False):
+            name = str(name)
             trade[name] = {}
             for sym, g in per.groupby("symbol", sort=True):
                 trade[name][str(sym)] = trading_metrics(as_arrays(g), ppy)

@@ -10,6 +10,7 @@ from entasis.backtest.folds import BacktestError
 from entasis.backtest.simulate import (
     TradingConfig,
     funding_per_bar,
+    simulate_models,
     simulate_predictions,
     strategy_returns,
     strategy_returns_loop,
@@ -98,3 +99,25 @@ def test_trading_metrics() -> None:
     assert m["turnover_per_bar"] == pytest.approx(1.0)
     assert m["n_trades"] == 3
     assert m["total_return"] == pytest.approx(1.01 * 1.02 * 1.03 - 1)
+
+
+def test_many_strategies_at_once_equal_one_at_a_time() -> None:
+    rng = np.random.default_rng(3)
+    ts = pd.date_range("2021-01-01", periods=60, freq="1D", tz="UTC")
+    prices = pd.concat([pd.DataFrame({"symbol": s, "ts": ts, "close": 100 * np.exp(np.cumsum(rng.normal(0, 0.02, 60)))})
+                        for s in ("A/USDT", "B/USDT")])
+    funding = pd.DataFrame({"symbol": "A/USDT", "ts": ts + pd.Timedelta(hours=8), "funding_rate": 1e-4})
+    preds = pd.concat([pd.DataFrame({"model": m, "symbol": s, "ts": ts[:-1],
+                                     "predicted_class": rng.choice([0.0, 1.0, 2.0, np.nan], 59),
+                                     "confidence": rng.uniform(0.34, 1, 59)})
+                       for m in ("m1", "m2", "m3") for s in ("A/USDT", "B/USDT")], ignore_index=True)
+    for cfg in (TradingConfig(), TradingConfig(sizing="confidence", hold="block", long_only=True)):
+        together = simulate_models(preds, prices, cfg=cfg, horizon_bars=5, funding=funding, always_long=("m3",))
+        for m in ("m1", "m2", "m3"):
+            alone = simulate_predictions(preds[preds["model"] == m], prices, cfg=cfg, horizon_bars=5,
+                                         funding=funding, always_long=m == "m3")
+            got = together[together["model"] == m].reset_index(drop=True)
+            assert got["net"].to_numpy() == pytest.approx(alone["net"].to_numpy())
+            assert (got["ts"] == alone["ts"]).all()
+    with pytest.raises(BacktestError, match="same rows|other"):
+        simulate_models(preds.iloc[1:], prices, cfg=TradingConfig(), horizon_bars=5)
