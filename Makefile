@@ -44,7 +44,8 @@ airflow: venv
 	$(BIN)/entasis db upgrade
 	$(BIN)/entasis sim-exchange serve --live --port $(SIM_PORT) --start 2021-01-01 \
 	  --end $$(date -u -d '+1 year' +%Y-%m-%d) & sim=$$!; trap "kill $$sim" EXIT; \
-	  ENTASIS_SIM_URL=$${ENTASIS_SIM_URL-http://127.0.0.1:$(SIM_PORT)} $(BIN)/airflow standalone
+	  PATH="$(CURDIR)/$(BIN):$$PATH" ENTASIS_SIM_URL=$${ENTASIS_SIM_URL-http://127.0.0.1:$(SIM_PORT)} \
+	  $(BIN)/airflow standalone
 
 bench: venv
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
