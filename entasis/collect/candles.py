@@ -5,7 +5,7 @@ Symbols are ccxt's unified ones: spot 'BTC/USDT', USDT-margined perpetuals 'BTC/
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -64,6 +64,20 @@ def candle_spec(client: ExchangeClient, symbol: str, timeframe: str) -> SeriesSp
     )
 
 
+def prepare_symbols(client: ExchangeClient, symbols: Iterable[str], check: Callable[[str], object]) -> list[str]:
+    """The symbols of one collection run, each checked against the freshly registered markets.
+
+    Every check runs before any data call, so a bad symbol fails the run at once (one request).
+    """
+    syms = list(symbols)
+    if not syms:
+        raise ValueError("no symbols to collect")
+    register_instruments(client)
+    for s in syms:
+        check(s)
+    return syms
+
+
 def collect_candles(
     exchange: str,
     symbols: Iterable[str],
@@ -88,12 +102,7 @@ def collect_candles(
     since_ms = to_ms(since) if since is not None else None
     if since_ms is not None and since_ms >= until_ms:
         raise ValueError(f"since ({since}) must be before until ({until})")
-    syms = list(symbols)
-    if not syms:
-        raise ValueError("no symbols to collect")
-    register_instruments(cl)
-    for s in syms:
-        cl.check_symbol(s)
+    syms = prepare_symbols(cl, symbols, cl.check_symbol)
     out = []
     for s in syms:
         key = SeriesKey("candles", exchange, s, timeframe)

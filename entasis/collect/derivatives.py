@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from entasis.collect.candles import register_instruments
+from entasis.collect.candles import prepare_symbols
 from entasis.collect.client import FUNDING_LIMIT, OPEN_INTEREST_LIMIT, PAGES_FROM_END, ExchangeClient
 from entasis.collect.grid import grid_origin_ms, timeframe_ms, to_ms
 from entasis.collect.quality import check_funding, check_open_interest
@@ -106,12 +106,7 @@ def collect_funding(
     """Funding-rate history of perpetual ``symbols`` settled before ``until``."""
     cl = client or ExchangeClient(exchange)
     since_ms, until_ms = _bounds(since, until)
-    syms = list(symbols)
-    if not syms:
-        raise ValueError("no symbols to collect")
-    register_instruments(cl)
-    for s in syms:
-        _check_perp(cl, s)
+    syms = prepare_symbols(cl, symbols, lambda s: _check_perp(cl, s))
     return [run_series(funding_spec(cl, s), SeriesKey("funding", exchange, s), until=until_ms, since=since_ms,
                        batch_pages=batch_pages, progress=progress) for s in syms]
 
@@ -135,12 +130,7 @@ def collect_open_interest(
     cl = client or ExchangeClient(exchange)
     since_ms, until_ms = _bounds(since, until)
     step = timeframe_ms(timeframe)
-    syms = list(symbols)
-    if not syms:
-        raise ValueError("no symbols to collect")
-    register_instruments(cl)
-    for s in syms:
-        _check_perp(cl, s)
+    syms = prepare_symbols(cl, symbols, lambda s: _check_perp(cl, s))
     horizon = OPEN_INTEREST_HISTORY_MS.get(exchange)
     earliest = until_ms - horizon + step if horizon is not None else None
     return [run_series(open_interest_spec(cl, s, timeframe), SeriesKey("open_interest", exchange, s, timeframe),
