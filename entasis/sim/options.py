@@ -64,16 +64,6 @@ def _npdf(x: F64) -> F64:
     return np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
 
 
-def black76(f: F64, k: F64, t: F64, sigma: F64, is_call: NDArray[np.bool_]) -> F64:
-    """Undiscounted Black-76 price in quote currency (r = 0, as Deribit marks)."""
-    s = sigma * np.sqrt(t)
-    d1 = (np.log(f / k) + 0.5 * s * s) / s
-    d2 = d1 - s
-    call = f * _ncdf(d1) - k * _ncdf(d2)
-    put = k * _ncdf(-d2) - f * _ncdf(-d1)
-    return np.where(is_call, call, put)
-
-
 def black76_greeks(f: F64, k: F64, t: F64, sigma: F64, is_call: NDArray[np.bool_]) -> dict[str, F64]:
     """Delta, gamma, vega (per vol point) and theta (per day) in USD."""
     sq = np.sqrt(t)
@@ -87,18 +77,6 @@ def black76_greeks(f: F64, k: F64, t: F64, sigma: F64, is_call: NDArray[np.bool_
         "vega": f * pdf * sq / 100.0,
         "theta": -f * pdf * sigma / (2.0 * sq) / 365.0,
     }
-
-
-def implied_vol(price: F64, f: F64, k: F64, t: F64, is_call: NDArray[np.bool_]) -> F64:
-    """Black-76 implied volatility by vectorised bisection (robust; the chain is small)."""
-    lo = np.full(price.shape, 1e-4)
-    hi = np.full(price.shape, 8.0)
-    for _ in range(70):
-        mid = 0.5 * (lo + hi)
-        too_high = black76(f, k, t, mid, is_call) > price
-        hi = np.where(too_high, mid, hi)
-        lo = np.where(too_high, lo, mid)
-    return 0.5 * (lo + hi)
 
 
 def heston_call(
@@ -198,6 +176,11 @@ def strike_grid(f: float, t: float, sigma: float) -> F64:
 def build_chain(sim: MarketSim, currency: str, ms: int) -> pd.DataFrame:
     """The whole chain of ``currency`` at ``ms`` with every field the simulated Deribit serves."""
     import pandas as pd
+
+    # pricing and implied vols come from the option library (imported here: scipy is slow to import
+    # and the exchange server should start fast)
+    from entasis.options.black import black_price as black76
+    from entasis.options.iv import implied_vol
 
     symbol = f"{currency}/USDT"
     spot = sim.price_at(symbol, ms)

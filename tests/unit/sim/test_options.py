@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from entasis.options.black import black_price as black76
+from entasis.options.iv import implied_vol
 from entasis.sim.market import MarketSim
 from entasis.sim.options import (
     QUOTE_COLUMNS,
-    black76,
     heston_call,
-    implied_vol,
     listed_expiries,
 )
 
