@@ -11,7 +11,9 @@ import importlib
 import importlib.util
 import json
 import logging
+import os
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -25,7 +27,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 console = Console()
 
-STAGES = ("sim", "collect", "features", "models", "backtest", "options", "publish", "registry", "risk")
+STAGES = ("sim", "collect", "features", "models", "backtest", "options", "publish", "registry", "risk", "monitor",
+          "signals", "api", "soak")
 
 
 @app.callback()
@@ -104,12 +107,29 @@ def config_show() -> None:
 
 
 @app.command("demo")
-def demo() -> None:
+def demo(
+    verbose: bool = typer.Option(False, "--verbose", "-v",
+                                 help="show Airflow's task logs here instead of in the log file"),
+) -> None:
     """Offline demo of the whole pipeline: embedded PostgreSQL, simulated exchange, every DAG via dag.test()."""
-    from entasis.demo import run_demo
+    from entasis.demo import log_to_file, run_demo
 
+    home = Path(os.environ.get("ENTASIS_HOME", ".entasis")).resolve()
+    log_path = home / "logs" / "demo.log"
+    if verbose:
+        res = run_demo(say=console.print)
+    else:
+        console.print(f"full log (Airflow task logs, Spark, training): {log_path}")
+        with log_to_file(log_path) as out:
+            say_to = Console(file=out, width=console.width)
+            try:
+                res = run_demo(say=say_to.print)
+            except Exception as e:
+                say_to.print(f"[bold red]demo failed:[/] {e}")
+                say_to.print(f"the end of {log_path} says what happened:")
+                say_to.print("".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-40:]))
+                raise typer.Exit(1) from None
     wide = Console(width=max(console.width, 180))  # the tables are wide; don't squeeze them into 80 columns
-    res = run_demo(say=console.print)
     t = Table("asset", "h", "as_of", "model", "class", "p_bear", "p_neut", "p_bull", "conf", "level", "target",
               "actual", "correct", title="ml.predictions (latest first)")
     names = {0: "bearish", 1: "neutral", 2: "bullish"}
@@ -123,6 +143,8 @@ def demo() -> None:
         st.add_row(*["" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)) for v in r])
     wide.print(st)
     wide.print(f"backtest report: [bold]{res['report']}[/]")
+    if not verbose:
+        wide.print(f"full log: {log_path}")
 
 
 def _register_stages() -> None:

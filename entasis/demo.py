@@ -22,10 +22,12 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
@@ -46,6 +48,37 @@ class DemoPlan:
     max_epochs: int = 5
     # extra ENTASIS_* settings for this run (tests use a smaller universe and models)
     env: dict[str, str] = field(default_factory=dict)
+
+
+@contextmanager
+def log_to_file(path: Path) -> Iterator[TextIO]:
+    """Send everything the process and its children write (Airflow task logs, Spark, warnings) to ``path``.
+
+    Yields a stream on the original stdout for the demo's own progress lines. Works on the file
+    descriptors, so the Spark JVM and other child processes are captured too.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    out = os.fdopen(os.dup(saved_out), "w", buffering=1)
+    with open(path, "w", buffering=1) as log_file:  # noqa: PTH123
+        os.dup2(log_file.fileno(), 1)
+        os.dup2(log_file.fileno(), 2)
+        root = logging.getLogger()
+        handlers = list(root.handlers)
+        try:
+            yield out
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved_out, 1)
+            os.dup2(saved_err, 2)
+            os.close(saved_out)
+            os.close(saved_err)
+            root.handlers = handlers
+            out.flush()
+            out.close()
 
 
 def _configure_env(home: Path, plan: DemoPlan) -> None:
@@ -111,8 +144,10 @@ def _dags() -> dict[str, Any]:
 
 def _run(dags: dict[str, Any], dag_id: str, logical_date: datetime, say: Any) -> None:
     t0 = time.perf_counter()
+    if dag_id == "entasis_train":  # the one long stage: say so before it starts
+        say(f"  {dag_id:<18} {logical_date:%Y-%m-%d %H:%M}  training, walk-forward and promotion (minutes)...")
     dr = dags[dag_id].test(logical_date=logical_date)
-    state = str(getattr(dr, "state", "?"))
+    state = str(getattr(dr, "state", "?")).removeprefix("DagRunState.").lower()
     say(f"  {dag_id:<18} {logical_date:%Y-%m-%d %H:%M}  {state:<8} {time.perf_counter() - t0:6.1f}s")
     if "success" not in state:
         raise RuntimeError(f"{dag_id} run at {logical_date} ended {state}; see the task logs above")
