@@ -155,6 +155,27 @@ class MonitorConfig(BaseModel):
     stale_after_bars: float = 3.0  # latest candle older than this many bars is stale
 
 
+class ApiConfig(BaseModel):
+    """The serving API (``entasis api serve``): where it listens, how it reads the store, its cache."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # The API reads ml.* only, as the read-only role; unset = the store's URL with user entasis_reader.
+    database_url: SecretStr | None = None
+    reader_user: str = "entasis_reader"
+    redis_url: SecretStr | None = None  # ENTASIS_REDIS_URL; unset = an in-process TTL cache
+    cache_ttl_s: float = 300.0
+    pool_size: int = 8
+    db_timeout_s: float = 2.0  # a request waits this long for the database before answering 503
+
+    @field_validator("cache_ttl_s", "db_timeout_s")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError("must be > 0 seconds")
+        return v
+
+
 class Settings(BaseSettings):
     """All of Entasis's configuration."""
 
@@ -177,6 +198,7 @@ class Settings(BaseSettings):
     train: TrainConfig = Field(default_factory=TrainConfig)
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -190,6 +212,7 @@ class Settings(BaseSettings):
             "ENTASIS_SPARK_MASTER": ("spark", "master"),
             "ENTASIS_JDBC_JAR": ("spark", "jdbc_jar"),
             "ENTASIS_SIM_URL": ("exchange", "sim_url"),
+            "ENTASIS_REDIS_URL": ("api", "redis_url"),
         }
         for env, (section, key) in aliases.items():
             val = os.environ.get(env)
@@ -222,7 +245,7 @@ class Settings(BaseSettings):
 class _FlatEnvFilter(PydanticBaseSettingsSource):
     """Env source that ignores the flat aliases handled in ``_flat_aliases``."""
 
-    _FLAT = {"database_url", "mlflow_tracking_uri", "spark_master", "jdbc_jar", "sim_url", "config"}
+    _FLAT = {"database_url", "mlflow_tracking_uri", "spark_master", "jdbc_jar", "sim_url", "config", "redis_url"}
 
     def __init__(self, inner: PydanticBaseSettingsSource) -> None:
         super().__init__(inner.settings_cls)
