@@ -70,15 +70,19 @@ lint: venv
 	$(BIN)/ruff check entasis dags plugins spark_jobs bench tests
 	$(BIN)/mypy entasis dags plugins spark_jobs/*.py
 
-# Airflow standalone (UI on http://localhost:8080) against the same store, with the simulated exchange
-# on 127.0.0.1:8765 following the wall clock. Set ENTASIS_SIM_URL= (empty) to collect from the real venues.
+# Airflow as deployed (entasis/deploy/airflow_stack.py): metadata in PostgreSQL (an `airflow` database on
+# the store's server unless AIRFLOW__DATABASE__SQL_ALCHEMY_CONN says otherwise), LocalExecutor, and
+# api-server, scheduler, dag-processor and triggerer as separate processes; prints the UI URL and login.
+# The simulated exchange on 127.0.0.1:8765 follows the wall clock; ENTASIS_SIM_URL= (empty) collects
+# from the real venues.
 SIM_PORT ?= 8765
+AIRFLOW_PORT ?= 8080
 airflow: venv
 	$(BIN)/entasis db upgrade
 	$(BIN)/entasis sim-exchange serve --live --port $(SIM_PORT) --start 2021-01-01 \
 	  --end $$(date -u -d '+1 year' +%Y-%m-%d) & sim=$$!; trap "kill $$sim" EXIT; \
 	  PATH="$(CURDIR)/$(BIN):$$PATH" ENTASIS_SIM_URL=$${ENTASIS_SIM_URL-http://127.0.0.1:$(SIM_PORT)} \
-	  $(BIN)/airflow standalone
+	  $(BIN)/entasis airflow up --port $(AIRFLOW_PORT)
 
 bench: venv
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -28,7 +28,7 @@ app.add_typer(config_app, name="config")
 console = Console()
 
 STAGES = ("sim", "collect", "features", "models", "backtest", "options", "publish", "registry", "risk", "monitor",
-          "signals", "api", "soak")
+          "signals", "api", "soak", "deploy")
 
 
 @app.callback()
