@@ -49,6 +49,8 @@ from entasis.sim.timeframes import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from entasis.sim.crashes import FlashCrash
+
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 
@@ -266,6 +268,7 @@ class MarketSim:
         self._agg_cache: dict[tuple[str, str, str], Bars] = {}
         self._minute_cache: dict[tuple[str, str, int], Bars] = {}
         self._chain_cache: dict[tuple[str, int], pd.DataFrame] = {}
+        self._crashes: dict[str, list[FlashCrash]] = {}  # injected on demand only (entasis.sim.crashes)
 
     # ------------------------------------------------------------------ time
     @property
@@ -401,23 +404,92 @@ class MarketSim:
         spot = Bars(ts, open_, high, low, close, lots, qvu)
         return _Hourly(spot, sigma, lv, premium, oi, r)
 
+    # ------------------------------------------------------------------ injected flash crashes
+    @property
+    def flash_crashes(self) -> list[FlashCrash]:
+        """Every injected crash, in time order."""
+        return sorted((c for cs in self._crashes.values() for c in cs), key=lambda c: (c.start, c.asset))
+
+    def inject_flash_crash(self, symbol: str, start: str | pd.Timestamp | int, *, depth: float = 0.2,
+                           fall_minutes: int = 3, bounce: float = 0.6, recover_minutes: int = 30,
+                           volume_mult: float = 6.0) -> FlashCrash:
+        """Overlay one flash crash on ``symbol`` (spot and its perp) from the minute ``start``.
+
+        Coarser candles of the hours it touches are re-aggregated from the crashed minutes; nothing
+        else changes. See :mod:`entasis.sim.crashes`.
+        """
+        from entasis.sim.crashes import FlashCrash
+
+        ms = start if isinstance(start, int) else _to_ms(start)
+        crash = FlashCrash(asset_name(symbol), ms, depth, fall_minutes, bounce, recover_minutes, volume_mult)
+        return self._add_crashes([crash])[0]
+
+    def inject_flash_crashes(self, n: int, *, seed: int, symbols: list[str] | None = None,
+                             start: str | pd.Timestamp | int | None = None,
+                             end: str | pd.Timestamp | int | None = None, **kw: object) -> list[FlashCrash]:
+        """``n`` crashes drawn from ``seed`` (same seed, same crashes) among ``symbols`` (default: the
+        market's) with starts in [start, end) (default: the whole simulated range)."""
+        from entasis.sim.crashes import seeded_crashes
+
+        names = sorted({asset_name(s) for s in (symbols or self.symbols)})
+        lo = self.start_ms if start is None else (start if isinstance(start, int) else _to_ms(start))
+        hi = self.end_ms if end is None else (end if isinstance(end, int) else _to_ms(end))
+        return self._add_crashes(seeded_crashes(seed, names, lo, hi, n, **kw))  # type: ignore[arg-type]
+
+    def _add_crashes(self, crashes: list[FlashCrash]) -> list[FlashCrash]:
+        for c in crashes:
+            if not (self.start_ms < c.start and c.end <= int(self._hour_ts[-1])):
+                raise ValueError(f"flash crash at {c.start} ms lies outside the simulated range")
+        with self._lock:
+            for c in crashes:
+                self._crashes.setdefault(c.asset, []).append(c)
+            names = {c.asset for c in crashes}
+            for mk in [k for k in self._minute_cache if k[0] in names]:
+                del self._minute_cache[mk]
+            for ak in [k for k in self._agg_cache if k[0] in names]:
+                del self._agg_cache[ak]
+        return crashes
+
+    def _spot_hours(self, symbol: str) -> Bars:
+        """Hourly spot bars; hours touched by an injected crash are re-aggregated from its minutes."""
+        name = asset_name(symbol)
+        base = self._hourly(name).spot
+        crashes = self._crashes.get(name)
+        if not crashes:
+            return base
+        key = (name, "spot", "1h")
+        with self._lock:
+            hit = self._agg_cache.get(key)
+        if hit is not None:
+            return hit
+        cols = {f: getattr(base, f).copy() for f in Bars._fields}
+        for day in sorted({ms // DAY_MS for c in crashes for ms in (c.start, c.end - 1)}):
+            agg = aggregate(self._minute_block(name, "spot", day), "1h")
+            idx = ((agg.ts - self.start_ms) // HOUR_MS).astype(np.int64)
+            ok = (idx >= 0) & (idx < len(base))
+            for f in Bars._fields:
+                cols[f][idx[ok]] = getattr(agg, f)[ok]
+        hit = Bars(**cols)
+        with self._lock:
+            self._agg_cache[key] = hit
+        return hit
+
     def _perp_factor(self, symbol: str) -> F64:
         return 1.0 + self._hourly(symbol).premium
 
     def _hour_bars(self, symbol: str, kind: str) -> Bars:
         """Complete hourly bars of the whole generated grid for spot or perp."""
         if kind == "spot":
-            return self._hourly(symbol).spot
+            return self._spot_hours(symbol)
         if kind != "perp":
             raise ValueError(f"unknown market kind {kind!r}; expected 'spot' or 'perp'")
         key = (asset_name(symbol), "perp", "1h")
         with self._lock:
             hit = self._agg_cache.get(key)
             if hit is None:
-                h = self._hourly(symbol)
                 dp = asset_params(symbol).price_dp
                 m = self._perp_factor(symbol)
-                s = h.spot
+                s = self._spot_hours(symbol)
                 hit = Bars(
                     s.ts,
                     np.round(s.open * m, dp),
@@ -450,6 +522,11 @@ class MarketSim:
             if hit is not None:
                 return hit
         hit = self._generate_minutes(name, kind, day)
+        if kind == "spot" and self._crashes.get(name):
+            from entasis.sim.crashes import apply_to_minutes
+
+            p = asset_params(name)
+            hit = apply_to_minutes(hit, self._crashes[name], p.price_dp, 10.0 ** (QV_DP - p.lot_dp))
         with self._lock:
             if len(self._minute_cache) > 256:
                 self._minute_cache.clear()

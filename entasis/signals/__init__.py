@@ -1,0 +1,1 @@
+"""Market signals: support/resistance levels and flash-crash detection (issue 16)."""
