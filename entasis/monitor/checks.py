@@ -97,6 +97,7 @@ class MonitorReport:
     stale: list[dict[str, Any]] = field(default_factory=list)
     rollbacks: list[dict[str, Any]] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    feature_psi: list[dict[str, Any]] = field(default_factory=list)  # every feature's PSI (ml.feature_drift)
 
     @property
     def retrain(self) -> bool:
@@ -163,6 +164,7 @@ def run_checks(conn: psycopg.Connection, now: datetime, cfg: MonitorConfig, *, t
     if not bars.empty:
         drift = feature_drift(bars, list(FEATURE_COLUMNS), now, window_days=cfg.drift_window_days,
                               reference_days=cfg.reference_days)
+        rep.feature_psi = drift.to_dict("records")
         bad = drift[drift["psi"] > cfg.psi_threshold]
         judged = drift["psi"].notna().sum()
         # one feature over the line is expected by chance among ~25; a broad shift is not

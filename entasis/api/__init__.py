@@ -1,0 +1,1 @@
+"""Serving: the prediction REST API, analyst dashboard and Prometheus metrics (``entasis api serve``)."""

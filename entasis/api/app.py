@@ -1,0 +1,222 @@
+"""The FastAPI app: REST under /api/v1/ml, /healthz, /metrics and the analyst dashboard at /.
+
+Every answer is read from the store as ``entasis_reader`` and cached under the store's serving
+generation (see :mod:`entasis.api.cache`): each request asks the store for that generation (one tiny
+query), so a database that is down answers 503 with a reason instead of a stale cached body, and a
+publish is visible on the very next request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from entasis.api import service
+from entasis.api.cache import Cache, cache_key, make_cache
+from entasis.api.store import DatabaseUnavailable, ReaderStore, reader_url
+from entasis.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+API = "/api/v1/ml"
+JSON = "application/json"
+
+
+class PredictRequest(BaseModel):
+    """Body of POST /api/v1/ml/predict."""
+
+    model_config = ConfigDict(extra="forbid")
+    asset_symbol: str = Field(min_length=1, max_length=40, examples=["BTC/USDT"])
+    timeframe: Literal["7d", "14d", "30d"] = Field(examples=["7d"])
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+class UnknownAssetOut(ErrorOut):
+    assets: list[str]
+
+
+def _dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
+
+
+def _json(body: bytes, status: int = 200, cache: str = "miss") -> Response:
+    return Response(content=body, status_code=status, media_type=JSON, headers={"X-Cache": cache})
+
+
+class Serving:
+    """Per-app state: settings, the reader store, the cache."""
+
+    def __init__(self, settings: Settings, store: ReaderStore, cache: Cache) -> None:
+        self.settings, self.store, self.cache = settings, store, cache
+        self.horizons = list(settings.labels.horizons)
+
+    async def cached(self, parts: tuple[object, ...], compute: Callable[[], Awaitable[Any]]) -> Response:
+        """The response for ``parts`` under the current generation, computing and storing it on a miss."""
+        gen = await self.store.generation()
+        key = cache_key(gen, *parts)
+        body = await self.cache.get(key)
+        if body is not None:
+            return _json(body, cache="hit")
+        body = _dumps(await compute())
+        await self.cache.set(key, body)
+        return _json(body)
+
+    async def volatility(self, asset: str, horizon: int) -> dict[str, Any] | None:
+        """The published volatility forecast beside a prediction; None: no volatility forecast is published."""
+        return None
+
+    async def asset(self, value: str) -> str:
+        gen = await self.store.generation()
+        key = cache_key(gen, "assets")
+        raw = await self.cache.get(key)
+        if raw is None:
+            known = await service.known_assets(self.store)
+            await self.cache.set(key, _dumps(known))
+        else:
+            known = orjson.loads(raw)
+        return service.resolve_asset(value, known)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; the pool opens on startup without waiting, so it starts even with the store down."""
+    from prometheus_client import CollectorRegistry
+
+    from entasis.api import dashboard, metrics
+
+    s = settings or get_settings()
+    registry = CollectorRegistry(auto_describe=False)
+    histogram = metrics.latency_histogram(registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = ReaderStore(reader_url(s), pool_size=s.api.pool_size, timeout_s=s.api.db_timeout_s)
+        cache = make_cache(s.api.redis_url.get_secret_value() if s.api.redis_url else None, s.api.cache_ttl_s)
+        await store.open()
+        app.state.serving = Serving(s, store, cache)
+        log.info("entasis api: cache=%s", cache.kind)
+        try:
+            yield
+        finally:
+            await cache.close()
+            await store.close()
+
+    app = FastAPI(
+        title="Entasis prediction API",
+        version="1",
+        summary="Published crypto direction predictions, their outcomes and the models behind them (read-only).",
+        lifespan=lifespan,
+    )
+    app.add_middleware(metrics.LatencyMiddleware, histogram=histogram)  # type: ignore[arg-type]
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def _db_down(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": f"store unavailable: {exc}"}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(service.UnknownAsset)
+    async def _unknown(request: Request, exc: service.UnknownAsset) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "assets": exc.known}, status_code=404)
+
+    @app.exception_handler(service.NoPrediction)
+    async def _none(request: Request, exc: service.NoPrediction) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    def serving(request: Request) -> Serving:
+        return request.app.state.serving  # type: ignore[no-any-return]
+
+    @app.post(f"{API}/predict", tags=["predictions"],
+              responses={404: {"model": UnknownAssetOut}, 422: {"description": "bad body (names the field)"},
+                         503: {"model": ErrorOut}})
+    async def predict(body: PredictRequest, request: Request) -> Response:
+        """The latest published prediction for an asset and horizon, with its model's facts."""
+        sv = serving(request)
+        try:
+            h = service.parse_horizon(body.timeframe, sv.horizons)
+        except ValueError as e:
+            return JSONResponse({"detail": [{"loc": ["body", "timeframe"], "msg": str(e),
+                                             "type": "value_error"}]}, status_code=422)
+        asset = await sv.asset(body.asset_symbol)
+        return await sv.cached(("predict", asset, h), lambda: _predict(sv, asset, h))
+
+    @app.get(API + "/predictions/{asset_symbol:path}", tags=["predictions"],
+             responses={404: {"model": UnknownAssetOut}, 503: {"model": ErrorOut}})
+    async def predictions(
+        asset_symbol: str, request: Request,
+        horizon: Annotated[str | None, Query(pattern=r"^\d{1,3}d?$", description="7, 7d, 14, 14d, 30 or 30d")] = None,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 100,
+    ) -> Response:
+        """Past predictions with their outcomes, and the realised hit rate beside the naive baseline's."""
+        sv = serving(request)
+        h = None
+        if horizon is not None:
+            try:
+                h = service.parse_horizon(horizon, sv.horizons)
+            except ValueError as e:
+                return JSONResponse({"detail": [{"loc": ["query", "horizon"], "msg": str(e),
+                                                 "type": "value_error"}]}, status_code=422)
+        asset = await sv.asset(asset_symbol)
+        return await sv.cached(("history", asset, h, limit), lambda: service.history(sv.store, asset, h, limit))
+
+    @app.get(f"{API}/model/status", tags=["models"], responses={503: {"model": ErrorOut}})
+    async def model_status(request: Request) -> Response:
+        """Per asset and horizon: the champion, when trained, live vs baseline accuracy, data freshness."""
+        sv = serving(request)
+        return await sv.cached(("status",), lambda: service.model_status(
+            sv.store, exchange=s.universe.exchange, timeframe=s.universe.model_timeframe))
+
+    @app.get("/healthz", tags=["ops"], responses={503: {"model": ErrorOut}})
+    async def healthz(request: Request) -> Response:
+        """Store reachable and the age of the last publish (503 when the store is unreachable)."""
+        body = await service.health(serving(request).store, datetime.now(UTC))
+        return _json(_dumps(body), cache="none")
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    async def prometheus(request: Request) -> Response:
+        """Prometheus text exposition (live accuracy, baseline, counts, freshness, drift, latency)."""
+        sv = serving(request)
+        snap = await _metrics_snapshot(sv)
+        fams = metrics.families(snap, sv.horizons)
+        return Response(metrics.exposition(fams, registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    dashboard.mount(app, serving)
+    return app
+
+
+async def _predict(sv: Serving, asset: str, h: int) -> dict[str, Any]:
+    return await service.latest_prediction(sv.store, asset, h, volatility=await sv.volatility(asset, h))
+
+
+async def _metrics_snapshot(sv: Serving) -> dict[str, Any]:
+    from entasis.api.analytics import baseline_calls, live_hit_rate
+
+    st = sv.store
+    scored = await service.scored(st)
+    live = {k: live_hit_rate(rows, baseline_calls(rows)) for k, rows in scored.items()}
+    counts = {(str(a), int(c)): int(n) for a, c, n in await st.fetch(
+        "SELECT asset, predicted_class, count(*) FROM ml.predictions GROUP BY asset, predicted_class")}
+    champs = await service.champions(st)
+    assets = sorted({a for a, _ in counts})
+    keys = {(a, h) for a in assets for h in sv.horizons}
+    serving_champs = {}
+    for a, h in sorted(keys):
+        c = service.serving_champion(champs, a, h)
+        if c is not None:
+            serving_champs[(a, h)] = {"trained_at": c[5], "unproven": c[7]}
+    u = sv.settings.universe
+    candles = await service.last_candles(st, assets, u.exchange, u.model_timeframe)
+    drift_rows = await st.fetch(
+        "SELECT as_of, feature, psi FROM ml.feature_drift WHERE timeframe = %(tf)s AND as_of = "
+        "(SELECT max(as_of) FROM ml.feature_drift WHERE timeframe = %(tf)s)",
+        {"tf": sv.settings.universe.model_timeframe})
+    return {"live": live, "counts": counts, "champions": serving_champs, "candles": candles,
+            "timeframe": sv.settings.universe.model_timeframe,
+            "drift": {r[1]: r[2] for r in drift_rows}, "drift_as_of": drift_rows[0][0] if drift_rows else None}

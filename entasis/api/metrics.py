@@ -1,0 +1,136 @@
+"""Prometheus exposition for /metrics: the request-latency histogram this process records, plus series
+read from the store at scrape time (live accuracy beside the live baseline, prediction counts, model
+age, data freshness, feature drift, the unproven flag). The rules in monitoring/alerts.yml use them.
+
+Store-derived series are built fresh for each scrape from a snapshot dict (no global gauges that could
+keep a value the store no longer holds).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from entasis.api.analytics import BASELINE_NAME, CLASS_NAMES
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+REQUEST_SECONDS = "entasis_api_request_duration_seconds"
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+
+class LatencyMiddleware:
+    """Pure ASGI middleware: observes each HTTP request's duration by method, route template and status.
+
+    Route templates (``/api/v1/ml/predictions/{asset_symbol:path}``), never raw paths, keep the label
+    set bounded; unmatched paths are labelled ``<unmatched>``.
+    """
+
+    def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
+        self.app, self.histogram = app, histogram
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[Any], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        async def _send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, _send)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "<unmatched>"
+            self.histogram.labels(scope.get("method", ""), path, str(status[0])).observe(time.perf_counter() - start)
+
+
+def latency_histogram(registry: CollectorRegistry) -> Histogram:
+    return Histogram(REQUEST_SECONDS, "API request latency by method, route and status.",
+                     ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=registry)
+
+
+def _ts(v: datetime | None) -> float | None:
+    return None if v is None else v.timestamp()
+
+
+def families(snap: dict[str, Any], horizons: list[int]) -> list[Metric]:
+    """Metric families from a store snapshot (see :func:`entasis.api.app` ``_metrics_snapshot``)."""
+    out: list[Metric] = []
+    for h in horizons:
+        acc = GaugeMetricFamily(f"model_accuracy_{h}d",
+                                f"Live accuracy of published {h}d predictions (reconciled, 30-day window).",
+                                labels=["asset"])
+        base = GaugeMetricFamily(f"baseline_accuracy_{h}d",
+                                 f"Live accuracy of the naive baseline on the same {h}d outcomes.",
+                                 labels=["asset", "baseline"])
+        n = GaugeMetricFamily(f"model_live_outcomes_{h}d",
+                              f"Reconciled {h}d predictions in the live window.", labels=["asset"])
+        for (asset, hh), live in sorted(snap["live"].items()):
+            if hh != h:
+                continue
+            n.add_metric([asset], float(live.n_reconciled))
+            if live.model is not None:
+                acc.add_metric([asset], live.model)
+            if live.baseline is not None:
+                base.add_metric([asset, BASELINE_NAME], live.baseline)
+        out += [acc, base, n]
+    total = CounterMetricFamily("predictions", "Published predictions by asset and predicted class.",
+                                labels=["asset", "class"])
+    for (asset, cls), count in sorted(snap["counts"].items()):
+        total.add_metric([asset, CLASS_NAMES[cls]], float(count))
+    out.append(total)
+    trained = GaugeMetricFamily("model_last_trained_timestamp",
+                                "When the serving champion was trained (unix seconds).", labels=["asset", "horizon"])
+    unproven = GaugeMetricFamily("model_champion_unproven",
+                                 "1 when the serving champion never beat the naive baselines.",
+                                 labels=["asset", "horizon"])
+    for (asset, h), champ in sorted(snap["champions"].items()):
+        t = _ts(champ["trained_at"])
+        if t is not None:
+            trained.add_metric([asset, f"{h}d"], t)
+        if champ["unproven"] is not None:
+            unproven.add_metric([asset, f"{h}d"], 1.0 if champ["unproven"] else 0.0)
+    out += [trained, unproven]
+    candle = GaugeMetricFamily("data_last_candle_timestamp",
+                               "Open time of the newest candle of the model timeframe (unix seconds).",
+                               labels=["asset", "timeframe"])
+    for asset, ts in sorted(snap["candles"].items()):
+        if ts is not None:
+            candle.add_metric([asset, snap["timeframe"]], ts.timestamp())
+    out.append(candle)
+    drift = GaugeMetricFamily("feature_drift_psi", "Population stability index per feature at the last monitor run.",
+                              labels=["feature"])
+    for feature, value in sorted(snap["drift"].items()):
+        if value is not None:
+            drift.add_metric([feature], value)
+    out.append(drift)
+    if snap.get("drift_as_of") is not None:
+        out.append(GaugeMetricFamily("feature_drift_last_run_timestamp", "When the monitor last measured drift.",
+                                     value=snap["drift_as_of"].timestamp()))
+    return out
+
+
+class _Static:
+    def __init__(self, fams: list[Metric]) -> None:
+        self.fams = fams
+
+    def collect(self) -> list[Metric]:
+        return self.fams
+
+
+def exposition(fams: list[Metric], process_registry: CollectorRegistry) -> bytes:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(_Static(fams))  # type: ignore[arg-type]  # any object with collect() is a collector
+    return bytes(generate_latest(reg)) + bytes(generate_latest(process_registry))
