@@ -148,6 +148,7 @@ def monitor(*, now: datetime | None) -> dict[str, Any]:
     from entasis.backtest.promotion import check_live_accuracy_and_rollback
     from entasis.config import get_settings
     from entasis.monitor.checks import run_checks
+    from entasis.monitor.drift_log import record_feature_drift
     from entasis.store.db import connect
 
     _use_airflow_store()
@@ -155,6 +156,7 @@ def monitor(*, now: datetime | None) -> dict[str, Any]:
     s = get_settings()
     with connect() as conn:
         report = run_checks(conn, at, s.monitor, timeframe=s.universe.model_timeframe)
+        record_feature_drift(conn, at, s.universe.model_timeframe, report.feature_psi)
         champions = conn.execute("SELECT DISTINCT asset, horizon FROM ml.champions").fetchall()
     for asset, horizon in champions:
         d = check_live_accuracy_and_rollback(
