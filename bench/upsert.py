@@ -1,12 +1,19 @@
-"""Bulk upsert (COPY + INSERT ON CONFLICT) vs row-by-row executemany upsert, same server, same process.
+"""Bulk upsert speed: binary COPY + INSERT ON CONFLICT against the references, same server, same run.
+
+References measured in this process on the same server: the previous CSV COPY path
+(``upsert_frame(..., binary=False)``), psycopg ``executemany`` (pipelined) and the naive per-row
+``execute`` loop. The slow references run on a sample and are scaled to the full row count.
+Both bulk paths must leave byte-identical tables (checked here by checksum).
 
 Usage: python bench/upsert.py [--rows 1000000] [--sample 20000]
-The slow path is measured on a sample and scaled to the full row count.
+Target (issue 14): >= 100k rows/s and >= 20x the per-row execute loop.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,17 +21,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psycopg
+from psycopg import sql
 
 from entasis.store import embedded
-from entasis.store.market import CANDLE_COLUMNS, CANDLE_KEY
+from entasis.store.market import CANDLE_COLUMNS, CANDLE_KEY, table_checksum
 from entasis.store.migrate import upgrade
-from entasis.store.upsert import upsert_frame
+from entasis.store.upsert import idents, upsert_frame
+
+TARGET_ROWS_S = 100_000
+TARGET_RATIO = 20.0
 
 
-def make_candles(n: int, offset_symbols: int = 0) -> pd.DataFrame:
+def make_candles(n: int, offset_symbols: int = 0, n_sym: int = 100) -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    n_sym = 100
-    per = n // n_sym
+    n_sym = max(1, min(n_sym, n))
+    per = max(1, n // n_sym)
     ts = pd.date_range("2015-01-01", periods=per, freq="1h", tz="UTC")
     frames = []
     for i in range(n_sym):
@@ -40,67 +51,97 @@ def make_candles(n: int, offset_symbols: int = 0) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[CANDLE_COLUMNS]
 
 
-def row_by_row(conn: psycopg.Connection, df: pd.DataFrame) -> None:
-    cols = ", ".join(CANDLE_COLUMNS)
-    ph = ", ".join(["%s"] * len(CANDLE_COLUMNS))
-    upd = ", ".join(f"{c} = EXCLUDED.{c}" for c in CANDLE_COLUMNS if c not in CANDLE_KEY)
-    sql = (f"INSERT INTO market.candles ({cols}) VALUES ({ph}) "
-           f"ON CONFLICT ({', '.join(CANDLE_KEY)}) DO UPDATE SET {upd}")
+def _row_sql() -> sql.Composed:
+    upd = [c for c in CANDLE_COLUMNS if c not in CANDLE_KEY]
+    q = "INSERT INTO market.candles ({cols}) VALUES ({ph}) ON CONFLICT ({keys}) DO UPDATE SET {sets}"
+    return sql.SQL(q).format(
+        cols=idents(CANDLE_COLUMNS), ph=sql.SQL(", ").join(sql.Placeholder() * len(CANDLE_COLUMNS)),
+        keys=idents(CANDLE_KEY),
+        sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in upd),
+    )
+
+
+def executemany(conn: psycopg.Connection, df: pd.DataFrame) -> None:
+    """psycopg 3 executemany (it pipelines the statements)."""
     rows = list(df.itertuples(index=False, name=None))
     with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(sql, rows)  # type: ignore[arg-type]
+        cur.executemany(_row_sql(), rows)
 
 
 def per_row_execute(conn: psycopg.Connection, df: pd.DataFrame) -> None:
     """The naive loop: one statement and one round trip per row."""
-    cols = ", ".join(CANDLE_COLUMNS)
-    ph = ", ".join(["%s"] * len(CANDLE_COLUMNS))
-    upd = ", ".join(f"{c} = EXCLUDED.{c}" for c in CANDLE_COLUMNS if c not in CANDLE_KEY)
-    sql = (f"INSERT INTO market.candles ({cols}) VALUES ({ph}) "
-           f"ON CONFLICT ({', '.join(CANDLE_KEY)}) DO UPDATE SET {upd}")
+    q = _row_sql()
     with conn.transaction(), conn.cursor() as cur:
         for row in df.itertuples(index=False, name=None):
-            cur.execute(sql, row)  # type: ignore[arg-type]
+            cur.execute(q, row)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--sample", type=int, default=20_000)
-    args = ap.parse_args()
+def run(rows: int, sample: int) -> dict[str, object]:
     home = Path(tempfile.mkdtemp(prefix="entasis_bench_"))
     server = embedded.ensure_running(home, preferred_port=0)
     try:
         with psycopg.connect(server.url, autocommit=True) as conn:
             upgrade(conn)
-        df = make_candles(args.rows)
-        sample = make_candles(args.sample, offset_symbols=1000)
+            for db in ("bench_csv",):
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(db)))
+                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE entasis").format(sql.Identifier(db)))
+        csv_url = server.url.rsplit("/", 1)[0] + "/bench_csv"
+        df = make_candles(rows)
+        timings: dict[str, float] = {}
         with psycopg.connect(server.url) as conn:
             t0 = time.perf_counter()
             r = upsert_frame(conn, "market.candles", df, CANDLE_KEY)
-            bulk_s = time.perf_counter() - t0
+            timings["binary"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             r2 = upsert_frame(conn, "market.candles", df, CANDLE_KEY)
-            reapply_s = time.perf_counter() - t0
+            timings["binary_reapply"] = time.perf_counter() - t0
+            binary_sum = table_checksum(conn, "market.candles", CANDLE_KEY)
+            many = make_candles(sample, offset_symbols=1000)
             t0 = time.perf_counter()
-            row_by_row(conn, sample)
-            slow_sample_s = time.perf_counter() - t0
-            loop_sample = make_candles(args.sample // 4, offset_symbols=2000)
+            executemany(conn, many)
+            timings["executemany"] = (time.perf_counter() - t0) * len(df) / len(many)
+            loop = make_candles(max(1, sample // 4), offset_symbols=2000)
             t0 = time.perf_counter()
-            per_row_execute(conn, loop_sample)
-            loop_s = (time.perf_counter() - t0) * len(df) / len(loop_sample)
-        slow_s = slow_sample_s * len(df) / len(sample)
-        print(f"rows: {len(df):,} (inserted {r.inserted:,}); re-apply unchanged: {r2.unchanged:,}")
-        print(f"bulk upsert:        {bulk_s:8.2f} s  {len(df) / bulk_s:12,.0f} rows/s")
-        print(f"bulk re-apply:      {reapply_s:8.2f} s  {len(df) / reapply_s:12,.0f} rows/s (no-op)")
-        print(f"row-by-row (scaled from {len(sample):,}): {slow_s:8.2f} s  {len(sample) / slow_sample_s:12,.0f} rows/s")
-        print(f"per-row execute loop (scaled from {len(loop_sample):,}): {loop_s:8.2f} s  "
-              f"{len(df) / loop_s:12,.0f} rows/s")
-        print(f"ratio bulk vs executemany (psycopg 3 pipelines it): {slow_s / bulk_s:.1f}x")
-        print(f"ratio bulk vs per-row execute loop: {loop_s / bulk_s:.1f}x (target >= 20x, >= 100k rows/s)")
+            per_row_execute(conn, loop)
+            timings["per_row"] = (time.perf_counter() - t0) * len(df) / len(loop)
+        with psycopg.connect(csv_url) as conn:
+            t0 = time.perf_counter()
+            rc = upsert_frame(conn, "market.candles", df, CANDLE_KEY, binary=False)
+            timings["csv"] = time.perf_counter() - t0
+            csv_sum = table_checksum(conn, "market.candles", CANDLE_KEY)
     finally:
         embedded.stop(home)
+    n = len(df)
+    rate = n / timings["binary"]
+    ratio = timings["per_row"] / timings["binary"]
+    print(f"rows: {n:,} (inserted {r.inserted:,}); re-apply unchanged: {r2.unchanged:,}; "
+          f"CSV path inserted {rc.inserted:,}")
+    print(f"{'path':<44}{'seconds':>10}{'rows/s':>14}{'binary is':>12}")
+    for name, label in [("binary", "binary COPY + INSERT ON CONFLICT (new)"),
+                        ("binary_reapply", "binary, re-apply (all unchanged)"),
+                        ("csv", "CSV COPY + INSERT ON CONFLICT (before)"),
+                        ("executemany", f"psycopg executemany (scaled from {sample:,})"),
+                        ("per_row", f"per-row execute loop (scaled from {max(1, sample // 4):,})")]:
+        s = timings[name]
+        print(f"{label:<44}{s:>10.2f}{n / s:>14,.0f}{s / timings['binary']:>11.1f}x")
+    same = binary_sum == csv_sum
+    print(f"binary and CSV paths leave identical tables: {same}")
+    met = bool(same and rate >= TARGET_ROWS_S and ratio >= TARGET_RATIO)
+    return {"bench": "upsert", "metric": round(rate), "reference": round(n / timings["per_row"]),
+            "ratio": round(ratio, 1), "target": f">= {TARGET_ROWS_S} rows/s and >= {TARGET_RATIO:g}x per-row loop",
+            "met": met, "vs_executemany": round(timings["executemany"] / timings["binary"], 1),
+            "vs_csv": round(timings["csv"] / timings["binary"], 2), "identical": same, "rows": n}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--sample", type=int, default=20_000)
+    args = ap.parse_args()
+    out = run(args.rows, args.sample)
+    print(json.dumps(out))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

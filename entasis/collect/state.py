@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from psycopg import sql
+
 from entasis.collect.grid import Gap, from_ms, missing_runs, to_ms
 from entasis.store.upsert import upsert_frame
 
@@ -33,15 +35,17 @@ class SeriesKey:
         return f"{self.source} {self.exchange} {self.symbol}{tf}"
 
 
-def _where(key: SeriesKey) -> tuple[str, tuple[str, ...]]:
-    return ("source = %s AND exchange = %s AND symbol = %s AND timeframe = %s",
-            (key.source, key.exchange, key.symbol, key.timeframe))
+_WHERE = sql.SQL("source = %s AND exchange = %s AND symbol = %s AND timeframe = %s")
+
+
+def _where(key: SeriesKey) -> tuple[sql.SQL, tuple[str, ...]]:
+    return _WHERE, (key.source, key.exchange, key.symbol, key.timeframe)
 
 
 def read_watermark(conn: psycopg.Connection, key: SeriesKey) -> int | None:
     """Epoch ms of the newest row known complete for ``key``, or None before the first run."""
     where, args = _where(key)
-    row = conn.execute(f"SELECT watermark FROM market.ingest_state WHERE {where}", args).fetchone()  # type: ignore[arg-type]
+    row = conn.execute(sql.SQL("SELECT watermark FROM market.ingest_state WHERE {}").format(where), args).fetchone()
     return to_ms(row[0]) if row and row[0] is not None else None
 
 
@@ -80,8 +84,8 @@ def mark_failed(key: SeriesKey, message: str) -> None:
 def open_gaps(conn: psycopg.Connection, key: SeriesKey) -> list[Gap]:
     where, args = _where(key)
     rows = conn.execute(
-        f"SELECT gap_start, gap_end, missing_bars FROM market.gaps WHERE {where} AND resolved_at IS NULL "  # type: ignore[arg-type]
-        "ORDER BY gap_start", args,
+        sql.SQL("SELECT gap_start, gap_end, missing_bars FROM market.gaps WHERE {} AND resolved_at IS NULL "
+                "ORDER BY gap_start").format(where), args,
     ).fetchall()
     return [Gap(to_ms(r[0]), to_ms(r[1]), int(r[2])) for r in rows]
 
@@ -115,13 +119,13 @@ def refresh_gaps(conn: psycopg.Connection, key: SeriesKey, gaps: list[Gap], pres
         remaining = sum(r.bars for r in missing_runs(present, g.start, g.end, step))
         if remaining == 0:
             conn.execute(
-                f"UPDATE market.gaps SET resolved_at = now() WHERE {where} AND gap_start = %s",  # type: ignore[arg-type]
+                sql.SQL("UPDATE market.gaps SET resolved_at = now() WHERE {} AND gap_start = %s").format(where),
                 (*args, from_ms(g.start)),
             )
             resolved += 1
         elif remaining != g.bars:
             conn.execute(
-                f"UPDATE market.gaps SET missing_bars = %s WHERE {where} AND gap_start = %s",  # type: ignore[arg-type]
+                sql.SQL("UPDATE market.gaps SET missing_bars = %s WHERE {} AND gap_start = %s").format(where),
                 (remaining, *args, from_ms(g.start)),
             )
     return resolved

@@ -181,11 +181,12 @@ def ensure_running(home: Path, preferred_port: int = 54329) -> EmbeddedServer:
 
 def _ensure_database(server: EmbeddedServer) -> None:
     import psycopg
+    from psycopg import sql
 
     with psycopg.connect(server.admin_url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()
         if not exists:
-            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB_NAME)))
 
 
 def stop(home: Path) -> bool:

@@ -97,10 +97,12 @@ def write_option_quotes(conn: psycopg.Connection, df: pd.DataFrame) -> UpsertRes
 
 def table_checksum(conn: psycopg.Connection, table: str, order_by: Iterable[str]) -> str:
     """md5 over every row in key order: equal checksums mean identical contents."""
-    from entasis.store.upsert import _ident, _table
+    from psycopg import sql
 
-    order = ", ".join(_ident(c) for c in order_by)
+    from entasis.store.upsert import idents, table_ident
+
     row = conn.execute(
-        f"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY {order}), '')) FROM {_table(table)} t"  # type: ignore[arg-type]
+        sql.SQL("SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY {order}), '')) FROM {table} t").format(
+            order=idents(list(order_by)), table=table_ident(table))
     ).fetchone()
     return str(row[0]) if row else ""

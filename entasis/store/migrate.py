@@ -138,7 +138,9 @@ def upgrade(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR) -> list[
 
 def _apply(conn: psycopg.Connection, m: Migration, ctx: MigrationContext) -> None:
     if m.path.suffix == ".sql":
-        conn.execute(m.path.read_text())  # type: ignore[arg-type]  # trusted file shipped with the package
+        from psycopg import sql
+
+        conn.execute(sql.SQL(m.path.read_text()))  # a trusted file shipped with the package
         return
     spec = importlib.util.spec_from_file_location(f"entasis_migration_{m.version}", m.path)
     if spec is None or spec.loader is None:
@@ -171,9 +173,14 @@ def setup_time_series(conn: psycopg.Connection, ctx: MigrationContext, tables: d
             conn.execute("SELECT add_compression_policy('market.candles', INTERVAL '30 days', if_not_exists => TRUE)")
         path = "timescaledb"
     else:
+        from psycopg import sql
+
+        from entasis.store.upsert import ident, table_ident
+
         for table, col in tables.items():
             idx = table.replace(".", "_") + f"_{col}_brin"
-            conn.execute(f"CREATE INDEX IF NOT EXISTS {idx} ON {table} USING brin ({col})")  # type: ignore[arg-type]
+            conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {idx} ON {table} USING brin ({col})").format(
+                idx=ident(idx), table=table_ident(table), col=ident(col)))
         path = "postgresql"
     conn.execute(
         "INSERT INTO public.entasis_meta (key, value) VALUES ('storage_path', %s) "

@@ -11,6 +11,8 @@ SCHEMAS = ("market", "features", "ml")
 
 
 def store_status(conn: psycopg.Connection) -> dict[str, Any]:
+    from psycopg import sql
+
     version = conn.execute("SHOW server_version").fetchone()
     path = conn.execute("SELECT value FROM public.entasis_meta WHERE key = 'storage_path'").fetchone()
     migs = conn.execute("SELECT count(*) FROM public.entasis_migrations").fetchone()
@@ -22,7 +24,7 @@ def store_status(conn: psycopg.Connection) -> dict[str, Any]:
     tables = []
     for name, ttype in rows:
         schema, tbl = name.split(".")
-        cnt = conn.execute(f'SELECT count(*) FROM "{schema}"."{tbl}"').fetchone()  # type: ignore[arg-type]
+        cnt = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, tbl))).fetchone()
         tables.append({"name": name, "rows": int(cnt[0]) if cnt else 0,
                        "kind": "view" if ttype == "VIEW" else "table"})
     return {

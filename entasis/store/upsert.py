@@ -4,21 +4,36 @@ Dedupe the batch on its key (last row wins), COPY it into a temporary table, the
 ``INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE changed`` in a single transaction. Re-applying a
 batch touches no row (the WHERE skips identical ones, so the table stays byte-identical); an
 error anywhere rolls the whole batch back.
+
+The COPY is binary when every column maps onto a type we can encode with numpy (float8, int2/4/8,
+bool, timestamptz, text): a profile of the CSV path on 300k candles spent ~35% formatting CSV in
+Python/Arrow and ~25% in the server parsing it, so the binary stream is built column-wise (rows
+grouped by the lengths of their variable-width fields, each group one packed numpy record array)
+and the server only copies bytes. Anything else (jsonb, numeric, dates, mixed objects) takes the
+CSV path, which stores the same values.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from psycopg import sql
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
     import psycopg
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 _COPY_ROWS = 100_000
+_MAX_GROUPS = 512  # more distinct field-length layouts than this: the CSV path is as fast
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
+_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
+_BINARY_TRAILER = b"\xff\xff"
+_STAGE = "_entasis_stage"
 
 
 @dataclass(frozen=True)
@@ -32,17 +47,26 @@ class UpsertResult:
         return self.inserted + self.updated
 
 
-def _ident(name: str) -> str:
+def ident(name: str) -> sql.Identifier:
+    """A checked SQL identifier (lower-case snake case only), quoted by psycopg."""
     if not _IDENT.match(name):
         raise ValueError(f"invalid SQL identifier {name!r}")
-    return f'"{name}"'
+    return sql.Identifier(name)
 
 
-def _table(name: str) -> str:
+def table_ident(name: str) -> sql.Identifier:
+    """``schema.table`` as a quoted, checked identifier."""
     parts = name.split(".")
     if len(parts) != 2:
         raise ValueError(f"table must be schema-qualified, got {name!r}")
-    return ".".join(_ident(p) for p in parts)
+    for p in parts:
+        ident(p)
+    return sql.Identifier(*parts)
+
+
+def idents(names: Sequence[str]) -> sql.Composed:
+    """A comma-separated list of checked identifiers."""
+    return sql.SQL(", ").join(ident(n) for n in names)
 
 
 def dedupe(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
@@ -77,6 +101,141 @@ def _to_csv(df: pd.DataFrame) -> bytes:
     return bytes(buf.getvalue().to_pybytes())
 
 
+# ------------------------------------------------------------------------------------ binary COPY
+
+
+@dataclass
+class _Field:
+    """One column ready for binary COPY: per-row byte length (-1: NULL) and the values."""
+
+    lens: np.ndarray  # int64, -1 for NULL
+    fixed: np.ndarray | None = None  # big-endian values, one per row (fixed-width types)
+    text: np.ndarray | None = None  # |S<max> array of distinct values
+    codes: np.ndarray | None = None  # row -> index into ``text``
+
+
+_INT_WIDTH = {"bigint": ">i8", "integer": ">i4", "smallint": ">i2"}
+
+
+def _encode_field(s: pd.Series, pgtype: str) -> _Field | None:
+    """Binary encoding of one column for its target type, or None when only CSV will do."""
+    import numpy as np
+    import pandas as pd
+
+    if pgtype == "double precision":
+        if pd.api.types.is_bool_dtype(s) or not (pd.api.types.is_float_dtype(s) or pd.api.types.is_integer_dtype(s)):
+            return None
+        v = s.to_numpy(dtype=np.float64, na_value=np.nan)
+        return _Field(lens=np.where(np.isnan(v), -1, 8), fixed=v.astype(">f8"))
+    if pgtype in _INT_WIDTH:
+        if not pd.api.types.is_integer_dtype(s) or s.isna().any():
+            return None
+        v = s.to_numpy(dtype=np.int64)
+        info = np.iinfo(_INT_WIDTH[pgtype].replace(">", ""))
+        if len(v) and (v.min() < info.min or v.max() > info.max):
+            return None  # out of range: let the server's CSV parser name the row
+        return _Field(lens=np.full(len(v), info.bits // 8), fixed=v.astype(_INT_WIDTH[pgtype]))
+    if pgtype == "boolean":
+        if s.dtype != bool:
+            return None
+        return _Field(lens=np.ones(len(s), dtype=np.int64), fixed=s.to_numpy().astype("u1"))
+    if pgtype == "timestamp with time zone":
+        if not isinstance(s.dtype, pd.DatetimeTZDtype):
+            return None
+        null = s.isna().to_numpy()
+        us = s.dt.tz_convert("UTC").dt.tz_localize(None).dt.as_unit("us").to_numpy().view("int64")
+        return _Field(lens=np.where(null, -1, 8), fixed=(us - _PG_EPOCH_US).astype(">i8"))
+    if pgtype in ("text", "character varying"):
+        if s.dtype != object and not isinstance(s.dtype, pd.StringDtype):
+            return None
+        if pd.api.types.infer_dtype(s, skipna=True) not in ("string", "empty"):
+            return None
+        codes, uniques = pd.factorize(s, use_na_sentinel=True)
+        raw = [str(u).encode("utf-8") for u in uniques]
+        if any(b"\x00" in b for b in raw):
+            return None
+        ulen = np.array([len(b) for b in raw] + [-1], dtype=np.int64)  # code -1 (NA) -> NULL
+        text = np.array(raw or [b""], dtype=f"S{max([len(b) for b in raw] + [1])}")
+        return _Field(lens=ulen[codes], text=text, codes=codes)
+    return None
+
+
+def _column_types(conn: psycopg.Connection, table: str) -> dict[str, str]:
+    rows = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, NULL) FROM pg_attribute a "
+        "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+        (table,),
+    ).fetchall()
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
+def _binary_fields(batch: pd.DataFrame, types: dict[str, str]) -> list[_Field] | None:
+    fields = []
+    for c in batch.columns:
+        f = _encode_field(batch[c], types.get(c, ""))
+        if f is None:
+            return None
+        fields.append(f)
+    return fields
+
+
+def _binary_copy(fields: list[_Field], n: int) -> Iterator[bytes] | None:
+    """The COPY BINARY stream: rows grouped by their layout (the byte length of each field), each
+    group written as one packed numpy record array; None when there are too many layouts."""
+    import numpy as np
+
+    key = np.zeros(n, dtype=np.int64)
+    span = 1
+    for f in fields:
+        lo, hi = int(f.lens.min()), int(f.lens.max())
+        if lo == hi:
+            continue
+        base = hi + 2
+        span *= base
+        if span >= 2**62:
+            return None
+        key = key * base + (f.lens + 1)
+    groups, inverse = np.unique(key, return_inverse=True)
+    if len(groups) > _MAX_GROUPS:
+        return None
+
+    def stream() -> Iterator[bytes]:
+        yield _BINARY_HEADER
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.r_[0, np.cumsum(np.bincount(inverse, minlength=len(groups)))]
+        for g in range(len(groups)):
+            rows = order[bounds[g]:bounds[g + 1]]
+            first = int(rows[0])
+            layout: list[tuple[str, Any]] = [("n", ">i2")]
+            for j, f in enumerate(fields):
+                length = int(f.lens[first])
+                layout.append((f"l{j}", ">i4"))
+                if length > 0:
+                    layout.append((f"d{j}", f.fixed.dtype if f.fixed is not None else f"S{length}"))
+            dtype = np.dtype(layout)
+            for start in range(0, len(rows), _COPY_ROWS):
+                idx = rows[start:start + _COPY_ROWS]
+                rec = np.empty(len(idx), dtype=dtype)
+                rec["n"] = len(fields)
+                for j, f in enumerate(fields):
+                    length = int(f.lens[first])
+                    rec[f"l{j}"] = length
+                    if length <= 0:
+                        continue
+                    if f.fixed is not None:
+                        rec[f"d{j}"] = f.fixed[idx]
+                    else:
+                        assert f.text is not None and f.codes is not None
+                        rec[f"d{j}"] = f.text[f.codes[idx]].astype(f"S{length}")
+                yield rec.tobytes()
+        yield _BINARY_TRAILER
+
+    return stream()
+
+
+# ------------------------------------------------------------------------------------ the upsert
+
+
 def upsert_frame(
     conn: psycopg.Connection,
     table: str,
@@ -84,10 +243,12 @@ def upsert_frame(
     keys: Sequence[str],
     *,
     update_columns: Sequence[str] | None = None,
+    binary: bool = True,
 ) -> UpsertResult:
     """Upsert ``df`` into ``table`` on ``keys`` atomically; return counts.
 
     Timestamps must be tz-aware (UTC); the caller validates values before this point.
+    ``binary=False`` forces the CSV COPY (the reference path the tests compare against).
     """
     import pandas as pd
 
@@ -99,32 +260,53 @@ def upsert_frame(
             raise ValueError(f"column {c!r} has naive timestamps; use UTC-aware timestamps")
         if isinstance(batch[c].dtype, pd.DatetimeTZDtype):
             batch = batch.assign(**{c: batch[c].dt.tz_convert("UTC")})
-    cols = list(batch.columns)
+    cols = [str(c) for c in batch.columns]
     upd = [c for c in (update_columns if update_columns is not None else cols) if c not in keys]
-    tbl = _table(table)
-    col_sql = ", ".join(_ident(c) for c in cols)
-    key_sql = ", ".join(_ident(k) for k in keys)
-    tmp = "_entasis_stage"
+    tbl = table_ident(table)
+    col_sql = idents(cols)
+    stage = sql.Identifier(_STAGE)
+    conflict: sql.Composable
     if upd:
-        set_sql = ", ".join(f"{_ident(c)} = EXCLUDED.{_ident(c)}" for c in upd)
-        changed = " OR ".join(f"t.{_ident(c)} IS DISTINCT FROM EXCLUDED.{_ident(c)}" for c in upd)
-        conflict = f"DO UPDATE SET {set_sql} WHERE {changed}"
-    else:
-        conflict = "DO NOTHING"
-    with conn.transaction(), conn.cursor() as cur:
-        cur.execute(f"DROP TABLE IF EXISTS pg_temp.{tmp}")  # type: ignore[arg-type]
-        cur.execute(
-            f"CREATE TEMP TABLE {tmp} ON COMMIT DROP AS SELECT {col_sql} FROM {tbl} WITH NO DATA"  # type: ignore[arg-type]
+        conflict = sql.SQL("DO UPDATE SET {sets} WHERE {changed}").format(
+            sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=ident(c)) for c in upd),
+            changed=sql.SQL(" OR ").join(sql.SQL("t.{c} IS DISTINCT FROM EXCLUDED.{c}").format(c=ident(c))
+                                         for c in upd),
         )
-        with cur.copy(f"COPY {tmp} ({col_sql}) FROM STDIN WITH (FORMAT csv)") as cp:  # type: ignore[arg-type]
-            # serialise in slices so the server parses one while we format the next
-            for start in range(0, len(batch), _COPY_ROWS):
-                cp.write(_to_csv(batch.iloc[start : start + _COPY_ROWS]))
+    else:
+        conflict = sql.SQL("DO NOTHING")
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(stage))
+        cur.execute(sql.SQL("CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {tbl} WITH NO DATA")
+                    .format(stage=stage, cols=col_sql, tbl=tbl))
+        chunks = None
+        if binary:
+            fields = _binary_fields(batch, _column_types(conn, table))
+            chunks = _binary_copy(fields, len(batch)) if fields is not None else None
+        if chunks is not None:
+            with cur.copy(sql.SQL("COPY {stage} ({cols}) FROM STDIN WITH (FORMAT binary)")
+                          .format(stage=stage, cols=col_sql)) as cp:
+                for chunk in chunks:
+                    cp.write(chunk)
+        else:
+            with cur.copy(sql.SQL("COPY {stage} ({cols}) FROM STDIN WITH (FORMAT csv)")
+                          .format(stage=stage, cols=col_sql)) as cp:
+                # serialise in slices so the server parses one while we format the next
+                for start in range(0, len(batch), _COPY_ROWS):
+                    cp.write(_to_csv(batch.iloc[start : start + _COPY_ROWS]))
         cur.execute(
-            f"WITH w AS (INSERT INTO {tbl} AS t ({col_sql}) SELECT {col_sql} FROM {tmp} "  # type: ignore[arg-type]
-            f"ON CONFLICT ({key_sql}) {conflict} RETURNING (xmax = 0) AS inserted) "
-            "SELECT count(*) FILTER (WHERE inserted), count(*) FROM w"
+            sql.SQL(
+                "WITH w AS (INSERT INTO {tbl} AS t ({cols}) SELECT {cols} FROM {stage} "
+                "ON CONFLICT ({keys}) {conflict} RETURNING (xmax = 0) AS inserted) "
+                "SELECT count(*) FILTER (WHERE inserted), count(*) FROM w"
+            ).format(tbl=tbl, cols=col_sql, stage=stage, keys=idents(keys), conflict=conflict)
         )
         row = cur.fetchone()
     inserted, written = (int(row[0]), int(row[1])) if row else (0, 0)
     return UpsertResult(inserted=inserted, updated=written - inserted, unchanged=len(batch) - written)
+
+
+# Kept for callers that build SQL text (features/build.py): the quoted identifier as a string.
+def _ident(name: str) -> str:
+    if not _IDENT.match(name):
+        raise ValueError(f"invalid SQL identifier {name!r}")
+    return f'"{name}"'

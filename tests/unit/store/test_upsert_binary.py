@@ -1,0 +1,144 @@
+"""The binary COPY path stores exactly what the CSV path stores, and falls back to CSV for the rest."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+
+from entasis.store.market import CANDLE_KEY, table_checksum
+from entasis.store.upsert import _binary_copy, _binary_fields, _column_types, ident, table_ident, upsert_frame
+
+DDL = """CREATE TABLE public.kinds (
+    k text NOT NULL, ts timestamptz NOT NULL, f double precision, i bigint, j integer, s smallint,
+    b boolean, v varchar(20), doc jsonb, PRIMARY KEY (k, ts))"""
+KEYS = ["k", "ts"]
+
+
+def frame() -> pd.DataFrame:
+    ts = pd.to_datetime(["2024-01-01 00:00:00.123456", "1999-12-31 23:59:59", "2000-01-01", "2262-04-01",
+                         "1970-01-01"], utc=True, format="ISO8601")
+    return pd.DataFrame({
+        "k": ["a", "ünïcødé €", "", "quote \"and\" comma, new\nline", "a"],
+        "ts": ts,
+        "f": [1.5, np.nan, -0.0, 1e-300, np.inf],
+        "i": np.array([0, -(2**63) + 1, 2**62, 7, -1], dtype=np.int64),
+        "j": np.array([1, 2, -(2**31), 2**31 - 1, 0], dtype=np.int64),
+        "s": np.array([1, -2, 3, 32767, -32768], dtype=np.int64),
+        "b": [True, False, True, False, True],
+        "v": ["x", None, "yy", np.nan, "z"],
+    })
+
+
+@pytest.fixture
+def conn(db_url: str):  # type: ignore[no-untyped-def]
+    with psycopg.connect(db_url) as c:
+        c.execute(DDL)
+        c.commit()
+        yield c
+
+
+def _sum(conn: psycopg.Connection) -> str:
+    return table_checksum(conn, "public.kinds", KEYS)
+
+
+def test_every_supported_type_goes_binary(conn: psycopg.Connection) -> None:
+    df = frame()
+    fields = _binary_fields(df, _column_types(conn, "public.kinds"))
+    assert fields is not None
+    assert _binary_copy(fields, len(df)) is not None
+
+
+@pytest.mark.parametrize("cols", [["k", "ts", "f", "i", "j", "s", "b", "v"], ["k", "ts", "f", "v"]])
+def test_binary_and_csv_store_identical_rows(conn: psycopg.Connection, cols: list[str]) -> None:
+    df = frame()[cols]
+    r1 = upsert_frame(conn, "public.kinds", df, KEYS, binary=False)
+    csv_sum = _sum(conn)
+    csv_rows = conn.execute("SELECT * FROM public.kinds ORDER BY k, ts").fetchall()
+    conn.execute("TRUNCATE public.kinds")
+    r2 = upsert_frame(conn, "public.kinds", df, KEYS, binary=True)
+    assert (r1.inserted, r2.inserted) == (len(df), len(df))
+    assert _sum(conn) == csv_sum
+    assert conn.execute("SELECT * FROM public.kinds ORDER BY k, ts").fetchall() == csv_rows
+    # re-applying through the other path changes nothing
+    r3 = upsert_frame(conn, "public.kinds", df, KEYS, binary=False)
+    assert (r3.inserted, r3.updated, r3.unchanged) == (0, 0, len(df))
+
+
+def test_nulls_and_special_floats_round_trip(conn: psycopg.Connection) -> None:
+    upsert_frame(conn, "public.kinds", frame()[["k", "ts", "f", "v"]], KEYS)
+    rows = dict(conn.execute("SELECT k || '@' || extract(epoch FROM ts)::text, f FROM public.kinds").fetchall())
+    got = sorted((v for v in rows.values() if v is not None), key=repr)
+    assert any(v == float("inf") for v in got)
+    assert any(v == 0.0 and np.signbit(v) for v in got)
+    assert 1e-300 in got
+    assert conn.execute("SELECT count(*) FROM public.kinds WHERE f IS NULL").fetchone()[0] == 1
+    assert conn.execute("SELECT count(*) FROM public.kinds WHERE v IS NULL").fetchone()[0] == 2
+    assert conn.execute("SELECT count(*) FROM public.kinds WHERE k = ''").fetchone()[0] == 1
+
+
+def test_microseconds_and_pre_2000_timestamps_exact(conn: psycopg.Connection) -> None:
+    df = frame()[["k", "ts"]]
+    upsert_frame(conn, "public.kinds", df, KEYS)
+    got = sorted(pd.Timestamp(r[0]).tz_convert("UTC") for r in conn.execute("SELECT ts FROM public.kinds"))
+    assert got == sorted(df["ts"])
+
+
+def test_jsonb_and_mixed_objects_fall_back_to_csv(conn: psycopg.Connection) -> None:
+    df = frame()[["k", "ts"]].assign(doc=[{"a": 1}, [1, 2], None, {"z": "é"}, {}])
+    assert _binary_fields(df, _column_types(conn, "public.kinds")) is None
+    upsert_frame(conn, "public.kinds", df, KEYS)
+    assert conn.execute("SELECT doc FROM public.kinds WHERE k = 'ünïcødé €'").fetchone()[0] == [1, 2]
+    mixed = frame()[["k", "ts"]].assign(v=["x", 3, None, "y", "z"])  # not all strings
+    assert _binary_fields(mixed, _column_types(conn, "public.kinds")) is None
+
+
+def test_out_of_range_int_falls_back_and_the_server_names_it(conn: psycopg.Connection) -> None:
+    df = frame()[["k", "ts"]].assign(j=np.array([1, 2, 3, 2**40, 5], dtype=np.int64))
+    assert _binary_fields(df, _column_types(conn, "public.kinds")) is None
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        upsert_frame(conn, "public.kinds", df, KEYS)
+    conn.rollback()
+    assert conn.execute("SELECT count(*) FROM public.kinds").fetchone()[0] == 0
+
+
+def test_many_layouts_fall_back_to_csv_with_the_same_result(db_url: str) -> None:
+    from entasis.store.upsert import _MAX_GROUPS
+
+    n = _MAX_GROUPS + 50
+    df = pd.DataFrame({"exchange": "binance", "symbol": [f"S{'x' * i}/USDT" for i in range(n)], "timeframe": "1h",
+                       "ts": pd.Timestamp("2024-01-01", tz="UTC"), "open": 1.0, "high": 2.0, "low": 0.5,
+                       "close": 1.5, "volume": 3.0, "quote_volume": np.nan})
+    with psycopg.connect(db_url) as conn:
+        fields = _binary_fields(df, _column_types(conn, "market.candles"))
+        assert fields is not None and _binary_copy(fields, n) is None
+        upsert_frame(conn, "market.candles", df, CANDLE_KEY)
+        a = table_checksum(conn, "market.candles", CANDLE_KEY)
+        conn.execute("TRUNCATE market.candles")
+        upsert_frame(conn, "market.candles", df, CANDLE_KEY, binary=False)
+        assert table_checksum(conn, "market.candles", CANDLE_KEY) == a
+
+
+def test_identifiers_are_checked_and_quoted() -> None:
+    assert ident("close").as_string(None) == '"close"'  # type: ignore[arg-type]
+    assert table_ident("market.candles").as_string(None) == '"market"."candles"'  # type: ignore[arg-type]
+    for bad in ['x"; DROP TABLE market.candles; --', "Upper", "a b", ""]:
+        with pytest.raises(ValueError, match="invalid SQL identifier"):
+            ident(bad)
+    with pytest.raises(ValueError, match="schema-qualified"):
+        table_ident("candles")
+
+
+def test_bench_smoke_prints_a_met_flag_computed_from_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
+    import upsert as bench  # type: ignore[import-not-found]
+
+    out = bench.run(rows=3000, sample=300)
+    assert out["identical"] is True
+    assert out["rows"] == 3000
+    assert out["met"] == (out["metric"] >= bench.TARGET_ROWS_S and out["ratio"] >= bench.TARGET_RATIO)
+    assert "per-row execute loop" in capsys.readouterr().out
