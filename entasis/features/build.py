@@ -39,6 +39,7 @@ from entasis.features.store import (
     OPTION_FEATURES_TABLE,
     ensure_label_columns,
     table_columns,
+    table_exists,
 )
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ class BuildSummary:
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
+    cross_updated: int = 0  # rows whose cross-sectional columns the second pass changed
     seconds: float = 0.0
     spark_startup_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
@@ -124,6 +126,7 @@ def config_hash(params: LabelParams, sentiment_source: str) -> str:
             "warmup": registry.BASE_WARMUP_BARS,
             "block": registry.BASE_BLOCK_BARS,
             "min_history": registry.BASE_MIN_HISTORY,
+            "momentum_days": list(registry.MOMENTUM_DAYS),
         },
         sort_keys=True,
     )
@@ -225,9 +228,12 @@ def plan_build(
             p.mode, p.reason = "incremental", "new candles"
             if row is not None:
                 p.write_from = row[0]
-                p.read_from = block_start(row[0], tf) - pd.Timedelta(
-                    seconds=registry.warmup_bars(tf) * registry.timeframe_seconds(tf)
-                ).to_pytimedelta()
+                sec = registry.timeframe_seconds(tf)
+                # the block window's warm-up, and the pointwise features' history (ret_90d), whichever is earlier
+                p.read_from = min(
+                    block_start(row[0], tf) - pd.Timedelta(seconds=registry.warmup_bars(tf) * sec).to_pytimedelta(),
+                    row[0] - pd.Timedelta(seconds=registry.history_bars(tf) * sec).to_pytimedelta(),
+                )
         perp = registry.perp_of(sym)
         prefer_perp = [ex, s.universe.perp_exchange]
         p.funding_src = _pick(funding.get(perp, []), prefer_perp)
@@ -363,7 +369,7 @@ def make_group_fn(
         import pandas as pd
 
         if candles.empty:
-            return pd.DataFrame({c: [] for c in registry.output_columns(params.horizons)})
+            return pd.DataFrame({c: [] for c in registry.series_columns(params.horizons)})
         k = (str(key[0]), str(key[1]), str(key[2]))
         out = compute(candles, extras_from_long(extras), exchange=k[0], symbol=k[1], timeframe=k[2],
                       labels=params, **compute_kw)
@@ -381,10 +387,13 @@ def make_group_fn(
 def merge_stage(
     conn: psycopg.Connection, stage: str, horizons: Sequence[int], *, ts_micros: bool
 ) -> tuple[int, int, int]:
-    """Upsert the staged rows into features.bars; returns (staged, inserted, updated)."""
+    """Upsert the staged per-series rows into features.bars; returns (staged, inserted, updated).
+
+    The cross-sectional columns are not in the stage: :func:`merge_cross_stage` sets them after.
+    """
     from entasis.store.upsert import _ident
 
-    cols = registry.output_columns(horizons)
+    cols = registry.series_columns(horizons)
     non_key = [c for c in cols if c not in registry.KEY_COLUMNS]
     sel = []
     for c in cols:
@@ -453,6 +462,107 @@ def drop_stale_stages(conn: psycopg.Connection) -> list[str]:
     for n in names:
         conn.execute(f'DROP TABLE IF EXISTS features."{n}"')  # type: ignore[arg-type]
     return names
+
+
+# --------------------------------------------------------------------- the cross-sectional pass
+
+
+def cross_cutoffs(plans: Sequence[GroupPlan]) -> dict[tuple[str, str], datetime | None]:
+    """Per (exchange, timeframe) built: the earliest bar this build rewrote (None: all history).
+
+    A bar's cross-section changes when any of its assets' rows does, so every asset's row at or
+    after the cutoff is recomputed, built in this run or not.
+    """
+    import pandas as pd
+
+    out: dict[tuple[str, str], datetime | None] = {}
+    for p in plans:
+        if p.mode == "skip" or registry.is_perp(p.symbol):
+            continue
+        k = (p.exchange, p.timeframe)
+        w = p.write_from if p.mode == "incremental" else None
+        if k not in out:
+            out[k] = w
+        elif out[k] is not None:
+            out[k] = None if w is None else min(pd.Timestamp(out[k]), pd.Timestamp(w)).to_pydatetime()
+    return out
+
+
+def cross_inputs_sql(plans: Sequence[GroupPlan], stage: str | None) -> str | None:
+    """The rows the cross-sectional pass reads: spot rows at or after each cutoff, from ``stage``
+    (this build's new per-series rows, ts as epoch microseconds) where it has them, else from
+    features.bars. None when nothing was built."""
+    from entasis.features.cross import INPUTS
+
+    cuts = cross_cutoffs(plans)
+    if not cuts:
+        return None
+    never = "'-infinity'::timestamptz"
+    vals = ", ".join(f"({_lit(ex)}, {_lit(tf)}, {_lit(c) if c is not None else never})"
+                     for (ex, tf), c in sorted(cuts.items()))
+    ins = ", ".join(INPUTS)
+    bins = ", ".join(f"b.{c}" for c in INPUTS)
+    spot = "symbol NOT LIKE '%:%'"  # perpetuals are not in the cross-section
+    bars = (f"SELECT b.exchange, b.symbol, b.timeframe, b.ts, {bins} FROM {BARS_TABLE} b "
+            "JOIN cut ON b.exchange = cut.exchange AND b.timeframe = cut.timeframe AND b.ts >= cut.cutoff "
+            f"WHERE b.{spot}")
+    head = f"WITH cut(exchange, timeframe, cutoff) AS (VALUES {vals})"
+    if stage is None:
+        return f"{head} {bars}"
+    return (
+        f"{head}, s AS (SELECT st.exchange, st.symbol, st.timeframe, "
+        f"timestamptz 'epoch' + st.ts_us * interval '1 microsecond' AS ts, {ins} FROM features.{stage} st "
+        f"JOIN cut ON st.exchange = cut.exchange AND st.timeframe = cut.timeframe WHERE st.{spot}) "
+        f"SELECT exchange, symbol, timeframe, ts, {ins} FROM s UNION ALL {bars} AND NOT EXISTS ("
+        "SELECT 1 FROM s WHERE s.exchange = b.exchange AND s.symbol = b.symbol AND s.timeframe = b.timeframe "
+        "AND s.ts = b.ts)"
+    )
+
+
+def merge_cross_stage(conn: psycopg.Connection, stage: str, *, ts_micros: bool) -> int:
+    """Set the cross-sectional columns of features.bars from a stage table; returns rows changed."""
+    from entasis.store.upsert import _ident
+
+    cols = registry.CROSS_FEATURES
+    ts = "timestamptz 'epoch' + x.ts_us * interval '1 microsecond'" if ts_micros else "x.ts"
+    set_sql = ", ".join(f"{_ident(c)} = x.{_ident(c)}" for c in cols)
+    changed = " OR ".join(f"b.{_ident(c)} IS DISTINCT FROM x.{_ident(c)}" for c in cols)
+    cur = conn.execute(
+        f"UPDATE {BARS_TABLE} b SET {set_sql} FROM {stage} x WHERE b.exchange = x.exchange "  # type: ignore[arg-type]
+        f"AND b.symbol = x.symbol AND b.timeframe = x.timeframe AND b.ts = {ts} AND ({changed})"
+    )
+    return max(int(cur.rowcount), 0)
+
+
+def _cross_pass_pandas(conn: psycopg.Connection, plans: Sequence[GroupPlan]) -> int:
+    """The second pass in this process, inside the write transaction (the new rows are visible)."""
+    import numpy as np
+
+    from entasis.features.cross import INPUTS, cross_sectional
+
+    sql = cross_inputs_sql(plans, None)
+    if sql is None:
+        return 0
+    inputs = _read_frame(conn, sql, [*registry.KEY_COLUMNS, *INPUTS])
+    if inputs.empty:
+        return 0
+    for c in INPUTS:
+        inputs[c] = inputs[c].astype("float64")
+    xs = cross_sectional(inputs)
+    cols = [*registry.KEY_COLUMNS, *registry.CROSS_FEATURES]
+    conn.execute(
+        "CREATE TEMP TABLE _xs_stage (exchange text, symbol text, timeframe text, ts timestamptz, "
+        + ", ".join(f"{c} double precision" for c in registry.CROSS_FEATURES) + ") ON COMMIT DROP"
+    )
+    arr = xs[registry.CROSS_FEATURES].to_numpy(dtype=np.float64)
+    keys = xs[registry.KEY_COLUMNS[:3]].astype(str).to_numpy()
+    ts = xs["ts"].tolist()
+    with conn.cursor() as cur, cur.copy(f"COPY _xs_stage ({', '.join(cols)}) FROM STDIN") as cp:  # type: ignore[arg-type]
+        for i in range(len(xs)):
+            cp.write_row([*keys[i], ts[i], *[None if v != v else float(v) for v in arr[i]]])
+    n = merge_cross_stage(conn, "_xs_stage", ts_micros=False)
+    conn.execute("DROP TABLE _xs_stage")
+    return n
 
 
 # ------------------------------------------------------------------------------------------- engines
@@ -561,15 +671,17 @@ def build_features(
             if engine == "pandas":
                 with psycopg.connect(url) as conn, conn.transaction():
                     _run_pandas(conn, todo, params, sentiment_source, summary)
+                    summary.cross_updated = _cross_pass_pandas(conn, todo)
                     summary.deleted = finish(conn, todo, chash)
             else:
                 from entasis.features import spark_job
 
                 stage = f"{STAGE_PREFIX}{uuid.uuid4().hex[:12]}"
+                xs_stage = f"{stage}_xs"
                 try:
                     summary.spark_startup_s = spark_job.compute_to_stage(
                         todo, params, stage, options=opts, sentiment_source=sentiment_source, settings=s,
-                        spark=spark,
+                        spark=spark, cross_stage=xs_stage,
                     )
                     log.info("spark computed %d series into %s (%.1fs, start-up %.1fs)", len(todo), stage,
                              time.perf_counter() - t0, summary.spark_startup_s)
@@ -577,10 +689,14 @@ def build_features(
                         staged, ins, upd = merge_stage(conn, stage, params.horizons, ts_micros=True)
                         summary.rows_computed, summary.inserted, summary.updated = staged, ins, upd
                         summary.unchanged = staged - ins - upd
+                        if table_exists(conn, f"features.{xs_stage}"):
+                            summary.cross_updated = merge_cross_stage(conn, f"features.{xs_stage}", ts_micros=True)
                         summary.deleted = finish(conn, todo, chash)
                         conn.execute(f"DROP TABLE features.{stage}")  # type: ignore[arg-type]
+                        conn.execute(f"DROP TABLE IF EXISTS features.{xs_stage}")  # type: ignore[arg-type]
                 finally:
                     lock_conn.execute(f"DROP TABLE IF EXISTS features.{stage}")  # type: ignore[arg-type]
+                    lock_conn.execute(f"DROP TABLE IF EXISTS features.{xs_stage}")  # type: ignore[arg-type]
         finally:
             lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     summary.seconds = time.perf_counter() - t0

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from entasis.features import joins, registry
+from entasis.features.extensions import extension_features
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -119,11 +120,10 @@ def _single(candles: pd.DataFrame, col: str, given: str | None) -> str:
         return ""
     first = s.iloc[0]
     pa_arr = getattr(s.array, "_pa_array", None)
-    if pa_arr is not None and not pd.isna(first):  # Arrow-backed strings: compare in Arrow (10x faster)
-        import pyarrow.compute as pc
-
-        same = bool(pc.all(pc.equal(pa_arr, first)).as_py()) and pa_arr.null_count == 0
-    else:
+    same: bool | None = None
+    if pa_arr is not None and not pd.isna(first):  # Arrow-backed strings: compare the raw buffers
+        same = _arrow_all_equal(pa_arr, str(first))
+    if same is None:
         same = not bool((s != first).any())
     if not same:
         vals = sorted(map(str, s.dropna().unique()))
@@ -131,12 +131,41 @@ def _single(candles: pd.DataFrame, col: str, given: str | None) -> str:
     return str(first)
 
 
+def _arrow_all_equal(arr: Any, value: str) -> bool | None:
+    """Whether every element of an Arrow string array is ``value``, from its buffers (~20x faster
+    than an element-wise compare); None when the layout is not a plain (large_)string one."""
+    import pyarrow as pa
+
+    width = len(value.encode())
+    for chunk in getattr(arr, "chunks", [arr]):
+        if chunk.null_count:
+            return False
+        if pa.types.is_large_string(chunk.type):
+            otype: Any = np.int64
+        elif pa.types.is_string(chunk.type):
+            otype = np.int32
+        else:
+            return None
+        n = len(chunk)
+        if n == 0:
+            continue
+        bufs = chunk.buffers()
+        offs = np.frombuffer(bufs[1], dtype=otype)[chunk.offset: chunk.offset + n + 1]
+        o0 = int(offs[0])
+        if int(offs[-1]) - o0 != n * width or not bool((np.diff(offs) == width).all()):
+            return False
+        if width:
+            data = np.frombuffer(bufs[2], dtype=np.uint8)[o0: o0 + n * width]
+            tiled = np.frombuffer(value.encode() * n, dtype=np.uint8)  # flat compare: memcmp-like speed
+            if not np.array_equal(data, tiled):
+                return False
+    return True
+
+
 def _prepare(
     candles: pd.DataFrame, timeframe: str | None, exchange: str | None, symbol: str | None
 ) -> _Series:
     """Check and sort one series' candles; bad input gets an error naming the row and column."""
-    import pandas as pd
-
     missing = [c for c in _REQUIRED if c not in candles.columns]
     if missing:
         raise ValueError(f"candles lack column(s) {missing}; need {_REQUIRED} (+ optional quote_volume)")
@@ -146,38 +175,57 @@ def _prepare(
     registry.timeframe_seconds(tf)
     ex, sym = _single(candles, "exchange", exchange), _single(candles, "symbol", symbol)
     ts = joins.utc_ns(candles["ts"], f"candles {sym or ''} {tf}".strip())
+    cols = {c: _floats(candles[c]) for c in ["open", "high", "low", "close", "volume"]}
+    qv = _floats(candles["quote_volume"]) if "quote_volume" in candles.columns else None
+    return series_from_arrays(ex, sym, tf, ts, cols["open"], cols["high"], cols["low"], cols["close"],
+                              cols["volume"], qv)
+
+
+def series_from_arrays(
+    exchange: str, symbol: str, timeframe: str, ts_ns: np.ndarray, o: np.ndarray, h: np.ndarray,
+    low: np.ndarray, c: np.ndarray, v: np.ndarray, qv: np.ndarray | None,
+) -> _Series:
+    """Check and sort one series given as arrays (ts as UTC epoch ns); the pandas and Arrow paths
+    both come through here, so they refuse the same input with the same message."""
+    import pandas as pd
+
+    sym, tf = symbol, timeframe
+    ts = ts_ns
     order: np.ndarray | slice = slice(None)
-    if len(ts) > 1 and not bool((ts[1:] > ts[:-1]).all()):
+    if len(ts) > 1 and not bool((np.diff(ts) > 0).all()):  # strictly increasing: sorted, no duplicates
         order = np.argsort(ts, kind="stable")
         ts = ts[order]
-    dup = np.flatnonzero(np.diff(ts) == 0)
-    if len(dup):
-        raise ValueError(f"candles {sym} {tf}: duplicate bar at ts={pd.Timestamp(ts[dup[0]], tz='UTC')}")
+        dup = np.flatnonzero(np.diff(ts) == 0)
+        if len(dup):
+            raise ValueError(f"candles {sym} {tf}: duplicate bar at ts={pd.Timestamp(ts[dup[0]], tz='UTC')}")
     step = registry.timeframe_seconds(tf) * _NS
-    off = np.flatnonzero(ts % step != 0)
-    if len(off):
+    if (ts % step).any():
+        off = np.flatnonzero(ts % step != 0)
         raise ValueError(
             f"candles {sym} {tf}: ts={pd.Timestamp(ts[off[0]], tz='UTC')} is not on the {tf} grid "
             "(ts must be the bar's open time)"
         )
     arrays: dict[str, np.ndarray] = {}
     for col in ["open", "high", "low", "close", "volume"]:
-        a = _floats(candles[col])[order]
-        ok = ((a >= 0) if col == "volume" else (a > 0)) & (a < np.inf)  # NaN fails both
-        if not ok.all():
+        a = np.ascontiguousarray({"open": o, "high": h, "low": low, "close": c, "volume": v}[col][order])
+        # two reductions instead of element-wise masks; NaN makes min/max NaN and fails the test
+        if len(a) and not ((a.min() >= 0 if col == "volume" else a.min() > 0) and a.max() < np.inf):
+            ok = ((a >= 0) if col == "volume" else (a > 0)) & (a < np.inf)
             i = int(np.argmin(ok))
             raise ValueError(
                 f"candles {sym} {tf}: bad {col}={a[i]!r} at ts={pd.Timestamp(ts[i], tz='UTC')} "
                 f"({'must be finite and >= 0' if col == 'volume' else 'must be a positive number'})"
             )
-        arrays[col] = np.ascontiguousarray(a)
-    if "quote_volume" in candles.columns:
-        qv = _floats(candles["quote_volume"])[order]
-    else:
-        qv = np.full(len(ts), np.nan)
+        arrays[col] = a
     typical = (arrays["high"] + arrays["low"] + arrays["close"]) / 3.0
-    qv = np.where(np.isfinite(qv) & (qv >= 0), qv, arrays["volume"] * typical)
-    return _Series(ex, sym, tf, ts, arrays["open"], arrays["high"], arrays["low"], arrays["close"],
+    if qv is not None:
+        qv = qv[order]
+        good = np.isfinite(qv) & (qv >= 0)
+        if not good.all():
+            qv = np.where(good, qv, arrays["volume"] * typical)
+    else:
+        qv = arrays["volume"] * typical
+    return _Series(exchange, sym, tf, ts, arrays["open"], arrays["high"], arrays["low"], arrays["close"],
                    arrays["volume"], np.ascontiguousarray(qv))
 
 
@@ -193,13 +241,15 @@ def _floats(s: pd.Series) -> np.ndarray:
 
 
 def _const_str(value: str, n: int) -> Any:
-    """A constant string column, built in Arrow (an object array of n strings is ~50x slower)."""
+    """A constant string column, built from Arrow buffers (an object array of n strings is ~50x slower)."""
     import pandas as pd
     import pyarrow as pa
 
+    raw = value.encode()
+    offsets = np.arange(0, (n + 1) * len(raw), len(raw) or 1, dtype=np.int64) if raw else np.zeros(n + 1, np.int64)
+    arr = pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw * n)])
     dtype = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str"
-    return pd.arrays.ArrowStringArray(pa.chunked_array([pa.repeat(pa.scalar(value, pa.large_string()), n)]),
-                                      dtype=dtype)
+    return pd.arrays.ArrowStringArray(pa.chunked_array([arr]), dtype=dtype)
 
 
 def _shift(a: np.ndarray, k: int) -> np.ndarray:
@@ -210,62 +260,108 @@ def _shift(a: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _log_change(a: np.ndarray) -> np.ndarray:
-    prev = _shift(a, 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.log(a / prev)
-    r[~np.isfinite(r)] = np.nan
-    return r
-
-
 def candle_features(
-    h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarray, qv: np.ndarray, timeframe: str
+    h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarray, qv: np.ndarray, timeframe: str,
+    *, skip: int = 0, out: dict[str, np.ndarray] | None = None, lr: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Bar-based features over one window of candles (the block window); all arrays as long as c."""
+    """Bar-based features over one window of candles (the block window).
+
+    The indicators run over the whole window; the values are made only for bars ``skip`` onwards
+    (the bars before are the warm-up read), each ``len(c) - skip`` long, written into ``out``'s
+    arrays when given (no temporary copies: this is the hot loop of every path). ``lr``: the
+    window's one-bar log returns (NaN first) when the caller already has them.
+    """
     import talib
+
+    m = len(c) - skip
+    dst = out if out is not None else {}
+
+    def put(name: str) -> np.ndarray:
+        arr = dst.get(name)
+        if arr is None:
+            arr = dst[name] = np.empty(m)
+        return arr
 
     k24 = registry.bars_per_day(timeframe)
     ann = registry.annualizer(timeframe)
-    inv_c = 1.0 / c
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = c / _shift(c, 1)
-        lr = np.log(ratio)
-        ret_24h = c / _shift(c, k24) - 1.0
-    macd, macd_sig, macd_hist = talib.MACD(c, fastperiod=12, slowperiod=26, signalperiod=9)
-    upper, sma20, lower = talib.BBANDS(c, timeperiod=20, nbdevup=2.0, nbdevdn=2.0, matype=talib.MA_Type.SMA)
-    width = upper - lower
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pctb = np.where(width > 0, (c - lower) / width, np.nan)
-    return {
-        "ret_1": ratio - 1.0,
-        "ret_24h": ret_24h,
-        "log_ret_1": lr,
-        "hl_spread": (h - low) * inv_c,
-        "rsi_14": talib.RSI(c, timeperiod=14),
-        "macd_rel": macd * inv_c,
-        "macd_signal_rel": macd_sig * inv_c,
-        "macd_hist_rel": macd_hist * inv_c,
-        "bb_upper_rel": upper * inv_c - 1.0,
-        "bb_lower_rel": lower * inv_c - 1.0,
-        "bb_pctb": pctb,
-        "bb_width": width / sma20,
-        "ema_20_rel": talib.EMA(c, timeperiod=20) * inv_c - 1.0,
-        "ema_50_rel": talib.EMA(c, timeperiod=50) * inv_c - 1.0,
-        "sma_20_rel": sma20 * inv_c - 1.0,
-        "sma_50_rel": talib.SMA(c, timeperiod=50) * inv_c - 1.0,
-        "volume_ma_20_ratio": _ratio(v, talib.SMA(v, timeperiod=20)),
-        "log_volume": np.log1p(v),
-        "volume_change": _log_change(v),
-        "log_quote_volume": np.log1p(qv),
-        "quote_volume_change": _log_change(qv),
-        "rvol_20": talib.STDDEV(lr, timeperiod=20, nbdev=1.0) * ann,
-        "atr_14_rel": talib.ATR(h, low, c, timeperiod=14) * inv_c,
-    }
+        if lr is None:
+            lr = _window_log_returns(c)
+        cs = c[skip:]
+        inv_c = 1.0 / cs
+        r1 = put("ret_1")
+        if skip == 0:
+            r1[0] = np.nan
+            np.divide(c[1:], c[:-1], out=r1[1:])
+        else:
+            np.divide(cs, c[skip - 1:-1], out=r1)
+        r1 -= 1.0
+        r24 = put("ret_24h")
+        lo24 = max(0, k24 - skip)  # bars of this part with a bar 24h earlier in the window
+        r24[:lo24] = np.nan
+        if lo24 < m:
+            np.divide(cs[lo24:], c[skip + lo24 - k24: len(c) - k24], out=r24[lo24:])
+            r24[lo24:] -= 1.0
+        put("log_ret_1")[:] = lr[skip:]
+        np.multiply(h[skip:] - low[skip:], inv_c, out=put("hl_spread"))
+        put("rsi_14")[:] = talib.RSI(c, timeperiod=14)[skip:]
+        macd, macd_sig, macd_hist = talib.MACD(c, fastperiod=12, slowperiod=26, signalperiod=9)
+        np.multiply(macd[skip:], inv_c, out=put("macd_rel"))
+        np.multiply(macd_sig[skip:], inv_c, out=put("macd_signal_rel"))
+        np.multiply(macd_hist[skip:], inv_c, out=put("macd_hist_rel"))
+        upper, sma20, lower = talib.BBANDS(c, timeperiod=20, nbdevup=2.0, nbdevdn=2.0, matype=talib.MA_Type.SMA)
+        upper, sma20, lower = upper[skip:], sma20[skip:], lower[skip:]
+        _rel(upper, inv_c, put("bb_upper_rel"))
+        _rel(lower, inv_c, put("bb_lower_rel"))
+        width = upper - lower
+        pctb = put("bb_pctb")
+        np.divide(cs - lower, width, out=pctb)
+        pctb[~(width > 0)] = np.nan
+        np.divide(width, sma20, out=put("bb_width"))
+        _rel(talib.EMA(c, timeperiod=20)[skip:], inv_c, put("ema_20_rel"))
+        _rel(talib.EMA(c, timeperiod=50)[skip:], inv_c, put("ema_50_rel"))
+        _rel(sma20, inv_c, put("sma_20_rel"))
+        _rel(talib.SMA(c, timeperiod=50)[skip:], inv_c, put("sma_50_rel"))
+        vs = v[skip:]
+        vma = talib.SMA(v, timeperiod=20)[skip:]
+        vr = put("volume_ma_20_ratio")
+        np.divide(vs, vma, out=vr)
+        vr[~(vma > 0)] = np.nan
+        np.log1p(vs, out=put("log_volume"))
+        _log_change_into(v, skip, put("volume_change"))
+        np.log1p(qv[skip:], out=put("log_quote_volume"))
+        _log_change_into(qv, skip, put("quote_volume_change"))
+        np.multiply(talib.STDDEV(lr, timeperiod=20, nbdev=1.0)[skip:], ann, out=put("rvol_20"))
+        np.multiply(talib.ATR(h, low, c, timeperiod=14)[skip:], inv_c, out=put("atr_14_rel"))
+    return dst
 
 
-def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(b > 0, a / b, np.nan)
+def _window_log_returns(c: np.ndarray) -> np.ndarray:
+    """log(c_t / c_{t-1}) over a window, NaN for its first bar (it has no bar before it)."""
+    out = np.empty(len(c))
+    if len(c):
+        out[0] = np.nan
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.divide(c[1:], c[:-1], out=out[1:])
+            np.log(out[1:], out=out[1:])
+    return out
+
+
+def _rel(x: np.ndarray, inv_c: np.ndarray, out: np.ndarray) -> None:
+    """x / close - 1, as x * (1 / close) - 1 (the one formula every path uses)."""
+    np.multiply(x, inv_c, out=out)
+    out -= 1.0
+
+
+def _log_change_into(a: np.ndarray, skip: int, out: np.ndarray) -> None:
+    """log(a_t / a_{t-1}) for bars skip.. into out; NaN where either side is zero (not finite)."""
+    if skip == 0:
+        out[0] = np.nan
+        np.divide(a[1:], a[:-1], out=out[1:])
+    else:
+        np.divide(a[skip:], a[skip - 1:-1], out=out)
+    np.log(out, out=out)
+    out[~np.isfinite(out)] = np.nan
 
 
 def forward_vol(lr: np.ndarray, hb: int, ann: float) -> np.ndarray:
@@ -288,15 +384,23 @@ def label_classes(r: np.ndarray, band: np.ndarray | float) -> Any:
     """0 bearish (r < -band), 1 neutral (|r| <= band, edges included), 2 bullish (r > band); NULL if unknown."""
     import pandas as pd
 
-    cls = np.where(r > band, 2, np.where(r < -band, 0, 1)).astype(np.int16)
-    return pd.arrays.IntegerArray(cls, np.isnan(r) | np.isnan(band))
+    return pd.arrays.IntegerArray(*label_codes(r, band))
+
+
+def label_codes(r: np.ndarray, band: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """(int16 classes, unknown mask) of :func:`label_classes`."""
+    with np.errstate(invalid="ignore"):
+        cls = np.add(r > band, 1, dtype=np.int16)
+        cls -= r < -band
+    return cls, np.isnan(r) | np.isnan(band)
 
 
 def _extra_features(s: _Series, extras: Extras | None) -> dict[str, np.ndarray]:
-    """Funding, open interest, basis, options and sentiment, each joined point-in-time on the close."""
-    n = len(s.ts_ns)
-    nan = np.full(n, np.nan)
-    out = {c: nan for c in [*registry.PERP_FEATURES, *registry.OPTION_FEATURES, *registry.SENTIMENT_FEATURES]}
+    """Funding, open interest, basis, options and sentiment, each joined point-in-time on the close.
+
+    Only the columns that have data come back; the caller fills the others with NaN.
+    """
+    out: dict[str, np.ndarray] = {}
     if extras is None:
         return out
     close_ns = s.ts_ns + registry.timeframe_seconds(s.timeframe) * _NS
@@ -334,28 +438,13 @@ def _extra_features(s: _Series, extras: Extras | None) -> dict[str, np.ndarray]:
     return out
 
 
-def compute(
-    candles: pd.DataFrame,
-    extras: Extras | None = None,
-    *,
-    timeframe: str | None = None,
-    exchange: str | None = None,
-    symbol: str | None = None,
-    labels: LabelParams | None = None,
-    block_bars: int | None = None,
+def compute_series(
+    s: _Series, extras: Extras | None, params: LabelParams, block_bars: int | None = None,
     warmup_bars: int | None = None,
-) -> pd.DataFrame:
-    """Features, warm-up flag and labels for one (exchange, symbol, timeframe) series.
-
-    ``candles``: ts (bar open, UTC; naive means UTC), open, high, low, close, volume, optional
-    quote_volume / exchange / symbol / timeframe. Returns one row per candle, sorted by ts, with
-    ``registry.output_columns(horizons)``. ``block_bars`` / ``warmup_bars`` override the bounded-
-    history windows (tests use small ones); keep the defaults for anything stored.
-    """
-    import pandas as pd
-
-    params = labels or LabelParams.from_settings()
-    s = _prepare(candles, timeframe, exchange, symbol)
+) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The arithmetic of :func:`compute` on checked arrays, no pandas: (float column names, the
+    (columns x rows) float block, warm-up flags, label codes {y_cls_*: (int16 classes, null mask)}).
+    The pandas frame and the Arrow table (Spark) are both thin wrappers around this."""
     tf = s.timeframe
     n = len(s.ts_ns)
     mh = registry.min_history(tf)
@@ -373,55 +462,135 @@ def compute(
     hbars = {hd: registry.horizon_bars(hd, tf) for hd in params.horizons}
     H = max(hbars.values())
 
-    # Every float column in one (columns x rows) block, in output order: no per-column copies later.
-    float_cols = list(registry.FEATURE_COLUMNS)
+    # Every float column in one (columns x rows) block, in output order, every cell written once.
+    float_cols = list(registry.SERIES_FEATURES)
     for hd in params.horizons:
         float_cols += [f"y_ret_{hd}d", f"y_vol_{hd}d"]
     row = {c: j for j, c in enumerate(float_cols)}
-    block = np.full((len(float_cols), n), np.nan)
+    block = np.empty((len(float_cols), n))
     warm = np.ones(n, dtype=bool)
     if n:
+        lr_all = _window_log_returns(s.c)
         block_of = s.ts_ns // (B * step)
         starts = np.flatnonzero(np.r_[True, block_of[1:] != block_of[:-1]])
         ends = np.r_[starts[1:], n]
         for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
             i0 = int(np.searchsorted(s.ts_ns, (int(block_of[a]) * B - W) * step, side="left"))
             sl = slice(i0, b)
-            for name, arr in candle_features(s.h[sl], s.low[sl], s.c[sl], s.v[sl], s.qv[sl], tf).items():
-                block[row[name], a:b] = arr[a - i0:]
+            # the window's log returns: the series' ones, with the window's first bar NaN (as if read alone)
+            lr = lr_all[i0:min(n, b + H)].copy()
+            lr[0] = np.nan
+            candle_features(s.h[sl], s.low[sl], s.c[sl], s.v[sl], s.qv[sl], tf, skip=a - i0,
+                            out={name: block[row[name], a:b] for name in registry.CANDLE_FEATURES},
+                            lr=lr[: b - i0])
             warm[a:b] = (np.arange(a - i0 + 1, b - i0 + 1)) < mh
             # forward vol needs up to H bars past the block; still a function of this block's window
-            ce = s.c[i0:min(n, b + H)]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                lr = np.log(ce / _shift(ce, 1))
             for hd, hb in hbars.items():
                 block[row[f"y_vol_{hd}d"], a:b] = forward_vol(lr, hb, ann)[a - i0:b - i0]
-    classes: dict[str, Any] = {}
+    # returns over d days: close now / close of the bar exactly d days earlier (NaN where that bar is
+    # missing), so they need exactly d days of history whatever the gaps (the incremental read has it)
+    for d in registry.MOMENTUM_DAYS:
+        _return_over_time(s.ts_ns, s.c, d * 86_400 * _NS, block[row[f"ret_{d}d"]])
+    classes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for hd, hb in hbars.items():
         r = block[row[f"y_ret_{hd}d"]]
-        if hb < n:
-            r[: n - hb] = s.c[hb:] / s.c[: n - hb] - 1.0  # exact pointwise: no window needed
+        _pointwise_return(s.c, hb, r, forward=True)
         if params.band_mode == "fixed":
             band: np.ndarray | float = params.neutral_band
         else:
             band = params.vol_scale * block[row["rvol_20"]] * math.sqrt(hd / 365.0)
-        classes[f"y_cls_{hd}d"] = label_classes(r, band)
-    for name, arr in _extra_features(s, extras).items():
-        block[row[name]] = arr
+        classes[f"y_cls_{hd}d"] = label_codes(r, band)
+    have = _extra_features(s, extras)
+    have.update(extension_features(s))  # the extension point (entasis.features.extensions)
+    builtin = {*registry.CANDLE_FEATURES, *registry.MOMENTUM_FEATURES}
+    for name in registry.SERIES_FEATURES:
+        if name in builtin:
+            continue
+        if name in have:
+            block[row[name]] = have[name]
+        else:
+            block[row[name]].fill(np.nan)
 
-    out = pd.DataFrame(block.T, columns=float_cols, copy=False)
+    return float_cols, block, warm, classes
+
+
+def compute(
+    candles: pd.DataFrame,
+    extras: Extras | None = None,
+    *,
+    timeframe: str | None = None,
+    exchange: str | None = None,
+    symbol: str | None = None,
+    labels: LabelParams | None = None,
+    block_bars: int | None = None,
+    warmup_bars: int | None = None,
+) -> pd.DataFrame:
+    """Features, warm-up flag and labels for one (exchange, symbol, timeframe) series.
+
+    ``candles``: ts (bar open, UTC; naive means UTC), open, high, low, close, volume, optional
+    quote_volume / exchange / symbol / timeframe. Returns one row per candle, sorted by ts, with
+    ``registry.series_columns(horizons)`` (the cross-sectional columns come from the second pass,
+    :mod:`entasis.features.cross`, which needs the whole universe). ``block_bars`` /
+    ``warmup_bars`` override the bounded-history windows (tests use small ones); keep the
+    defaults for anything stored.
+    """
+    import pandas as pd
+
+    params = labels or LabelParams.from_settings()
+    s = _prepare(candles, timeframe, exchange, symbol)
+    float_cols, block, warm, codes = compute_series(s, extras, params, block_bars, warmup_bars)
+    n = len(s.ts_ns)
+    tf = s.timeframe
+    classes = {k: pd.arrays.IntegerArray(*v) for k, v in codes.items()}
+    from pandas.api.internals import create_dataframe_from_blocks
+
+    cols = registry.series_columns(params.horizons)
+    pos = {c: i for i, c in enumerate(cols)}
     others: dict[str, Any] = {
         "exchange": _const_str(s.exchange, n),
         "symbol": _const_str(s.symbol, n),
         "timeframe": _const_str(tf, n),
-        "ts": pd.DatetimeIndex(s.ts_ns.astype("datetime64[ns]"), tz="UTC"),
-        "warmup": warm,
+        "ts": pd.DatetimeIndex(s.ts_ns.view("datetime64[ns]"), tz="UTC").array,
         **classes,
     }
-    for pos, col in enumerate(registry.output_columns(params.horizons)):
-        if col in others:
-            out.insert(pos, col, others[col])
-    return out
+    # The float block is handed to pandas as it is (one 2-D block, no per-column copies or checks).
+    blocks: list[tuple[Any, np.ndarray]] = [(block, np.array([pos[c] for c in float_cols], dtype=np.intp)),
+                                            (warm.reshape(1, n), np.array([pos["warmup"]], dtype=np.intp))]
+    blocks += [(arr, np.array([pos[c]], dtype=np.intp)) for c, arr in others.items()]
+    return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(n), columns=pd.Index(cols))
+
+
+def _return_over_time(ts_ns: np.ndarray, c: np.ndarray, span_ns: int, out: np.ndarray) -> None:
+    """out[t] = c[t] / c[bar at ts[t] - span] - 1; NaN where no bar sits exactly there."""
+    n = len(c)
+    if n == 0:
+        return
+    if n > 1:
+        d = np.diff(ts_ns)
+        if bool((d == d[0]).all()) and span_ns % int(d[0]) == 0:  # a regular grid: by index (cheaper)
+            _pointwise_return(c, span_ns // int(d[0]), out, forward=False)
+            return
+    j = np.searchsorted(ts_ns, ts_ns - span_ns)
+    ok = (j < n) & (ts_ns[np.minimum(j, n - 1)] == ts_ns - span_ns)
+    out.fill(np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[ok] = c[ok] / c[j[ok]] - 1.0
+
+
+def _pointwise_return(c: np.ndarray, k: int, out: np.ndarray, *, forward: bool) -> None:
+    """out[t] = c[t + k] / c[t] - 1 (forward) or c[t] / c[t - k] - 1 (backward); NaN where out of range."""
+    n = len(c)
+    if k >= n:
+        out.fill(np.nan)
+        return
+    if forward:
+        np.divide(c[k:], c[: n - k], out=out[: n - k])
+        out[: n - k] -= 1.0
+        out[n - k:] = np.nan
+    else:
+        np.divide(c[k:], c[: n - k], out=out[k:])
+        out[k:] -= 1.0
+        out[:k] = np.nan
 
 
 def compute_many(
@@ -443,8 +612,22 @@ def compute_many(
         k = (str(key[0]), str(key[1]), str(key[2]))
         frames.append(compute(grp, (extras or {}).get(k), labels=params, **kw))
     if not frames:
-        return pd.DataFrame(columns=registry.output_columns(params.horizons))
+        return pd.DataFrame(columns=registry.series_columns(params.horizons))
     return pd.concat(frames, ignore_index=True)
+
+
+def compute_universe(
+    candles: pd.DataFrame,
+    extras: dict[tuple[str, str, str], Extras] | None = None,
+    *,
+    labels: LabelParams | None = None,
+    **kw: Any,
+) -> pd.DataFrame:
+    """What features.bars holds for these candles: ``compute_many`` plus the cross-sectional pass
+    (:mod:`entasis.features.cross`) over every series given; ``registry.output_columns`` order."""
+    from entasis.features.cross import with_cross_sectional
+
+    return with_cross_sectional(compute_many(candles, extras, labels=labels, **kw))
 
 
 def infer_timeframe(ts: pd.Series) -> str:

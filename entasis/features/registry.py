@@ -44,6 +44,10 @@ FEATURES: dict[str, str] = {
     "quote_volume_change": "log(quote_volume_t / quote_volume_{t-1}); NaN when either is zero",
     "rvol_20": "realized volatility: population sd of 20 one-bar log returns, annualized (365 days)",
     "atr_14_rel": "ATR 14 (Wilder) / close",
+    # momentum over days (pointwise from the full history: exact whatever the block window)
+    "ret_7d": "simple return over the bars spanning 7 days, close_t / close_{t-7d} - 1",
+    "ret_30d": "simple return over the bars spanning 30 days",
+    "ret_90d": "simple return over the bars spanning 90 days",
     # perpetual futures (NaN where the data do not exist)
     "funding_rate": "last funding rate published at or before the bar's close",
     "funding_rate_7d": "mean funding rate over the 7 days up to the bar's close",
@@ -58,18 +62,39 @@ FEATURES: dict[str, str] = {
     "pc_oi_ratio": "put/call open-interest ratio",
     # sentiment (market.sentiment)
     "sentiment": "latest sentiment value (e.g. Crypto Fear & Greed, 0..100) at or before the close",
+    # cross-sectional: per bar, across the spot universe of the same exchange and timeframe
+    # (entasis.features.cross; NaN on perpetuals and where fewer than 2 assets have the input)
+    "xs_rank_ret_7d": "percentile rank (0 lowest .. 1 highest, ties averaged) of ret_7d across the universe",
+    "xs_rank_ret_30d": "percentile rank of ret_30d across the universe",
+    "xs_rank_ret_90d": "percentile rank of ret_90d across the universe",
+    "xs_rank_rvol_20": "percentile rank of rvol_20 across the universe",
+    "rel_btc_ret_7d": "ret_7d minus BTC's ret_7d in the same bar",
+    "rel_btc_ret_30d": "ret_30d minus BTC's ret_30d in the same bar",
+    "rel_mkt_ret_7d": "ret_7d minus the equal-weighted mean ret_7d of the universe",
+    "rel_mkt_ret_30d": "ret_30d minus the equal-weighted mean ret_30d of the universe",
+    # market regime: the same value for every asset of the universe in a bar
+    "mkt_ret_1": "equal-weighted mean one-bar return of the universe",
+    "mkt_ret_7d": "equal-weighted mean ret_7d of the universe",
+    "mkt_rvol_20": "equal-weighted mean rvol_20 of the universe (the volatility regime)",
+    "mkt_breadth_50": "share of the universe whose close is above its SMA 50",
+    "btc_qv_share": "BTC's share of the universe's quote volume in the bar",
 }
 
 FEATURE_COLUMNS: list[str] = list(FEATURES)
 CANDLE_FEATURES: list[str] = FEATURE_COLUMNS[: FEATURE_COLUMNS.index("atr_14_rel") + 1]
+MOMENTUM_DAYS: tuple[int, ...] = (7, 30, 90)
+MOMENTUM_FEATURES: list[str] = [f"ret_{d}d" for d in MOMENTUM_DAYS]
 PERP_FEATURES: list[str] = ["funding_rate", "funding_rate_7d", "oi_change_24h", "perp_basis"]
 OPTION_FEATURES: list[str] = ["atm_iv_7d", "atm_iv_30d", "rr25_30d", "bf25_30d", "term_slope", "pc_oi_ratio"]
 SENTIMENT_FEATURES: list[str] = ["sentiment"]
+CROSS_FEATURES: list[str] = FEATURE_COLUMNS[FEATURE_COLUMNS.index("xs_rank_ret_7d"):]
+# What one series' compute() fills (the cross-sectional columns stay NaN until the second pass).
+SERIES_FEATURES: list[str] = [c for c in FEATURE_COLUMNS if c not in CROSS_FEATURES]
 
 WARMUP_COLUMN = "warmup"
 
 # Bump when a definition changes: the build then recomputes every row (the state's config hash changes).
-FEATURE_VERSION = "1"
+FEATURE_VERSION = "2"
 
 _TIMEFRAME_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14_400, "1d": 86_400}
 
@@ -93,8 +118,13 @@ def label_columns(horizons: Iterable[int]) -> list[str]:
 
 
 def output_columns(horizons: Iterable[int]) -> list[str]:
-    """Every column of a computed frame / features.bars row, in order."""
+    """Every column of a features.bars row (and of a universe frame with its cross-sectional pass), in order."""
     return [*KEY_COLUMNS, *FEATURE_COLUMNS, WARMUP_COLUMN, *label_columns(horizons)]
+
+
+def series_columns(horizons: Iterable[int]) -> list[str]:
+    """The columns ``compute`` makes for one series: ``output_columns`` less the cross-sectional ones."""
+    return [*KEY_COLUMNS, *SERIES_FEATURES, WARMUP_COLUMN, *label_columns(horizons)]
 
 
 def timeframe_seconds(timeframe: str) -> int:
@@ -126,6 +156,11 @@ def annualizer(timeframe: str) -> float:
 
 def min_history(timeframe: str) -> int:
     return max(BASE_MIN_HISTORY, bars_per_day(timeframe) + 1)
+
+
+def history_bars(timeframe: str) -> int:
+    """Bars of history a pointwise feature reaches back (ret_90d): an incremental read starts this far back."""
+    return max(MOMENTUM_DAYS) * bars_per_day(timeframe)
 
 
 def warmup_bars(timeframe: str) -> int:

@@ -1,9 +1,14 @@
 """The Spark side of the features build: one session, JDBC in, the same per-series function, JDBC out.
 
-Spark reads the planned candles and extras from PostgreSQL over JDBC, cogroups them by
-(exchange, symbol, timeframe) and applies :func:`entasis.features.build.make_group_fn` (which calls
-:func:`entasis.features.compute.compute`) with ``applyInPandas``; the rows go to a uniquely named
-staging table, which :mod:`entasis.features.build` merges into features.bars in one transaction.
+Pass 1: Spark reads the planned candles and extras from PostgreSQL over JDBC as one long table
+(series id, kind, ts, six numbers), split into partitions by series id so a series never spans
+two; ``mapInArrow`` hands each partition to Python as Arrow batches, which go through
+:func:`entasis.features.compute.compute_series` (the arithmetic of ``compute``) and come back as
+Arrow batches already shaped like the staging table (NULLs made, ts as epoch microseconds). No
+shuffle, no pandas and no per-row key strings cross the JVM boundary on the way in.
+Pass 2: the cross-sectional columns (:mod:`entasis.features.cross`), grouped by
+(exchange, timeframe, 30-day bucket of ts) with ``applyInArrow``. Both go to uniquely named staging
+tables, which :mod:`entasis.features.build` merges into features.bars in one transaction.
 ``local[*]`` by default; ``ENTASIS_SPARK_MASTER`` (settings.spark.master) points at a cluster, whose
 Python workers must have the ``entasis`` package installed.
 """
@@ -15,7 +20,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,14 +28,15 @@ from entasis.features import registry
 from entasis.features.build import (
     GroupKey,
     GroupPlan,
+    _lit,
     _write_from,
     candles_sql,
     extras_sql,
-    make_group_fn,
 )
 from entasis.features.compute import LabelParams
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
     from entasis.config import Settings
@@ -122,47 +128,218 @@ def _require_jdbc_driver(spark: SparkSession, jar: Path) -> None:
         ) from None
 
 
-def output_schema(horizons: Sequence[int]) -> str:
-    """The Spark DDL schema of a computed frame (same columns and order as the pandas one)."""
-    parts = ["exchange string", "symbol string", "timeframe string", "ts timestamp"]
-    parts += [f"{c} double" for c in registry.FEATURE_COLUMNS]
+# The job's input: one long table, candles and extras together, so one partition holds everything
+# a series needs. kind 0 = candle (x1..x6 = open, high, low, close, volume, quote_volume); the
+# others are extras rows (x1..x6 = v1..v6 of build.extras_sql).
+KINDS: dict[str, int] = {"candle": 0, "funding": 1, "oi": 2, "leg": 3, "sentiment": 4, "options": 5}
+INPUT_SCHEMA = "sid int, kind int, ts timestamp, x1 double, x2 double, x3 double, x4 double, x5 double, x6 double"
+
+
+def stage_schema(horizons: Sequence[int]) -> str:
+    """The Spark DDL of the per-series rows as the staging table takes them (ts as epoch microseconds)."""
+    parts = ["exchange string", "symbol string", "timeframe string", "ts_us bigint"]
+    parts += [f"{c} double" for c in registry.SERIES_FEATURES]
     parts.append("warmup boolean")
     for c in registry.label_columns(horizons):
         parts.append(f"{c} smallint" if c.startswith("y_cls_") else f"{c} double")
     return ", ".join(parts)
 
 
+def cross_schema() -> str:
+    parts = ["exchange string", "symbol string", "timeframe string", "ts_us bigint"]
+    return ", ".join(parts + [f"{c} double" for c in registry.CROSS_FEATURES])
+
+
+def job_input_sql(plans: Sequence[GroupPlan], *, options: bool, sentiment_source: str) -> str:
+    """Candles and extras of the planned series as INPUT_SCHEMA rows; sid = the plan's position."""
+    sids = ", ".join(f"({i}, {_lit(p.exchange)}, {_lit(p.symbol)}, {_lit(p.timeframe)})" for i, p in enumerate(plans))
+    ids = f"(VALUES {sids}) AS k(sid, exchange, symbol, timeframe)"
+    on = "k.exchange = {0}.exchange AND k.symbol = {0}.symbol AND k.timeframe = {0}.timeframe"
+    kind = "CASE e.kind " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in KINDS.items() if v) + " END"
+    return (
+        "SELECT k.sid, 0 AS kind, c.ts, c.open AS x1, c.high AS x2, c.low AS x3, c.close AS x4, c.volume AS x5, "
+        f"c.quote_volume AS x6 FROM ({candles_sql(plans)}) c JOIN {ids} ON {on.format('c')} "
+        f"UNION ALL SELECT k.sid, {kind}, e.ts, e.v1, e.v2, e.v3, e.v4, e.v5, e.v6 "
+        f"FROM ({extras_sql(plans, options=options, sentiment_source=sentiment_source)}) e "
+        f"JOIN {ids} ON {on.format('e')}"
+    )
+
+
+def job_input_frame(candles: pd.DataFrame, extras: pd.DataFrame | None, keys: Sequence[GroupKey]) -> pd.DataFrame:
+    """INPUT_SCHEMA rows from frames shaped like build's candles / extras reads (tests, benches)."""
+    import pandas as pd
+
+    sid = {k: i for i, k in enumerate(keys)}
+
+    def ids(df: pd.DataFrame) -> Any:
+        return [sid[(str(a), str(b), str(c))] for a, b, c in zip(df["exchange"], df["symbol"], df["timeframe"],
+                                                                  strict=True)]
+
+    qv = candles["quote_volume"] if "quote_volume" in candles.columns else float("nan")
+    parts = [pd.DataFrame({"sid": ids(candles), "kind": 0, "ts": candles["ts"], "x1": candles["open"],
+                           "x2": candles["high"], "x3": candles["low"], "x4": candles["close"],
+                           "x5": candles["volume"], "x6": qv})]
+    if extras is not None and len(extras):
+        e = {"sid": ids(extras), "kind": extras["kind"].map(KINDS), "ts": extras["ts"]}
+        e.update({f"x{i}": extras[f"v{i}"] for i in range(1, 7)})
+        parts.append(pd.DataFrame(e))
+    out = pd.concat(parts, ignore_index=True)
+    for c in [f"x{i}" for i in range(1, 7)]:
+        out[c] = out[c].astype("float64")
+    out["sid"] = out["sid"].astype("int32")
+    out["kind"] = out["kind"].astype("int32")
+    return out
+
+
+def _str_array(value: str, n: int) -> Any:
+    """n copies of one string as an Arrow utf8 array, from buffers (no Python objects)."""
+    import numpy as np
+    import pyarrow as pa
+
+    raw = value.encode()
+    offsets = (np.arange(n + 1, dtype=np.int64) * len(raw)).astype(np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw * n)])
+
+
+def _nullable(a: Any) -> Any:
+    """A float column with NaN as NULL (what the stage table stores), without a JVM-side projection."""
+    import numpy as np
+    import pyarrow as pa
+
+    nan = np.isnan(a)
+    return pa.array(a, mask=nan) if nan.any() else pa.array(a)
+
+
+def series_batches(
+    batches: Iterator[Any], keys: dict[int, GroupKey], params: LabelParams,
+    write_from: dict[GroupKey, int | None], **compute_kw: Any,
+) -> Iterator[Any]:
+    """The Python side of the job (``mapInArrow``): every series of the partition through
+    ``compute_series``, out as stage rows. A series must lie wholly inside one partition (the job's
+    JDBC read splits by series; :func:`apply_compute` repartitions other sources by sid)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    from entasis.features.build import extras_from_long
+    from entasis.features.compute import compute_series, series_from_arrays
+
+    tables = list(batches)
+    if not tables:
+        return
+    t = pa.Table.from_batches(tables).combine_chunks()
+    if t.num_rows == 0:
+        return
+    schema = _arrow_stage_schema(params.horizons)
+    sid = t.column("sid").to_numpy()
+    kind = t.column("kind").to_numpy()
+    ts_us = t.column("ts").cast(pa.int64()).to_numpy()
+    xs = [t.column(f"x{i}").to_numpy(zero_copy_only=False) for i in range(1, 7)]
+    order = np.lexsort((ts_us, kind, sid))
+    sid_o = sid[order]
+    cuts = np.flatnonzero(np.diff(sid_o)) + 1
+    names = {v: k for k, v in KINDS.items()}
+    for rows in np.split(order, cuts):
+        k = keys[int(sid[rows[0]])]
+        kr = kind[rows]
+        cand = rows[kr == 0]
+        if not len(cand):
+            continue
+        ext = rows[kr != 0]
+        extras = None
+        if len(ext):
+            e = {"kind": [names[int(x)] for x in kind[ext]],
+                 "ts": pd.to_datetime(ts_us[ext], unit="us", utc=True)}
+            e.update({f"v{i}": xs[i - 1][ext] for i in range(1, 7)})
+            extras = extras_from_long(pd.DataFrame(e))
+        o, h, lo, c, v, qv = (x[cand] for x in xs)
+        s = series_from_arrays(k[0], k[1], k[2], ts_us[cand] * 1000, o, h, lo, c, v, qv)
+        float_cols, block, warm, codes = compute_series(s, extras, params, **compute_kw)
+        start = 0
+        wf = write_from.get(k)
+        if wf is not None:
+            start = int(np.searchsorted(s.ts_ns, wf, side="left"))
+        m = len(s.ts_ns) - start
+        if m <= 0:
+            continue
+        fcol = {c: block[j, start:] for j, c in enumerate(float_cols)}
+        arrays: list[Any] = [_str_array(k[0], m), _str_array(k[1], m), _str_array(k[2], m),
+                             pa.array(s.ts_ns[start:] // 1000)]
+        arrays += [_nullable(fcol[c]) for c in registry.SERIES_FEATURES]
+        arrays.append(pa.array(warm[start:]))
+        for c in registry.label_columns(params.horizons):
+            if c.startswith("y_cls_"):
+                cls, unknown = codes[c]
+                arrays.append(pa.array(cls[start:], mask=unknown[start:]))
+            else:
+                arrays.append(_nullable(fcol[c]))
+        yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _arrow_stage_schema(horizons: Sequence[int]) -> Any:
+    import pyarrow as pa
+
+    fields = [pa.field(c, pa.string()) for c in ("exchange", "symbol", "timeframe")]
+    fields.append(pa.field("ts_us", pa.int64()))
+    fields += [pa.field(c, pa.float64()) for c in registry.SERIES_FEATURES]
+    fields.append(pa.field("warmup", pa.bool_()))
+    for c in registry.label_columns(horizons):
+        fields.append(pa.field(c, pa.int16() if c.startswith("y_cls_") else pa.float64()))
+    return pa.schema(fields)
+
+
 def apply_compute(
-    candles: DataFrame,
-    extras: DataFrame | None,
+    inputs: DataFrame,
+    keys: dict[int, GroupKey],
     params: LabelParams,
     write_from: dict[GroupKey, int | None] | None = None,
+    *,
+    partitioned_by_series: bool = False,
     **compute_kw: Any,
 ) -> DataFrame:
-    """``compute`` per (exchange, symbol, timeframe) on Spark: ``applyInPandas``, cogrouped with extras."""
-    fn = make_group_fn(params, write_from or {}, **compute_kw)
-    schema = output_schema(params.horizons)
-    if extras is None:
-        return candles.groupBy(*KEYS).applyInPandas(lambda key, pdf: fn(key, pdf, None), schema)
-    return candles.groupBy(*KEYS).cogroup(extras.groupBy(*KEYS)).applyInPandas(fn, schema)
+    """``compute`` per series on Spark: ``mapInArrow`` over INPUT_SCHEMA rows, stage rows out.
+
+    Arrow both ways and no pandas: ids and numbers go in (no key strings per row), the stage's
+    columns come out with NULLs already made (no JVM projection after). No shuffle when the source
+    is ``partitioned_by_series`` (the job's JDBC read is); otherwise one ``repartition(sid)``.
+    """
+    wf = write_from or {}
+    src = inputs if partitioned_by_series else inputs.repartition(
+        max(1, inputs.sparkSession.sparkContext.defaultParallelism), "sid")
+    return src.mapInArrow(lambda it: series_batches(it, keys, params, wf, **compute_kw),
+                          stage_schema(params.horizons))
 
 
-def to_stage_columns(out: DataFrame, horizons: Sequence[int]) -> DataFrame:
-    """Rows as the staging table takes them: ts as epoch microseconds (no time-zone games), NaN -> NULL."""
+def apply_cross(inputs: DataFrame) -> DataFrame:
+    """The cross-sectional pass on Spark: rows grouped by (exchange, timeframe, 30-day bucket of ts)
+    so each timestamp's rows meet in one group; ``cross.cross_sectional`` per group (Arrow in/out)."""
     from pyspark.sql import functions as F
 
-    cols: list[Any] = [F.col(k) for k in KEYS] + [F.unix_micros(F.col("ts")).alias("ts_us")]
-    null = F.lit(None).cast("double")
-    for c in registry.FEATURE_COLUMNS:
-        cols.append(F.nanvl(F.col(c), null).alias(c))
-    cols.append(F.col("warmup"))
-    for c in registry.label_columns(horizons):
-        cols.append(F.col(c) if c.startswith("y_cls_") else F.nanvl(F.col(c), null).alias(c))
-    return out.select(*cols)
+    bucketed = inputs.withColumn("_bucket", F.floor(F.unix_seconds(F.col("ts")) / F.lit(30 * 86_400)))
+    return bucketed.groupBy("exchange", "timeframe", "_bucket").applyInArrow(_cross_table, cross_schema())
 
 
-def read_jdbc(spark: SparkSession, sql: str, *, partitions: int = 1, settings: Settings | None = None) -> DataFrame:
-    """A SQL query as a Spark DataFrame, split into ``partitions`` reads by series hash."""
+def _cross_table(t: Any) -> Any:
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    from entasis.features.cross import INPUTS, cross_sectional
+
+    df = pd.DataFrame({c: t.column(c).to_pandas() for c in [*registry.KEY_COLUMNS, *INPUTS]})
+    xs = cross_sectional(df)
+    ts_us = pd.DatetimeIndex(pd.to_datetime(xs["ts"], utc=True)).as_unit("us").asi8
+    arrays = [pa.array(xs[c].astype(str).to_numpy(), pa.string()) for c in ("exchange", "symbol", "timeframe")]
+    arrays.append(pa.array(ts_us, pa.int64()))
+    arrays += [_nullable(xs[c].to_numpy(dtype=np.float64)) for c in registry.CROSS_FEATURES]
+    return pa.Table.from_arrays(arrays, names=["exchange", "symbol", "timeframe", "ts_us",
+                                               *registry.CROSS_FEATURES])
+
+
+def read_jdbc(spark: SparkSession, sql: str, *, partitions: int = 1, settings: Settings | None = None,
+              split_column: str | None = None) -> DataFrame:
+    """A SQL query as a Spark DataFrame, split into ``partitions`` reads by series (an integer
+    ``split_column``, else a hash of symbol and timeframe): each series lands in one partition."""
     from entasis.store.db import jdbc_target
 
     url, props = jdbc_target(settings)
@@ -171,7 +348,10 @@ def read_jdbc(spark: SparkSession, sql: str, *, partitions: int = 1, settings: S
     if partitions <= 1:
         return spark.read.jdbc(url, table, properties=props)
     n = int(partitions)
-    preds = [f"((hashtext(symbol || '|' || timeframe)::bigint % {n}) + {n}) % {n} = {i}" for i in range(n)]
+    if split_column is not None:
+        preds = [f"{split_column} % {n} = {i}" for i in range(n)]
+    else:
+        preds = [f"((hashtext(symbol || '|' || timeframe)::bigint % {n}) + {n}) % {n} = {i}" for i in range(n)]
     return spark.read.jdbc(url, table, predicates=preds, properties=props)
 
 
@@ -184,25 +364,30 @@ def compute_to_stage(
     sentiment_source: str,
     settings: Settings | None = None,
     spark: SparkSession | None = None,
+    cross_stage: str | None = None,
 ) -> float:
-    """Compute the planned series on Spark into ``features.<stage>``; returns Spark start-up seconds."""
+    """Both passes on Spark: per-series rows into ``features.<stage>``, then (when ``cross_stage``
+    is given) the cross-sectional columns into ``features.<cross_stage>``. Returns start-up seconds."""
+    from entasis.features.build import cross_inputs_sql
     from entasis.store.db import jdbc_target
 
     own = spark is None
     t0 = time.perf_counter()
     session = spark if spark is not None else spark_session(settings)
     startup = time.perf_counter() - t0 if own else 0.0
+    url, props = jdbc_target(settings)
+    wprops = {**props, "batchsize": "10000", "reWriteBatchedInserts": "true"}
     try:
         parts = max(1, min(len(plans), session.sparkContext.defaultParallelism))
-        candles = read_jdbc(session, candles_sql(plans), partitions=parts, settings=settings)
-        extras = read_jdbc(session, extras_sql(plans, options=options, sentiment_source=sentiment_source),
-                           settings=settings)
-        out = to_stage_columns(apply_compute(candles, extras, params, _write_from(plans)), params.horizons)
-        url, props = jdbc_target(settings)
-        out.write.jdbc(
-            url, f"features.{stage}", mode="overwrite",
-            properties={**props, "batchsize": "10000", "reWriteBatchedInserts": "true"},
-        )
+        sql = job_input_sql(plans, options=options, sentiment_source=sentiment_source)
+        inputs = read_jdbc(session, sql, partitions=parts, settings=settings, split_column="sid")
+        keys = {i: p.key for i, p in enumerate(plans)}
+        out = apply_compute(inputs, keys, params, _write_from(plans), partitioned_by_series=True)
+        out.write.jdbc(url, f"features.{stage}", mode="overwrite", properties=wprops)
+        xsql = cross_inputs_sql(plans, stage) if cross_stage else None
+        if xsql is not None:
+            xin = read_jdbc(session, xsql, settings=settings)
+            apply_cross(xin).write.jdbc(url, f"features.{cross_stage}", mode="overwrite", properties=wprops)
     finally:
         if own:
             session.stop()

@@ -91,7 +91,11 @@ def load_bars(
     all_cols = table_columns(conn, BARS_TABLE)
     if not all_cols:
         raise RuntimeError("features.bars does not exist; run `entasis db upgrade`")
-    cols = list(columns) if columns is not None else all_cols
+    if columns is None:  # registry order (migrations append columns to the table), then the rest
+        lead = [*registry.KEY_COLUMNS, *registry.FEATURE_COLUMNS, registry.WARMUP_COLUMN]
+        cols = [c for c in lead if c in all_cols] + [c for c in all_cols if c not in lead]
+    else:
+        cols = list(columns)
     unknown = [c for c in cols if c not in all_cols]
     if unknown:
         raise ValueError(f"features.bars has no column(s) {unknown}")

@@ -56,8 +56,16 @@ def _assert_frames_equal(a: pd.DataFrame, b: pd.DataFrame) -> None:
                                        rtol=1e-9, atol=1e-12, err_msg=c)
 
 
+def _from_stage(df: pd.DataFrame) -> pd.DataFrame:
+    """Stage rows (ts as epoch microseconds) back into a computed frame's shape."""
+    df = df.copy()
+    df.insert(3, "ts", pd.to_datetime(df.pop("ts_us"), unit="us", utc=True))
+    return df
+
+
 def test_spark_and_pandas_give_identical_frames_on_real_candles(spark: Any, shared_data: Path) -> None:
-    from entasis.features.spark_job import apply_compute
+    from entasis.features.cross import INPUTS, cross_sectional
+    from entasis.features.spark_job import apply_compute, apply_cross, job_input_frame
 
     c = pd.concat([candles(shared_data, p, "1d") for p in ("BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT")]
                   + [candles(shared_data, "XMRUSDT", "1d", rows=30)], ignore_index=True)
@@ -68,18 +76,29 @@ def test_spark_and_pandas_give_identical_frames_on_real_candles(spark: Any, shar
     for col in EXTRA_COLUMNS[6:]:
         ext[col] = np.nan
     ext = ext[EXTRA_COLUMNS]
-    sc = spark.createDataFrame(c.drop(columns=["quote_volume"]).assign(quote_volume=np.nan))
-    se = spark.createDataFrame(ext)
-    got = pd.DataFrame(apply_compute(sc, se, P).toPandas())
+    keys = sorted({(str(a), str(b), str(t)) for a, b, t in zip(c["exchange"], c["symbol"], c["timeframe"],
+                                                                strict=True)})
+    sdf = spark.createDataFrame(job_input_frame(c, ext, keys))  # arbitrary partitions: apply_compute regroups
+    got = _from_stage(apply_compute(sdf, dict(enumerate(keys)), P).toPandas())
     want = compute_many(c, {("binance", "BTC/USDT", "1d"): Extras(funding=fund[["ts", "funding_rate"]])},
                         labels=P)
-    got["ts"] = pd.to_datetime(got["ts"], utc=True)
     _assert_frames_equal(got, want)
     assert want.loc[want["symbol"] == "BTC/USDT", "funding_rate"].notna().sum() > 1000
-    # the plain applyInPandas path (no extras) gives the same frame too
-    plain = pd.DataFrame(apply_compute(sc, None, P).toPandas())
-    plain["ts"] = pd.to_datetime(plain["ts"], utc=True)
-    _assert_frames_equal(plain, compute_many(c, labels=P))
+    # without extras too, and with a write_from cut (the incremental path)
+    cut = pd.Timestamp("2022-01-01", tz="UTC")
+    wf = {k: (cut.value if k[1] == "ETH/USDT" else None) for k in keys}
+    plain = _from_stage(apply_compute(spark.createDataFrame(job_input_frame(c, None, keys)),
+                                      dict(enumerate(keys)), P, wf).toPandas())
+    ref = compute_many(c, labels=P)
+    ref = ref[(ref["symbol"] != "ETH/USDT") | (ref["ts"] >= cut)]
+    _assert_frames_equal(plain, ref)
+
+    # the second pass: Spark's grouping by timestamp bucket == the pandas function on everything
+    inputs = want[[*registry.KEY_COLUMNS, *INPUTS]]
+    xs = _from_stage(apply_cross(spark.createDataFrame(inputs)).toPandas())
+    want_xs = cross_sectional(inputs)
+    assert want_xs["xs_rank_ret_30d"].notna().sum() > 3000
+    _assert_frames_equal(xs, want_xs)
 
 
 def _checksum() -> str:
@@ -130,6 +149,12 @@ def test_spark_job_incremental_equals_full_and_is_idempotent(spark: Any, db_url:
                              "AND ts = '2021-05-31T00:00:00Z'").fetchone()
         stages = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'features' "
                               "AND tablename LIKE '\\_stage%'").fetchone()
+        xs = conn.execute("SELECT count(*), count(xs_rank_ret_7d), count(mkt_breadth_50), count(btc_qv_share) "
+                          "FROM features.bars WHERE timeframe = '1d' AND symbol NOT LIKE '%:%' "
+                          "AND NOT warmup").fetchone()
+        perp_xs = conn.execute("SELECT count(xs_rank_ret_7d) FROM features.bars WHERE symbol LIKE '%:%'").fetchone()
+    assert xs is not None and xs[0] > 2000 and xs[1] == xs[2] == xs[3] > 2000  # BTC and ETH spot daily
+    assert perp_xs == (0,)
     assert row is not None and row[0] == pytest.approx(0.0005, rel=1e-9)
     assert row[1] == 0.7 and eth == (0.95,) and early == (None,)  # by underlying, as of the close
     assert row[2] is not None and row[3] is not None

@@ -15,7 +15,7 @@ from entasis.features.compute import Extras, LabelParams, compute
 from ._data import candles, funding
 
 PARAMS = LabelParams(horizons=(7, 30))
-FEATS = [*registry.FEATURE_COLUMNS, "warmup"]
+FEATS = [*registry.SERIES_FEATURES, "warmup"]
 
 
 def _same(a: pd.DataFrame, b: pd.DataFrame, cols: list[str]) -> None:
@@ -60,12 +60,13 @@ def test_bounded_history_reproduces_the_full_computation(shared_data: Path) -> N
     B, W = 512, 200
     kw: dict[str, Any] = {"labels": PARAMS, "block_bars": B, "warmup_bars": W}
     full = compute(c, **kw)
-    cols = registry.output_columns(PARAMS.horizons)
+    cols = registry.series_columns(PARAMS.horizons)
     step = pd.Timedelta("1h")
+    history = registry.history_bars("1h") * step  # ret_90d reaches further back than the warm-up
     for tail in (c["ts"].iloc[2500], c["ts"].iloc[4100], c["ts"].iloc[5990]):
         ns = tail.value
         block_start = pd.Timestamp((ns // (B * step.value)) * B * step.value, tz="UTC")
-        part_in = c[c["ts"] >= block_start - W * step]
+        part_in = c[c["ts"] >= min(block_start - W * step, block_start - history)]
         part = compute(part_in, **kw)
         keep_full = full[full["ts"] >= block_start].reset_index(drop=True)
         keep_part = part[part["ts"] >= block_start].reset_index(drop=True)
@@ -94,3 +95,43 @@ def test_bad_block_size_is_refused(bad: int) -> None:
     c = pd.DataFrame({"ts": ts, "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0})
     with pytest.raises(ValueError, match="block_bars"):
         compute(c, timeframe="1d", labels=PARAMS, block_bars=bad if bad else -5)
+
+
+def _universe(shared: Path, rows: int | None = None) -> pd.DataFrame:
+    pairs = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT")
+    return pd.concat([candles(shared, p, "1d", rows=rows) for p in pairs], ignore_index=True)
+
+
+def test_cross_sectional_features_use_only_their_own_bar(shared_data: Path) -> None:
+    """Truncating the universe at t (every asset's candles up to t) leaves the row at t unchanged."""
+    from entasis.features.compute import compute_universe
+
+    u = _universe(shared_data)
+    full = compute_universe(u, labels=PARAMS)
+    assert full["xs_rank_ret_30d"].notna().sum() > 3000 and full["btc_qv_share"].notna().sum() > 1000
+    days = sorted(u["ts"].unique())
+    for t in [days[i] for i in (5, 95, 400, len(days) // 2, len(days) - 1)]:
+        cut = compute_universe(u[u["ts"] <= t], labels=PARAMS)
+        a = full[full["ts"] == t].sort_values("symbol").reset_index(drop=True)
+        b = cut[cut["ts"] == t].sort_values("symbol").reset_index(drop=True)
+        assert len(a) == len(b) > 0
+        _same(a, b, [*registry.FEATURE_COLUMNS, "warmup"])
+
+
+def test_cross_sectional_pass_on_a_tail_equals_the_full_pass(shared_data: Path) -> None:
+    """What the incremental build does: the pass over rows at or after a cutoff, given in any order,
+    gives the full pass's bits for those rows (absent earlier bars and assets change nothing)."""
+    from entasis.features.compute import compute_many
+    from entasis.features.cross import cross_sectional
+
+    u = _universe(shared_data)
+    per = compute_many(u, labels=PARAMS)
+    full = cross_sectional(per)
+    cutoff = pd.Timestamp("2022-03-01", tz="UTC")
+    tail = per[per["ts"] >= cutoff].sample(frac=1.0, random_state=3)  # shuffled rows
+    part = cross_sectional(tail)
+    key = registry.KEY_COLUMNS
+    a = full[full["ts"] >= cutoff].sort_values(key).reset_index(drop=True)
+    b = part.sort_values(key).reset_index(drop=True)
+    assert len(a) == len(b) > 1000
+    _same(a, b, registry.CROSS_FEATURES)
