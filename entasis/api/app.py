@@ -59,6 +59,7 @@ class Serving:
     def __init__(self, settings: Settings, store: ReaderStore, cache: Cache) -> None:
         self.settings, self.store, self.cache = settings, store, cache
         self.horizons = list(settings.labels.horizons)
+        self._has_vol = False
 
     async def cached(self, parts: tuple[object, ...], compute: Callable[[], Awaitable[Any]]) -> Response:
         """The response for ``parts`` under the current generation, computing and storing it on a miss."""
@@ -71,9 +72,15 @@ class Serving:
         await self.cache.set(key, body)
         return _json(body)
 
-    async def volatility(self, asset: str, horizon: int) -> dict[str, Any] | None:
-        """The published volatility forecast beside a prediction; None: no volatility forecast is published."""
-        return None
+    async def volatility(self, asset: str, horizon: int, as_of: datetime) -> dict[str, Any] | None:
+        """The volatility forecast published for the same (asset, horizon, as_of) in ml.vol_forecasts;
+        None when none was published (or the store predates that table)."""
+        if not self._has_vol:
+            rows = await self.store.fetch("SELECT to_regclass('ml.vol_forecasts') IS NOT NULL")
+            self._has_vol = bool(rows and rows[0][0])
+            if not self._has_vol:
+                return None
+        return await service.volatility_forecast(self.store, asset, horizon, as_of)
 
     async def asset(self, value: str) -> str:
         gen = await self.store.generation()
@@ -192,7 +199,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 async def _predict(sv: Serving, asset: str, h: int) -> dict[str, Any]:
-    return await service.latest_prediction(sv.store, asset, h, volatility=await sv.volatility(asset, h))
+    return await service.latest_prediction(sv.store, asset, h, volatility=sv.volatility)
 
 
 async def _metrics_snapshot(sv: Serving) -> dict[str, Any]:

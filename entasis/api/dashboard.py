@@ -113,10 +113,16 @@ def volatility_figure(latest: list[dict[str, Any]]) -> dict[str, Any] | None:
     with_vol = [p for p in latest if p.get("volatility_forecast")]
     if not with_vol:
         return None
-    vols = [p["volatility_forecast"].get("annualized_vol") for p in with_vol]
-    return {"data": [{"type": "bar", "name": "annualized vol", "x": [p["timeframe"] for p in with_vol], "y": vols,
-                      "marker": {"color": "#9467bd"}}],
-            "layout": _layout("Volatility forecast (annualized)", yaxis={"title": {"text": "vol"}})}
+    x = [p["timeframe"] for p in with_vol]
+    vf = [p["volatility_forecast"] for p in with_vol]
+    data = [{"type": "bar", "name": "forecast (annualized)", "x": x, "y": [v["annualized_vol"] for v in vf],
+             "text": [f"±1σ {v['price_low_1sd']:.2f}–{v['price_high_1sd']:.2f}" for v in vf],
+             "marker": {"color": "#9467bd"}}]
+    if any(v.get("realized_vol") is not None for v in vf):
+        data.append({"type": "bar", "name": "realized", "x": x, "y": [v.get("realized_vol") for v in vf],
+                     "marker": {"color": "#c5b0d5"}})
+    return {"data": data, "layout": _layout("Volatility forecast (annualized) and ±1σ price range",
+                                            barmode="group", yaxis={"title": {"text": "vol"}})}
 
 
 async def _asset_page(sv: Serving, asset: str, horizon: int) -> str:
@@ -126,7 +132,7 @@ async def _asset_page(sv: Serving, asset: str, horizon: int) -> str:
     latest = []
     for h in sv.horizons:
         try:
-            latest.append(await service.latest_prediction(st, asset, h, volatility=await sv.volatility(asset, h)))
+            latest.append(await service.latest_prediction(st, asset, h, volatility=sv.volatility))
         except service.NoPrediction:
             continue
     hist = await service.history(st, asset, horizon, limit=100_000)

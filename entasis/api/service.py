@@ -7,7 +7,7 @@ stored it, with the registry facts ``ml.champions`` recorded beside it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -115,20 +115,43 @@ def skill(test_accuracy: Any, best_baseline: Any, best_baseline_accuracy: Any,
             "beats_baseline": beats}
 
 
+_VOL_SQL = """
+SELECT model, vol_annualized, vol_horizon, ref_price, expected_move, price_low_1sd, price_high_1sd,
+       realized_vol, published_at
+FROM ml.vol_forecasts WHERE asset = %(asset)s AND horizon = %(h)s AND as_of = %(as_of)s
+"""
+
+
+async def volatility_forecast(store: ReaderStore, asset: str, horizon: int,
+                              as_of: datetime) -> dict[str, Any] | None:
+    """The row ml.vol_forecasts holds for this prediction's (asset, horizon, as_of), or None."""
+    rows = await store.fetch(_VOL_SQL, {"asset": asset, "h": horizon, "as_of": as_of})
+    if not rows:
+        return None
+    model, ann, hv, ref, move, lo, hi, realized, pub = rows[0]
+    return {"model": model, "annualized_vol": _float(ann), "horizon_vol": _float(hv), "ref_price": _float(ref),
+            "expected_move": _float(move), "price_low_1sd": _float(lo), "price_high_1sd": _float(hi),
+            "realized_vol": _float(realized), "published_at": pub}
+
+
+VolatilityLookup = Callable[[str, int, datetime], Awaitable["dict[str, Any] | None"]]
+
+
 async def latest_prediction(store: ReaderStore, asset: str, horizon: int,
-                            volatility: dict[str, Any] | None = None) -> dict[str, Any]:
+                            volatility: VolatilityLookup | None = None) -> dict[str, Any]:
     rows = await store.fetch(_LATEST_SQL, {"asset": asset, "h": horizon})
     if not rows:
         raise NoPrediction(f"no published prediction for {asset} at {timeframe_label(horizon)}")
     (a, h, as_of, mv, cls, pb, pn, pu, conf, level, target, factors, run_id, dhash, pub,
      c_scope, trained, promoted, c_unproven, acc, base_name, base_acc, beats, h_scope, h_unproven, cur) = rows[0]
+    vol = None if volatility is None else await volatility(a, int(h), as_of)
     unproven = c_unproven if c_scope is not None else h_unproven
     return {
         "asset_symbol": a, "timeframe": timeframe_label(h), "horizon_days": int(h),
         "predicted_class": class_name(int(cls)), "confidence": _float(conf), "confidence_level": level,
         "probabilities": {"bearish": _float(pb), "neutral": _float(pn), "bullish": _float(pu)},
         "factors": factors or [],
-        "volatility_forecast": volatility,
+        "volatility_forecast": vol,
         "model": {
             "version": mv, "run_id": run_id, "scope": c_scope or h_scope,
             "unproven": unproven, "trained_at": trained, "promoted_at": promoted,

@@ -1,9 +1,9 @@
-"""The API's read-only view of the store: a small async connection pool as ``entasis_reader``.
+"""The API's read-only view of the store: a few async connections as ``entasis_reader``.
 
 The API never writes and never migrates; it connects with the analysts' role, so a bug here cannot
 change what the pipeline published. A database that is down, restarting or unreachable surfaces as
-:class:`DatabaseUnavailable` (the app answers 503 with its reason) and the pool reconnects by itself
-once the server is back; a connection broken by a restart is discarded and the query retried once on
+:class:`DatabaseUnavailable` (the app answers 503 with its reason); the next request after the server
+is back reconnects, and a connection broken by a restart is discarded and the query retried once on
 a fresh one.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from psycopg_pool import AsyncConnectionPool
+    import psycopg
 
     from entasis.config import Settings
 
@@ -50,42 +50,72 @@ def _safe_reason(err: BaseException) -> str:
 
 
 class ReaderStore:
-    """Async queries against ml.* through a pool that survives database restarts."""
+    """Async queries against ml.* over a few reused connections, with no background reconnect loop.
+
+    Connections are opened on demand and kept while healthy; one that breaks is dropped. So while the
+    server is down each request fails fast (503) and the first request after it is back reconnects:
+    recovery takes no backoff schedule, however long the outage was.
+    """
 
     def __init__(self, url: str, *, pool_size: int = 8, timeout_s: float = 2.0) -> None:
-        from psycopg_pool import AsyncConnectionPool
+        import asyncio
 
-        self._pool: AsyncConnectionPool = AsyncConnectionPool(
-            url, min_size=1, max_size=max(1, pool_size), open=False, timeout=timeout_s,
-            kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout_s))},
-            reconnect_timeout=3600.0, name="entasis-api",
-        )
+        self._url, self._timeout = url, timeout_s
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._slots = asyncio.Semaphore(max(1, pool_size))
 
     async def open(self) -> None:
-        await self._pool.open(wait=False)
+        """Nothing to do up front: the API starts even while the store is down."""
 
     async def close(self) -> None:
-        await self._pool.close()
+        while self._idle:
+            await self._idle.pop().close()
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        import asyncio
+
+        import psycopg
+
+        try:
+            return await asyncio.wait_for(psycopg.AsyncConnection.connect(self._url, autocommit=True),
+                                          timeout=self._timeout)
+        except TimeoutError:
+            raise DatabaseUnavailable(f"no connection within {self._timeout:g}s") from None
+        except psycopg.Error as e:
+            raise DatabaseUnavailable(f"cannot connect: {_safe_reason(e)}") from None
 
     async def fetch(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of one read query; DatabaseUnavailable when the server cannot answer."""
-        import psycopg
-        from psycopg_pool import PoolTimeout
+        import asyncio
 
-        for attempt in (1, 2):
-            try:
-                async with self._pool.connection() as conn:
+        import psycopg
+
+        try:
+            await asyncio.wait_for(self._slots.acquire(), timeout=self._timeout)
+        except TimeoutError:
+            raise DatabaseUnavailable(f"all {len(self._idle)} connections busy for {self._timeout:g}s") from None
+        try:
+            for attempt in (1, 2):
+                reused = bool(self._idle)
+                conn = self._idle.pop() if reused else await self._connect()
+                try:
                     cur = await conn.execute(sql, params)  # type: ignore[arg-type]  # fixed SQL from this package
-                    return await cur.fetchall()
-            except PoolTimeout as e:
-                raise DatabaseUnavailable(f"database unreachable: {_safe_reason(e)}") from None
-            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
-                # A connection broken by a server restart is discarded by the pool; retry once on a new one.
-                if attempt == 1:
-                    log.info("api store: retrying after a connection error: %s", _safe_reason(e))
-                    continue
-                raise DatabaseUnavailable(f"database error: {_safe_reason(e)}") from None
-        raise AssertionError("unreachable")  # pragma: no cover
+                    rows = await cur.fetchall()
+                except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                    await conn.close()
+                    # An idle connection broken by a server restart: retry once on a fresh one.
+                    if attempt == 1 and reused:
+                        log.info("api store: reconnecting after: %s", _safe_reason(e))
+                        continue
+                    raise DatabaseUnavailable(f"database error: {_safe_reason(e)}") from None
+                except BaseException:
+                    await conn.close()
+                    raise
+                self._idle.append(conn)
+                return rows
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            self._slots.release()
 
     async def generation(self) -> int:
         """ml.serving_state's generation: changes with every write to ml.predictions / ml.champions."""

@@ -21,6 +21,7 @@ from tests.unit.api.servers import api_server, get, post, redis_server
 
 PREDICT = "/api/v1/ml/predict"
 CLASSES = ("bearish", "neutral", "bullish")
+VOL_FIELDS = ("annualized_vol", "expected_move", "price_low_1sd", "price_high_1sd")
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +41,17 @@ def redis_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module", params=["redis", "memory"])
-def api(request: pytest.FixtureRequest, store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def servers(store: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Two API servers on the same store: one caching in Redis, one in process."""
     home = tmp_path_factory.mktemp("api_home")
-    redis = request.getfixturevalue("redis_url") if request.param == "redis" else None
-    with api_server(store, redis_url=redis, home=home) as base:
-        yield base
+    with api_server(store, redis_url=redis_url, home=home) as with_redis, api_server(store, home=home) as in_memory:
+        yield {"redis": with_redis, "memory": in_memory}
+
+
+@pytest.fixture(params=["redis", "memory"])
+def api(request: pytest.FixtureRequest, servers: dict[str, str]) -> str:
+    return servers[request.param]
 
 
 def _latest(url: str, asset: str, h: int) -> tuple:
@@ -53,6 +59,16 @@ def _latest(url: str, asset: str, h: int) -> tuple:
         return conn.execute(
             "SELECT as_of, model_version, predicted_class, p_bearish, p_neutral, p_bullish, confidence, target_date "
             "FROM ml.predictions WHERE asset = %s AND horizon = %s ORDER BY as_of DESC LIMIT 1", (asset, h)).fetchone()
+
+
+def _vol(url: str, asset: str, h: int, as_of: datetime) -> dict | None:
+    """What ml.vol_forecasts holds for this prediction (None where the store has no such table or row)."""
+    with psycopg.connect(url) as conn:
+        if not conn.execute("SELECT to_regclass('ml.vol_forecasts') IS NOT NULL").fetchone()[0]:
+            return None
+        row = conn.execute("SELECT vol_annualized, expected_move, price_low_1sd, price_high_1sd FROM ml.vol_forecasts "
+                           "WHERE asset = %s AND horizon = %s AND as_of = %s", (asset, h, as_of)).fetchone()
+    return None if row is None else dict(zip(VOL_FIELDS, row, strict=True))
 
 
 def _iso(t: datetime) -> str:
@@ -78,7 +94,10 @@ def test_predict_serves_the_latest_published_row(api: str, store: str) -> None:
             assert skill["beats_baseline"] is False
             assert skill["accuracy_vs_baseline"] == pytest.approx(0.36 - 0.38)
             assert body["factors"] and {"feature", "value", "contribution"} <= set(body["factors"][0])
-            assert body["volatility_forecast"] is None  # no volatility forecast is published (see README)
+            vol, want = body["volatility_forecast"], _vol(store, asset, h, as_of)
+            assert (vol is None) == (want is None)
+            if want is not None:
+                assert {k: vol[k] for k in VOL_FIELDS} == want
 
 
 def test_second_request_is_a_cache_hit_with_the_same_body(api: str) -> None:
@@ -249,13 +268,14 @@ def test_metrics_series(api: str, store: str) -> None:
     assert hist and s[hist[0]] >= 1
 
 
-def test_dashboard_renders_in_headless_chromium(api: str, tmp_path: Path) -> None:
+def test_dashboard_renders_in_headless_chromium(servers: dict[str, str], tmp_path: Path) -> None:
     """Every page loads in a real browser with no console errors and its plotly charts drawn."""
     from tests.unit.api.browser import chromium
 
     shots = Path(__file__).resolve().parents[2] / "reports" / "api"
     shots.mkdir(parents=True, exist_ok=True)
-    pages = [("/", 3)] + [(f"/assets/{a.replace('/', '-')}?horizon={h}d", 4) for a in seed.ASSETS for h in (7, 30)]
+    api = servers["memory"]
+    pages = [("/", 3), ("/assets/BTC-USDT?horizon=7d", 4), ("/assets/ETH-USDT?horizon=30d", 4)]
     with chromium(tmp_path) as browser:
         for path, min_charts in pages:
             browser.get(api + path)
