@@ -57,6 +57,7 @@ class PublishSummary:
     unchanged: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     champions_recorded: int = 0
+    vol: dict[str, Any] = field(default_factory=dict)  # entasis.publish.volatility.VolSummary.as_dict()
 
     @property
     def published(self) -> int:
@@ -67,6 +68,7 @@ class PublishSummary:
             "as_of": self.as_of.isoformat(), "published": self.published, "inserted": self.inserted,
             "updated": self.updated, "unchanged": self.unchanged, "champions_recorded": self.champions_recorded,
             "skipped": [{"asset": s.asset, "horizon": s.horizon, "reason": s.reason} for s in self.skipped],
+            "vol": self.vol,
         }
 
 
@@ -125,6 +127,7 @@ def publish_predictions(
     top_k: int | None = None,
     max_stale_bars: int = 3,
     settings: Settings | None = None,
+    volatility: bool = True,
 ) -> PublishSummary:
     """Predict and upsert one row per (asset, horizon) for the latest bar complete at ``as_of``.
 
@@ -133,6 +136,8 @@ def publish_predictions(
     None; default the MLflow registry's @champion. An asset whose newest complete bar closed more than
     ``max_stale_bars`` bars before ``as_of`` is skipped (features are behind), as is an (asset,
     horizon) without a champion or whose bar lacks the history the model needs; the summary says why.
+    ``volatility``: also publish the volatility forecast of every written key to ml.vol_forecasts
+    (``entasis.publish.volatility``; a key it cannot forecast is listed in ``summary.vol``).
     """
     import numpy as np
     import pandas as pd
@@ -241,6 +246,12 @@ def publish_predictions(
         res = upsert_frame(conn, PREDICTIONS_TABLE, df, PREDICTION_KEY)
         summary.inserted, summary.updated, summary.unchanged = res.inserted, res.updated, res.unchanged
         summary.keys = [(r["asset"], r["horizon"], r["as_of"], r["model_version"]) for r in rows]
+    if volatility:
+        from entasis.publish.volatility import publish_vol_forecasts
+
+        summary.vol = publish_vol_forecasts(
+            conn, [(a, h, t) for a, h, t, _ in summary.keys], now=now, exchange=exchange,
+            universe=assets, published_at=pub_fixed).as_dict()
     for sk in summary.skipped:
         log.warning("publish: skipped %s h=%s: %s", sk.asset, sk.horizon, sk.reason)
     log.info("publish: %s", summary.as_dict())
