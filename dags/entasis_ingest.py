@@ -5,6 +5,7 @@ Collects, for the configured universe (`ENTASIS_UNIVERSE__*`), up to the end of 
 interval (never the wall clock):
 
 * spot candles at every configured timeframe (closed bars only; the bar in progress is never stored),
+  and the configured perpetuals' candles at the same timeframes (for the `perp_basis` feature),
 * perpetual funding-rate history and open interest,
 * a Deribit option-chain snapshot per configured currency, then its smile/Heston surface.
 

@@ -44,7 +44,11 @@ def _series_summary(results: list[Any]) -> dict[str, Any]:
 
 
 def ingest_candles(*, until: datetime | None) -> dict[str, Any]:
-    """Spot candles for every configured symbol and timeframe, closed bars before ``until``."""
+    """Spot and perpetual candles for every configured symbol and timeframe, closed bars before ``until``.
+
+    The perpetuals' candles (``universe.perp_symbols`` on ``universe.perp_exchange``) are what
+    ``perp_basis`` (perp close / spot close - 1) is computed from.
+    """
     from entasis.collect.candles import collect_candles
     from entasis.config import get_settings
 
@@ -55,6 +59,8 @@ def ingest_candles(*, until: datetime | None) -> dict[str, Any]:
     results: list[Any] = []
     for tf in u.timeframes:
         results += collect_candles(u.exchange, u.symbols, tf, until=end)
+        if u.perp_symbols:
+            results += collect_candles(u.perp_exchange, u.perp_symbols, tf, until=end)
     return _series_summary(results)
 
 
@@ -175,11 +181,14 @@ def monitor(*, now: datetime | None) -> dict[str, Any]:
 
 
 def build_features(*, full: bool = False) -> dict[str, Any]:
-    """Bring features.bars up to date with the Spark job (incremental from the feature watermark)."""
-    from entasis.features.build import build_features as run_build
+    """Bring features.bars up to date with the Spark job (incremental from the feature watermark).
+
+    The same entry function ``spark_jobs/build_features.py`` runs, so the DAG runs that job.
+    """
+    from entasis.features.spark_job import run_features_job
 
     _use_airflow_store()
-    summary = run_build(full=full, engine="spark")
+    summary = run_features_job(full=full)
     out = _plain(summary)
     log.info("features: %s", {k: v for k, v in out.items() if not isinstance(v, list | dict)})
     return out

@@ -21,12 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from entasis.features.build import build_features
-    from entasis.features.spark_job import spark_session
+    from entasis.features.spark_job import run_features_job, spark_session
 
     spark = spark_session()  # under spark-submit this returns the session it configured
-    try:
-        summary = build_features(full=args.full, timeframes=args.timeframe, symbols=args.symbol, spark=spark)
+    try:  # the same entry function the entasis_features DAG task runs (entasis.jobs.build_features)
+        summary = run_features_job(full=args.full, timeframes=args.timeframe, symbols=args.symbol, spark=spark)
     finally:
         spark.stop()
     print(json.dumps(summary.as_dict(), default=str))

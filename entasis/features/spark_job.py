@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from entasis.features import registry
 from entasis.features.build import (
+    BuildSummary,
     GroupKey,
     GroupPlan,
     _lit,
@@ -88,6 +89,23 @@ def spark_session(
     spark.sparkContext.setLogLevel("ERROR")
     _require_jdbc_driver(spark, jar)
     return spark
+
+
+def run_features_job(
+    *,
+    full: bool = False,
+    timeframes: Sequence[str] | None = None,
+    symbols: Sequence[str] | None = None,
+    spark: SparkSession | None = None,
+    settings: Settings | None = None,
+) -> BuildSummary:
+    """THE features job: the entasis_features DAG task and ``spark_jobs/build_features.py`` both run
+    exactly this (Spark engine; ``settings.spark.master``, i.e. ENTASIS_SPARK_MASTER, picks local or a
+    cluster). ``spark``: a session to use (spark-submit's own); otherwise one is started and stopped."""
+    from entasis.features.build import build_features
+
+    return build_features(full=full, timeframes=timeframes, symbols=symbols, engine="spark", spark=spark,
+                          settings=settings)
 
 
 def _ensure_java() -> None:

@@ -12,7 +12,8 @@ PINNED = [
     "bb_upper_rel", "bb_lower_rel", "bb_pctb", "bb_width", "ema_20_rel", "ema_50_rel", "sma_20_rel",
     "sma_50_rel", "volume_ma_20_ratio", "log_volume", "volume_change", "log_quote_volume",
     "quote_volume_change", "rvol_20", "atr_14_rel", "ret_7d", "ret_30d", "ret_90d",
-    "funding_rate", "funding_rate_7d", "oi_change_24h", "perp_basis", "atm_iv_7d", "atm_iv_30d", "rr25_30d", "bf25_30d", "term_slope", "pc_oi_ratio", "sentiment",
+    "funding_rate", "funding_rate_7d", "oi_change_24h", "perp_basis", "atm_iv_7d", "atm_iv_30d", "rr25_30d",
+    "bf25_30d", "term_slope", "pc_oi_ratio", "sentiment",
     "xs_rank_ret_7d", "xs_rank_ret_30d", "xs_rank_ret_90d", "xs_rank_rvol_20", "rel_btc_ret_7d", "rel_btc_ret_30d",
     "rel_mkt_ret_7d", "rel_mkt_ret_30d", "mkt_ret_1", "mkt_ret_7d", "mkt_rvol_20", "mkt_breadth_50", "btc_qv_share",
 ]
