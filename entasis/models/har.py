@@ -17,7 +17,11 @@ in ``features.bars``). Components, all annualized variances (x 365, daily bars):
 The regression is in logs (variance is right-skewed and multiplicative): log(y_vol²) = b·[1, log
 terms]. exp of a log-forecast is a median, biased low for the mean, and QLIKE punishes under-forecasts
 hardest, so the forecast is multiplied by the QLIKE-optimal constant c = mean(y_var / exp(fit)) of the
-training rows (a closed form, no tuning). The target ``y_vol_{h}d`` is the product's label (population
+training rows (a closed form, no tuning). ``fit="qlike"`` instead minimises mean QLIKE of
+F = exp(b·x) directly (Newton steps from the OLS solution; the loss RV·e^{-bx} + bx is convex in b, so
+this is the Gamma GLM with log link): the forecast is then a conditional mean by construction.
+
+The target ``y_vol_{h}d`` is the product's label (population
 sd of the next h daily log returns, annualized), computed by the same ``features.compute.forward_vol``.
 """
 
@@ -47,6 +51,14 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "har_pk": ("rv_d", "rv_w", "rv_m", "pk_d", "pk_w", "pk_m"),
     "har_pk_mkt": ("rv_d", "rv_w", "rv_m", "pk_d", "pk_w", "pk_m", "mkt_w"),
 }
+# The same term sets fit by minimising QLIKE itself (a Gamma GLM with log link) instead of OLS in logs.
+VARIANTS.update({f"{k}_q": v for k, v in list(VARIANTS.items())})
+FITS = ("ols", "qlike")
+
+
+def variant_fit(name: str) -> str:
+    """How a named variant is fit: names ending in ``_q`` minimise QLIKE, the others are OLS in logs."""
+    return "qlike" if name.endswith("_q") else "ols"
 SPEC = "har_spec.json"
 
 
@@ -129,7 +141,10 @@ def design(frame: pd.DataFrame, terms: Sequence[str]) -> np.ndarray:
 class HARModel:
     """Pooled log-HAR for one horizon: fit on training rows, forecast annualized vol over h days."""
 
-    def __init__(self, horizon: int, terms: Sequence[str] = VARIANTS["har_pk"]) -> None:
+    def __init__(self, horizon: int, terms: Sequence[str] = VARIANTS["har_pk"], fit: str = "ols") -> None:
+        if fit not in FITS:
+            raise ModelError(f"HAR fit must be one of {FITS}; got {fit!r}")
+        self.fit_method = fit
         if int(horizon) <= 0:
             raise ModelError(f"horizon must be a positive number of days; got {horizon}")
         unknown = [t for t in terms if t not in TERMS]
@@ -162,6 +177,8 @@ class HARModel:
                              f"{10 * x.shape[1]}")
         y = np.log(np.maximum(yv[ok], VAR_FLOOR))
         coef, *_ = np.linalg.lstsq(x[ok], y, rcond=None)
+        if self.fit_method == "qlike":
+            coef = _qlike_newton(x[ok], np.maximum(yv[ok], VAR_FLOOR), coef)
         fit = np.exp(x[ok] @ coef)
         self.coef = coef
         self.scale = float(np.mean(np.maximum(yv[ok], VAR_FLOOR) / fit))
@@ -179,12 +196,12 @@ class HARModel:
     def to_dict(self) -> dict[str, Any]:
         if self.coef is None:
             raise ModelError("cannot save an unfitted HAR model")
-        return {"horizon": self.horizon, "terms": list(self.terms), "coef": self.coef.tolist(),
+        return {"horizon": self.horizon, "terms": list(self.terms), "fit": self.fit_method, "coef": self.coef.tolist(),
                 "scale": self.scale, "n_train": self.n_train}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> HARModel:
-        m = cls(int(d["horizon"]), tuple(d["terms"]))
+        m = cls(int(d["horizon"]), tuple(d["terms"]), str(d.get("fit", "ols")))
         m.coef = np.asarray(d["coef"], dtype=np.float64)
         if m.coef.shape != (len(m.terms) + 1,):
             raise ModelError(f"HAR spec has {m.coef.size} coefficients for {len(m.terms)} terms")
@@ -202,6 +219,37 @@ class HARModel:
         if not p.exists():
             raise ModelError(f"{p.parent} is not a saved HAR model (no {SPEC})")
         return cls.from_dict(json.loads(p.read_text()))
+
+
+def _qlike_newton(x: np.ndarray, rv: np.ndarray, b0: np.ndarray, *, max_iter: int = 50,
+                  tol: float = 1e-10) -> np.ndarray:
+    """argmin_b mean(rv·exp(-x b) + x b) by damped Newton (convex; Hessian = mean x xᵀ rv e^{-xb})."""
+    b = b0.copy()
+
+    def loss(v: np.ndarray) -> float:
+        z = x @ v
+        return float(np.mean(rv * np.exp(-z) + z))
+
+    cur = loss(b)
+    for _ in range(max_iter):
+        w = rv * np.exp(-(x @ b))
+        g = x.T @ (1.0 - w) / len(rv)
+        hess = (x * w[:, None]).T @ x / len(rv)
+        step = np.linalg.solve(hess + 1e-12 * np.eye(len(b)), g)
+        t = 1.0
+        while t > 1e-6:
+            nb = b - t * step
+            new = loss(nb)
+            if new <= cur:
+                break
+            t /= 2
+        else:
+            break
+        done = cur - new < tol
+        b, cur = nb, new
+        if done:
+            break
+    return b
 
 
 def trainable(frame: pd.DataFrame, horizon: int, cutoff: pd.Timestamp) -> pd.DataFrame:

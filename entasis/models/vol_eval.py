@@ -136,7 +136,7 @@ def walk_forward(
             tr = har.trainable(p, h, r0)
             for name, terms in variants.items():
                 try:
-                    m = har.HARModel(h, terms).fit(tr)
+                    m = har.HARModel(h, terms, har.variant_fit(name)).fit(tr)
                 except ModelError as e:
                     log.info("HAR %s h=%d at %s: %s", name, h, r0.date(), e)
                     continue

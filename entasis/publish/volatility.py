@@ -39,12 +39,6 @@ MAX_STALE_DAYS = 3
 DAYS_PER_YEAR = 365.0
 
 
-def published_terms() -> tuple[str, ...]:
-    from entasis.models.har import VARIANTS
-
-    return VARIANTS[PUBLISHED_MODEL]
-
-
 @dataclass
 class VolSummary:
     published: int = 0
@@ -60,7 +54,7 @@ class VolSummary:
 
 
 def forecast_rows(candles: Mapping[str, pd.DataFrame], requests: Iterable[tuple[str, int, datetime]], *,
-                  terms: Sequence[str] | None = None, model: str = PUBLISHED_MODEL,
+                  model: str = PUBLISHED_MODEL,
                   max_stale_days: int = MAX_STALE_DAYS) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Forecast rows for (asset, horizon, as_of) requests from daily candles; (rows, skipped).
 
@@ -71,9 +65,11 @@ def forecast_rows(candles: Mapping[str, pd.DataFrame], requests: Iterable[tuple[
     import pandas as pd
 
     from entasis.models.base import ModelError
-    from entasis.models.har import HARModel, panel, trainable
+    from entasis.models.har import VARIANTS, HARModel, panel, trainable, variant_fit
 
-    terms = tuple(terms or published_terms())
+    if model not in VARIANTS:
+        raise ValueError(f"unknown HAR variant {model!r}; expected one of {sorted(VARIANTS)}")
+    terms, fit = VARIANTS[model], variant_fit(model)
     reqs = sorted({(str(a), int(h), pd.Timestamp(t).tz_convert("UTC")) for a, h, t in requests},
                   key=lambda r: (r[2], r[0], r[1]))
     skipped: list[dict[str, Any]] = []
@@ -91,7 +87,7 @@ def forecast_rows(candles: Mapping[str, pd.DataFrame], requests: Iterable[tuple[
         p = panel(known, hs)
         for h in hs:
             try:
-                m = HARModel(h, terms).fit(trainable(p, h, as_of))
+                m = HARModel(h, terms, fit).fit(trainable(p, h, as_of))
             except ModelError as e:
                 skipped += [{"asset": a, "horizon": hh, "reason": f"HAR fit failed: {e}"}
                             for a, hh, _ in mine if hh == h]

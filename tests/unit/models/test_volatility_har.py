@@ -98,6 +98,31 @@ def test_har_recovers_a_planted_relation_and_the_qlike_scale() -> None:
     assert math.isclose(m.scale, math.exp(0.3**2 / 2), rel_tol=0.03)
 
 
+def test_qlike_fit_is_the_qlike_optimum() -> None:
+    rng = np.random.default_rng(1)
+    n = 4000
+    f = pd.DataFrame({t: np.exp(rng.normal(-1, 0.5, n)) for t in har.TERMS})
+    # heteroskedastic noise: OLS in logs + one scale is not the QLIKE optimum, the Gamma GLM is
+    logv = 0.2 + 0.6 * np.log(f["pk_w"]) + rng.normal(0, 0.2 + 0.3 * (f["rv_m"] > 0.4), n)
+    f["y_vol_7d"] = np.sqrt(np.exp(logv))
+    ols = har.HARModel(7, har.VARIANTS["har_pk"]).fit(f)
+    q = har.HARModel(7, har.VARIANTS["har_pk_q"], "qlike").fit(f)
+    assert har.variant_fit("har_pk_q") == "qlike" and har.variant_fit("har_pk") == "ols"
+    loss_ols = vol_eval.qlike(f["y_vol_7d"].to_numpy(), ols.predict(f)).mean()
+    loss_q = vol_eval.qlike(f["y_vol_7d"].to_numpy(), q.predict(f)).mean()
+    assert loss_q < loss_ols
+    assert q.scale == pytest.approx(1.0, abs=1e-6)  # the intercept's first-order condition
+    x = har.design(f, q.terms)
+    assert q.coef is not None
+    w = f["y_vol_7d"].to_numpy() ** 2 * np.exp(-(x @ q.coef))
+    np.testing.assert_allclose(x.T @ (1 - w) / n, 0, atol=1e-6)  # gradient zero
+    again = har.HARModel.from_dict(q.to_dict())
+    assert again.fit_method == "qlike"
+    np.testing.assert_array_equal(again.predict(f), q.predict(f))
+    with pytest.raises(ModelError, match="fit must be"):
+        har.HARModel(7, fit="mle")
+
+
 def test_har_boundaries(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="subset"):
         har.HARModel(7, ("rv_d", "nope"))

@@ -1,0 +1,43 @@
+"""Smoke run of bench/volatility.py at tiny sizes: every model scored, the JSON line well formed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.unit.models.test_volatility_har import _candles
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_volatility", ROOT / "bench" / "volatility.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for i, name in enumerate(("AAAUSDT_1d.csv", "BBBUSDT_1d.csv")):
+        c = _candles(700, 20 + i, start="2019-01-01", vol0=0.03 + 0.02 * i)
+        c.assign(timestamp=c["ts"].dt.strftime("%Y-%m-%d"))[["timestamp", "open", "high", "low", "close",
+                                                             "volume"]].to_csv(tmp_path / name, index=False)
+    out = tmp_path / "res.json"
+    res = _bench().main(["--data", str(tmp_path), "--horizons", "7", "--start", "2020-03-01", "--split",
+                         "2020-06-01", "--end", "2020-09-01", "--lgbm-every", "3", "--lgbm-trees", "10",
+                         "--n-jobs", "1", "--garch-dists", "normal", "--n-boot", "50", "--json", str(out)])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["bench"] == "volatility" and isinstance(last["met"], bool)
+    assert {"metric", "reference", "ratio", "target"} <= set(last)
+    assert np.isclose(last["ratio"], last["metric"] / last["reference"])
+    saved = json.loads(out.read_text())
+    assert saved["assets"] == ["AAA/USDT", "BBB/USDT"]
+    q = res["confirm"][7]["qlike"]
+    assert {"har_pk", "har_pk_q", "garch", "ewma", "naive", "lgbm"} <= set(q)
+    assert all(np.isfinite(v) and v >= 0 for v in q.values())
+    assert res["confirm"][7]["n"] > 100 and res["chosen"][7] in q
