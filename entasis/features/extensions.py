@@ -35,3 +35,14 @@ def extension_features(series: Any) -> dict[str, np.ndarray]:
                                  f"{a.shape[0] if a.ndim else 0} values for {len(series.c)} bars")
             out[name] = a
     return out
+
+
+def _load() -> None:
+    """The registered extensions: support/resistance distances (entasis.signals.levels)."""
+    from entasis.signals.levels import level_features
+
+    if level_features not in SERIES_EXTENSIONS:
+        SERIES_EXTENSIONS.append(level_features)
+
+
+_load()

@@ -62,6 +62,9 @@ FEATURES: dict[str, str] = {
     "pc_oi_ratio": "put/call open-interest ratio",
     # sentiment (market.sentiment)
     "sentiment": "latest sentiment value (e.g. Crypto Fear & Greed, 0..100) at or before the close",
+    # support/resistance (entasis.signals.levels, through entasis.features.extensions)
+    "support_dist_atr": "(close - nearest support level below it) / mean true range of 14 bars; NaN when there is none",
+    "resistance_dist_atr": "(nearest resistance above the close - close) / mean true range of 14 bars; NaN when none",
     # cross-sectional: per bar, across the spot universe of the same exchange and timeframe
     # (entasis.features.cross; NaN on perpetuals and where fewer than 2 assets have the input)
     "xs_rank_ret_7d": "percentile rank (0 lowest .. 1 highest, ties averaged) of ret_7d across the universe",
@@ -87,6 +90,7 @@ MOMENTUM_FEATURES: list[str] = [f"ret_{d}d" for d in MOMENTUM_DAYS]
 PERP_FEATURES: list[str] = ["funding_rate", "funding_rate_7d", "oi_change_24h", "perp_basis"]
 OPTION_FEATURES: list[str] = ["atm_iv_7d", "atm_iv_30d", "rr25_30d", "bf25_30d", "term_slope", "pc_oi_ratio"]
 SENTIMENT_FEATURES: list[str] = ["sentiment"]
+LEVEL_FEATURES: list[str] = ["support_dist_atr", "resistance_dist_atr"]
 CROSS_FEATURES: list[str] = FEATURE_COLUMNS[FEATURE_COLUMNS.index("xs_rank_ret_7d"):]
 # What one series' compute() fills (the cross-sectional columns stay NaN until the second pass).
 SERIES_FEATURES: list[str] = [c for c in FEATURE_COLUMNS if c not in CROSS_FEATURES]
@@ -94,7 +98,7 @@ SERIES_FEATURES: list[str] = [c for c in FEATURE_COLUMNS if c not in CROSS_FEATU
 WARMUP_COLUMN = "warmup"
 
 # Bump when a definition changes: the build then recomputes every row (the state's config hash changes).
-FEATURE_VERSION = "2"
+FEATURE_VERSION = "3"
 
 _TIMEFRAME_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14_400, "1d": 86_400}
 

@@ -271,3 +271,11 @@ def level_distance_features(h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np
         if res:
             res_d[t] = (res[0].price - c[t]) / atr
     return {FEATURE_NAMES[0]: sup_d, FEATURE_NAMES[1]: res_d}
+
+
+def level_features(series: Any) -> dict[str, np.ndarray]:
+    """The features extension (entasis.features.extensions): ``series`` has h, low, c, v arrays.
+
+    Reaches back lookback_bars + pivot and ATR windows (~260 bars), inside the 1000-bar warm-up every
+    incremental features build reads before its first rewritten bar."""
+    return level_distance_features(series.h, series.low, series.c, series.v)

@@ -13,7 +13,7 @@ PINNED = [
     "sma_50_rel", "volume_ma_20_ratio", "log_volume", "volume_change", "log_quote_volume",
     "quote_volume_change", "rvol_20", "atr_14_rel", "ret_7d", "ret_30d", "ret_90d",
     "funding_rate", "funding_rate_7d", "oi_change_24h", "perp_basis", "atm_iv_7d", "atm_iv_30d", "rr25_30d",
-    "bf25_30d", "term_slope", "pc_oi_ratio", "sentiment",
+    "bf25_30d", "term_slope", "pc_oi_ratio", "sentiment", "support_dist_atr", "resistance_dist_atr",
     "xs_rank_ret_7d", "xs_rank_ret_30d", "xs_rank_ret_90d", "xs_rank_rvol_20", "rel_btc_ret_7d", "rel_btc_ret_30d",
     "rel_mkt_ret_7d", "rel_mkt_ret_30d", "mkt_ret_1", "mkt_ret_7d", "mkt_rvol_20", "mkt_breadth_50", "btc_qv_share",
 ]
@@ -22,7 +22,8 @@ PINNED = [
 def test_feature_columns_are_pinned() -> None:
     assert registry.FEATURE_COLUMNS == PINNED
     groups = [registry.CANDLE_FEATURES, registry.MOMENTUM_FEATURES, registry.PERP_FEATURES,
-              registry.OPTION_FEATURES, registry.SENTIMENT_FEATURES, registry.CROSS_FEATURES]
+              registry.OPTION_FEATURES, registry.SENTIMENT_FEATURES, registry.LEVEL_FEATURES,
+              registry.CROSS_FEATURES]
     assert sorted(c for g in groups for c in g) == sorted(PINNED)  # each column in exactly one group
     assert registry.SERIES_FEATURES + registry.CROSS_FEATURES == PINNED
 
