@@ -30,7 +30,8 @@ def test_bench_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     out = tmp_path / "res.json"
     res = _bench().main(["--data", str(tmp_path), "--horizons", "7", "--start", "2020-03-01", "--split",
                          "2020-06-01", "--end", "2020-09-01", "--lgbm-every", "3", "--lgbm-trees", "10",
-                         "--n-jobs", "1", "--garch-dists", "normal", "--n-boot", "50", "--json", str(out)])
+                         "--n-jobs", "1", "--garch-dists", "normal", "--n-boot", "50", "--json", str(out),
+                         "--forecasts", str(tmp_path / "fc.csv")])
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["bench"] == "volatility" and isinstance(last["met"], bool)
     assert {"metric", "reference", "ratio", "target"} <= set(last)
@@ -41,3 +42,9 @@ def test_bench_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert {"har_pk", "har_pk_q", "garch", "ewma", "naive", "lgbm"} <= set(q)
     assert all(np.isfinite(v) and v >= 0 for v in q.values())
     assert res["confirm"][7]["n"] > 100 and res["chosen"][7] in q
+    # scoring saved forecasts again (how separate runs are merged) gives the same figures
+    capsys.readouterr()
+    again = _bench().main(["--score-only", str(tmp_path / "fc.csv"), "--start", "2020-03-01", "--split",
+                           "2020-06-01", "--end", "2020-09-01", "--n-boot", "50"])
+    assert again["confirm"][7]["qlike"] == pytest.approx(q, rel=1e-9)
+    assert again["chosen"] == res["chosen"]
