@@ -60,10 +60,10 @@ class Serving:
         self.settings, self.store, self.cache = settings, store, cache
         self.horizons = list(settings.labels.horizons)
         self._has_vol = False
+        self._known: tuple[int, list[str]] | None = None
 
-    async def cached(self, parts: tuple[object, ...], compute: Callable[[], Awaitable[Any]]) -> Response:
-        """The response for ``parts`` under the current generation, computing and storing it on a miss."""
-        gen = await self.store.generation()
+    async def cached(self, gen: int, parts: tuple[object, ...], compute: Callable[[], Awaitable[Any]]) -> Response:
+        """The response for ``parts`` under generation ``gen``, computing and storing it on a miss."""
         key = cache_key(gen, *parts)
         body = await self.cache.get(key)
         if body is not None:
@@ -82,16 +82,12 @@ class Serving:
                 return None
         return await service.volatility_forecast(self.store, asset, horizon, as_of)
 
-    async def asset(self, value: str) -> str:
-        gen = await self.store.generation()
-        key = cache_key(gen, "assets")
-        raw = await self.cache.get(key)
-        if raw is None:
-            known = await service.known_assets(self.store)
-            await self.cache.set(key, _dumps(known))
-        else:
-            known = orjson.loads(raw)
-        return service.resolve_asset(value, known)
+    async def asset(self, gen: int, value: str) -> str:
+        """The published asset ``value`` names (404 naming the known ones otherwise); the list of assets is
+        kept per generation in this process."""
+        if self._known is None or self._known[0] != gen:
+            self._known = (gen, await service.known_assets(self.store))
+        return service.resolve_asset(value, self._known[1])
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -107,7 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = ReaderStore(reader_url(s), pool_size=s.api.pool_size, timeout_s=s.api.db_timeout_s)
-        cache = make_cache(s.api.redis_url.get_secret_value() if s.api.redis_url else None, s.api.cache_ttl_s)
+        cache = make_cache(s.api.redis_url.get_secret_value() if s.api.redis_url else None, s.api.cache_ttl_s,
+                           s.api.cache_enabled)
         await store.open()
         app.state.serving = Serving(s, store, cache)
         log.info("entasis api: cache=%s", cache.kind)
@@ -151,8 +148,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except ValueError as e:
             return JSONResponse({"detail": [{"loc": ["body", "timeframe"], "msg": str(e),
                                              "type": "value_error"}]}, status_code=422)
-        asset = await sv.asset(body.asset_symbol)
-        return await sv.cached(("predict", asset, h), lambda: _predict(sv, asset, h))
+        gen = await sv.store.generation()
+        asset = await sv.asset(gen, body.asset_symbol)
+        return await sv.cached(gen, ("predict", asset, h), lambda: _predict(sv, asset, h))
 
     @app.get(API + "/predictions/{asset_symbol:path}", tags=["predictions"],
              responses={404: {"model": UnknownAssetOut}, 503: {"model": ErrorOut}})
@@ -170,14 +168,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             except ValueError as e:
                 return JSONResponse({"detail": [{"loc": ["query", "horizon"], "msg": str(e),
                                                  "type": "value_error"}]}, status_code=422)
-        asset = await sv.asset(asset_symbol)
-        return await sv.cached(("history", asset, h, limit), lambda: service.history(sv.store, asset, h, limit))
+        gen = await sv.store.generation()
+        asset = await sv.asset(gen, asset_symbol)
+        return await sv.cached(gen, ("history", asset, h, limit), lambda: service.history(sv.store, asset, h, limit))
 
     @app.get(f"{API}/model/status", tags=["models"], responses={503: {"model": ErrorOut}})
     async def model_status(request: Request) -> Response:
         """Per asset and horizon: the champion, when trained, live vs baseline accuracy, data freshness."""
         sv = serving(request)
-        return await sv.cached(("status",), lambda: service.model_status(
+        return await sv.cached(await sv.store.generation(), ("status",), lambda: service.model_status(
             sv.store, exchange=s.universe.exchange, timeframe=s.universe.model_timeframe))
 
     @app.get("/healthz", tags=["ops"], responses={503: {"model": ErrorOut}})

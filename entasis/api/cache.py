@@ -111,5 +111,22 @@ class RedisCache:
         await self._r.aclose()
 
 
-def make_cache(redis_url: str | None, ttl_s: float) -> Cache:
+class NullCache:
+    """No caching (``api.cache_enabled = false``): every request reads the store."""
+
+    kind = "off"
+
+    async def get(self, key: str) -> bytes | None:
+        return None
+
+    async def set(self, key: str, value: bytes) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def make_cache(redis_url: str | None, ttl_s: float, enabled: bool = True) -> Cache:
+    if not enabled:
+        return NullCache()
     return RedisCache(redis_url, ttl_s) if redis_url else TTLCache(ttl_s)

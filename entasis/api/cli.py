@@ -15,6 +15,7 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(None, help="TCP port (default api.port, 8000)."),
         workers: int = typer.Option(1, min=1, help="uvicorn worker processes (metrics are per process)."),
         log_level: str = typer.Option("warning", help="uvicorn log level."),
+        graceful_s: int = typer.Option(5, help="Seconds to let in-flight requests finish on shutdown."),
     ) -> None:
         """Serve /api/v1/ml/*, the dashboard at / and /metrics; reads ml.* as entasis_reader."""
         import uvicorn
@@ -23,4 +24,5 @@ def register(app: typer.Typer) -> None:
 
         s = get_settings()
         uvicorn.run("entasis.api.app:create_app", factory=True, host=host or s.api.host, port=port or s.api.port,
-                    workers=workers, log_level=log_level, access_log=False, loop="uvloop", http="httptools")
+                    workers=workers, log_level=log_level, access_log=False, loop="uvloop", http="httptools",
+                    timeout_graceful_shutdown=graceful_s)

@@ -188,8 +188,8 @@ def mount(app: FastAPI, serving: Callable[[Request], Serving]) -> None:
 
     plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
-    async def cached_html(sv: Serving, parts: tuple[object, ...], render: Callable[[], Any]) -> Response:
-        key = cache_key(await sv.store.generation(), "html", *parts)
+    async def cached_html(sv: Serving, gen: int, parts: tuple[object, ...], render: Callable[[], Any]) -> Response:
+        key = cache_key(gen, "html", *parts)
         body = await sv.cache.get(key)
         if body is None:
             body = (await render()).encode()
@@ -205,7 +205,7 @@ def mount(app: FastAPI, serving: Callable[[Request], Serving]) -> None:
     async def index(request: Request) -> Response:
         """Overview: every asset's latest predictions and each model's live record."""
         sv = serving(request)
-        return await cached_html(sv, ("index",), lambda: _index_page(sv))
+        return await cached_html(sv, await sv.store.generation(), ("index",), lambda: _index_page(sv))
 
     @app.get("/assets/{asset_symbol}", response_class=HTMLResponse, tags=["dashboard"])
     async def asset_page(asset_symbol: str, request: Request, horizon: str | None = None) -> Response:
@@ -215,5 +215,6 @@ def mount(app: FastAPI, serving: Callable[[Request], Serving]) -> None:
             h = service.parse_horizon(horizon, sv.horizons) if horizon else sv.horizons[0]
         except ValueError as e:
             return HTMLResponse(f"<p>{html.escape(str(e))}</p>", status_code=422)
-        asset = await sv.asset(asset_symbol)
-        return await cached_html(sv, ("asset", asset, h), lambda: _asset_page(sv, asset, h))
+        gen = await sv.store.generation()
+        asset = await sv.asset(gen, asset_symbol)
+        return await cached_html(sv, gen, ("asset", asset, h), lambda: _asset_page(sv, asset, h))

@@ -1,4 +1,7 @@
-"""The API's read-only view of the store: a few async connections as ``entasis_reader``.
+"""The API's read-only view of the store: a few asyncpg connections as ``entasis_reader``.
+
+asyncpg rather than psycopg here because every request makes one tiny query (the serving
+generation), and asyncpg's round trip costs a fraction of psycopg's async one.
 
 The API never writes and never migrates; it connects with the analysts' role, so a bug here cannot
 change what the pipeline published. A database that is down, restarting or unreachable surfaces as
@@ -10,15 +13,64 @@ a fresh one.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import psycopg
+    import asyncpg
 
     from entasis.config import Settings
 
 log = logging.getLogger(__name__)
+
+
+_PARAM = re.compile(r"%\((\w+)\)s|%s")
+
+
+def to_dollar_params(sql: str, params: Sequence[Any] | dict[str, Any]) -> tuple[str, list[Any]]:
+    """``%(name)s`` / ``%s`` placeholders (psycopg style, as the rest of Entasis writes SQL) to asyncpg's
+    ``$n``; a name used twice is one parameter. Mixing the two styles is refused."""
+    if isinstance(params, dict):
+        order: list[str] = []
+
+        def named(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name is None:
+                raise ValueError("positional %s placeholder in a query given named parameters")
+            if name not in params:
+                raise KeyError(f"query parameter {name!r} not given")
+            if name not in order:
+                order.append(name)
+            return f"${order.index(name) + 1}"
+
+        return _PARAM.sub(named, sql), [params[n] for n in order]
+    values = list(params)
+    count = [0]
+
+    def positional(m: re.Match[str]) -> str:
+        if m.group(1) is not None:
+            raise ValueError(f"named placeholder %({m.group(1)})s in a query given positional parameters")
+        count[0] += 1
+        return f"${count[0]}"
+
+    out = _PARAM.sub(positional, sql)
+    if count[0] != len(values):
+        raise ValueError(f"query has {count[0]} placeholder(s) but {len(values)} parameter(s) were given")
+    return out, values
+
+
+def asyncpg_connect_args(url: str) -> dict[str, Any]:
+    """asyncpg.connect keyword arguments from a libpq URL or key=value string."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    info = conninfo_to_dict(url)
+    args: dict[str, Any] = {"host": info.get("host") or "127.0.0.1", "port": int(info.get("port") or 5432),
+                            "user": info.get("user"), "database": info.get("dbname"),
+                            "password": info.get("password")}
+    if info.get("sslmode"):
+        args["ssl"] = str(info["sslmode"])
+    return {k: v for k, v in args.items() if v is not None}
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -60,8 +112,9 @@ class ReaderStore:
     def __init__(self, url: str, *, pool_size: int = 8, timeout_s: float = 2.0) -> None:
         import asyncio
 
-        self._url, self._timeout = url, timeout_s
-        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._connect_args = asyncpg_connect_args(url)
+        self._timeout = timeout_s
+        self._idle: list[asyncpg.Connection] = []
         self._slots = asyncio.Semaphore(max(1, pool_size))
 
     async def open(self) -> None:
@@ -69,50 +122,52 @@ class ReaderStore:
 
     async def close(self) -> None:
         while self._idle:
-            await self._idle.pop().close()
+            await self._idle.pop().close(timeout=1)
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        import asyncio
-
-        import psycopg
+    async def _connect(self) -> asyncpg.Connection:
+        import asyncpg
+        import orjson
 
         try:
-            return await asyncio.wait_for(psycopg.AsyncConnection.connect(self._url, autocommit=True),
-                                          timeout=self._timeout)
-        except TimeoutError:
-            raise DatabaseUnavailable(f"no connection within {self._timeout:g}s") from None
-        except psycopg.Error as e:
+            conn = await asyncpg.connect(**self._connect_args, timeout=self._timeout)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
             raise DatabaseUnavailable(f"cannot connect: {_safe_reason(e)}") from None
+        for t in ("json", "jsonb"):
+            await conn.set_type_codec(t, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
+                                      schema="pg_catalog")
+        return conn
 
     async def fetch(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
-        """Rows of one read query; DatabaseUnavailable when the server cannot answer."""
+        """Rows of one read query (``%(name)s`` / ``%s`` placeholders); DatabaseUnavailable when the server
+        cannot answer."""
         import asyncio
 
-        import psycopg
+        import asyncpg
 
+        query, args = to_dollar_params(sql, params)
         try:
             await asyncio.wait_for(self._slots.acquire(), timeout=self._timeout)
         except TimeoutError:
-            raise DatabaseUnavailable(f"all {len(self._idle)} connections busy for {self._timeout:g}s") from None
+            raise DatabaseUnavailable(f"all connections busy for {self._timeout:g}s") from None
         try:
             for attempt in (1, 2):
                 reused = bool(self._idle)
                 conn = self._idle.pop() if reused else await self._connect()
                 try:
-                    cur = await conn.execute(sql, params)  # type: ignore[arg-type]  # fixed SQL from this package
-                    rows = await cur.fetchall()
-                except (psycopg.OperationalError, psycopg.InterfaceError) as e:
-                    await conn.close()
+                    rows = await conn.fetch(query, *args, timeout=max(self._timeout, 30.0))
+                except (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+                        asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CannotConnectNowError) as e:
+                    conn.terminate()
                     # An idle connection broken by a server restart: retry once on a fresh one.
                     if attempt == 1 and reused:
                         log.info("api store: reconnecting after: %s", _safe_reason(e))
                         continue
                     raise DatabaseUnavailable(f"database error: {_safe_reason(e)}") from None
                 except BaseException:
-                    await conn.close()
+                    conn.terminate()
                     raise
                 self._idle.append(conn)
-                return rows
+                return [tuple(r) for r in rows]
             raise AssertionError("unreachable")  # pragma: no cover
         finally:
             self._slots.release()

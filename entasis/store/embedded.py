@@ -132,6 +132,9 @@ def _port_open(port: int) -> bool:
 def _free_port(preferred: int) -> int:
     for port in (preferred, 0):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            # As PostgreSQL binds: connections of a just-stopped server in TIME_WAIT must not push a
+            # restart onto another port (clients holding the old URL would lose it); a listener still does.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:

@@ -88,6 +88,7 @@ def test_redis_down_is_a_miss_not_an_error() -> None:
         await c.close()
     asyncio.run(run())
     assert make_cache(None, 5).kind == "memory"
+    assert make_cache("redis://127.0.0.1:1/0", 5, enabled=False).kind == "off"
 
 
 def test_metric_families_from_a_snapshot() -> None:
@@ -118,3 +119,23 @@ def test_metric_families_from_a_snapshot() -> None:
     assert 'asset="ETH/USDT",timeframe' not in text
     assert 'feature_drift_psi{feature="rsi_14"} 0.31' in text and 'feature="ret_1"' not in text
     assert 'entasis_api_request_duration_seconds_bucket{le="0.005",method="GET",route="/x",status="200"} 1.0' in text
+
+
+def test_placeholders_become_dollar_parameters() -> None:
+    from entasis.api.store import asyncpg_connect_args, to_dollar_params
+
+    assert to_dollar_params("SELECT %(a)s, %(b)s, %(a)s::int", {"a": 1, "b": 2, "unused": 3}) == (
+        "SELECT $1, $2, $1::int", [1, 2])
+    assert to_dollar_params("SELECT %s, %s", (1, None)) == ("SELECT $1, $2", [1, None])
+    assert to_dollar_params("SELECT 1", ()) == ("SELECT 1", [])
+    with pytest.raises(KeyError, match="'b'"):
+        to_dollar_params("SELECT %(a)s, %(b)s", {"a": 1})
+    with pytest.raises(ValueError, match="2 placeholder"):
+        to_dollar_params("SELECT %s, %s", (1,))
+    with pytest.raises(ValueError, match="positional"):
+        to_dollar_params("SELECT %s", {"a": 1})
+    with pytest.raises(ValueError, match="named placeholder"):
+        to_dollar_params("SELECT %(a)s", (1,))
+    args = asyncpg_connect_args("host=db.example port=6432 user=entasis_reader dbname=entasis sslmode=require")
+    assert args == {"host": "db.example", "port": 6432, "user": "entasis_reader", "database": "entasis",
+                    "ssl": "require"}

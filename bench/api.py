@@ -1,0 +1,216 @@
+"""Prediction API under bounded load on loopback: throughput and p50 / p99 latency, cached and uncached.
+
+Workload: ``entasis api serve`` (uvicorn, one worker) against a store seeded by the pipeline's own
+publish and reconcile functions (the API tests' seed: 3 assets x 3 horizons, tiny real models). A
+closed-loop load generator (raw asyncio sockets, HTTP/1.1 keep-alive, so the client costs little CPU)
+runs C concurrent clients for N requests in total of ``POST /api/v1/ml/predict`` spread over every
+(asset, horizon):
+
+* cached: the default in-process cache (every request after the first per key is a hit; each still
+  asks the store for its serving generation, so a publish is never hidden);
+* uncached: ``ENTASIS_API__CACHE_ENABLED=false`` (every request reads the store);
+* reference: the same load against a bare uvicorn app that answers a constant JSON body, measured in
+  the same run: the HTTP + loopback + load-generator floor of this machine.
+
+Targets (the specification's): p99 <= 20 ms cached and <= 100 ms uncached. The JSON line's ratio is
+cached p99 / reference p99.
+
+    .venv/bin/python bench/api.py [--clients 64] [--requests 20000]
+    .venv/bin/python bench/api.py --database-url URL   # an already seeded store (the smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore")
+REPO = Path(__file__).resolve().parent.parent
+TARGET_CACHED_MS, TARGET_UNCACHED_MS = 20.0, 100.0
+CONSTANT = b'{"asset_symbol":"BTC/USDT","timeframe":"7d","predicted_class":"neutral"}'
+
+
+async def floor_app(scope, receive, send):  # type: ignore[no-untyped-def]
+    """The reference server: reads the request body, answers a constant JSON body."""
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(CONSTANT)).encode())]})
+    await send({"type": "http.response.body", "body": CONSTANT})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"no server on port {port} after {timeout}s")
+
+
+def _start(kind: str, database_url: str, home: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENTASIS_")}
+    env.update({"ENTASIS_DATABASE_URL": database_url, "ENTASIS_HOME": str(home), "PYTHONPATH": str(REPO)})
+    if kind == "reference":
+        cmd = [sys.executable, __file__, "--floor-server", str(port)]
+    else:
+        cmd = [str(Path(sys.executable).parent / "entasis"), "api", "serve", "--port", str(port)]
+        if kind == "uncached":
+            env["ENTASIS_API__CACHE_ENABLED"] = "false"
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait(port, proc)
+    return proc, port
+
+
+def _requests(bodies: list[bytes]) -> list[bytes]:
+    return [(b"POST /api/v1/ml/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+             b"Content-Length: " + str(len(b)).encode() + b"\r\n\r\n" + b) for b in bodies]
+
+
+async def _client(port: int, reqs: list[bytes], counter: list[int], total: int, lat: list[float],
+                  errors: list[str]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while counter[0] < total:
+            i = counter[0]
+            counter[0] += 1
+            t = time.perf_counter()
+            writer.write(reqs[i % len(reqs)])
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if length:
+                await reader.readexactly(length)
+            lat.append(time.perf_counter() - t)
+            if status != 200:
+                errors.append(str(status))
+    finally:
+        writer.close()
+
+
+def load(port: int, reqs: list[bytes], clients: int, total: int) -> dict[str, float]:
+    """C closed-loop clients sending ``total`` requests; latency per request, wall-clock throughput."""
+    async def run() -> tuple[list[float], list[str], float]:
+        lat: list[float] = []
+        errors: list[str] = []
+        counter = [0]
+        t = time.perf_counter()
+        await asyncio.gather(*[_client(port, reqs, counter, total, lat, errors) for _ in range(clients)])
+        return lat, errors, time.perf_counter() - t
+
+    # warm-up: fills the cache for every key, opens the server's store connections
+    asyncio.run(_warm(port, reqs, clients))
+    lat, errors, wall = asyncio.run(run())
+    q = statistics.quantiles(lat, n=100, method="inclusive")
+    return {"requests": len(lat), "errors": len(errors), "rps": len(lat) / wall, "p50_ms": q[49] * 1000,
+            "p99_ms": q[98] * 1000, "max_ms": max(lat) * 1000}
+
+
+async def _warm(port: int, reqs: list[bytes], clients: int) -> None:
+    lat: list[float] = []
+    errors: list[str] = []
+    await asyncio.gather(*[_client(port, reqs, [0], len(reqs), lat, errors) for _ in range(min(clients, 4))])
+    if errors:
+        raise RuntimeError(f"warm-up requests failed: {errors[:5]}")
+
+
+def _seeded_store(home: Path) -> str:
+    """An embedded server in ``home`` seeded as the API tests seed theirs."""
+    sys.path.insert(0, str(REPO))
+    os.environ["ENTASIS_HOME"] = str(home)
+    from entasis.store import embedded
+
+    server = embedded.ensure_running(home, preferred_port=0)
+    os.environ["ENTASIS_DATABASE_URL"] = server.url
+    from entasis.config import get_settings
+    from entasis.store.db import connect
+    from tests.unit.api import seed
+
+    get_settings.cache_clear()
+    with connect() as conn:
+        seed.seed(conn)
+    return server.url
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--requests", type=int, default=20_000)
+    ap.add_argument("--database-url", help="an already seeded store (default: start and seed an embedded one)")
+    ap.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.floor_server:
+        import uvicorn
+
+        uvicorn.run(floor_app, host="127.0.0.1", port=args.floor_server, log_level="warning", access_log=False,
+                    loop="uvloop", http="httptools")
+        return 0
+    if args.clients < 1 or args.requests < args.clients:
+        ap.error("need --clients >= 1 and --requests >= --clients")
+    home = Path(tempfile.mkdtemp(prefix="entasis-bench-api-"))
+    own = args.database_url is None
+    url = _seeded_store(home) if own else args.database_url
+    bodies = [json.dumps({"asset_symbol": a, "timeframe": f"{h}d"}).encode()
+              for a in ("BTC/USDT", "ETH/USDT", "SOL/USDT") for h in (7, 14, 30)]
+    reqs = _requests(bodies)
+    results: dict[str, dict[str, float]] = {}
+    try:
+        for kind in ("reference", "cached", "uncached"):
+            proc, port = _start(kind, url, home)
+            try:
+                results[kind] = load(port, reqs, args.clients, args.requests)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+    finally:
+        if own:
+            from entasis.store import embedded
+
+            embedded.stop(home)
+    print(f"\nPOST /api/v1/ml/predict, {args.clients} concurrent clients, {args.requests} requests each run, loopback")
+    print(f"{'run':<10} {'requests':>9} {'errors':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for kind, r in results.items():
+        print(f"{kind:<10} {r['requests']:>9.0f} {r['errors']:>7.0f} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} "
+              f"{r['p99_ms']:>8.2f} {r['max_ms']:>8.2f}")
+    c, u, ref = results["cached"], results["uncached"], results["reference"]
+    met = (c["p99_ms"] <= TARGET_CACHED_MS and u["p99_ms"] <= TARGET_UNCACHED_MS
+           and c["errors"] == 0 and u["errors"] == 0)
+    print(json.dumps({
+        "bench": "api", "metric": round(c["p99_ms"], 3), "reference": round(ref["p99_ms"], 3),
+        "ratio": round(c["p99_ms"] / ref["p99_ms"], 3),
+        "target": f"p99 <= {TARGET_CACHED_MS:g} ms cached and <= {TARGET_UNCACHED_MS:g} ms uncached",
+        "met": met, "clients": args.clients, "requests": args.requests,
+        "cached": {k: round(v, 3) for k, v in c.items()}, "uncached": {k: round(v, 3) for k, v in u.items()},
+        "reference_run": {k: round(v, 3) for k, v in ref.items()},
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
