@@ -165,6 +165,7 @@ class ApiConfig(BaseModel):
     reader_user: str = "entasis_reader"
     redis_url: SecretStr | None = None  # ENTASIS_REDIS_URL; unset = an in-process TTL cache
     cache_ttl_s: float = 300.0
+    cache_enabled: bool = True  # false: every request reads the store (bench/api.py's uncached run)
     pool_size: int = 8
     db_timeout_s: float = 2.0  # a request waits this long for the database before answering 503
 
