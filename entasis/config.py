@@ -155,6 +155,41 @@ class MonitorConfig(BaseModel):
     stale_after_bars: float = 3.0  # latest candle older than this many bars is stale
 
 
+class FlashCrashConfig(BaseModel):
+    """The specification's flash-crash rule (see entasis.signals.flashcrash)."""
+
+    drop: float = Field(default=0.15, gt=0, lt=1)  # peak-to-trough drop
+    window_minutes: int = Field(default=5, ge=1)  # ... within this many minutes
+    volume_ratio: float = Field(default=2.5, gt=0)  # volume at least this multiple of its trailing average
+    volume_lookback_minutes: int = Field(default=60, ge=1)
+    min_volume_bars: int = Field(default=30, ge=1)
+    recovery_minutes: int = Field(default=15, ge=0)
+    onset_tolerance: float = Field(default=0.01, ge=0, lt=1)
+    liquidity_impact: float = 0.3  # named by the specification; needs order-book depth, not applied yet
+
+
+class LevelsConfig(BaseModel):
+    """Support/resistance levels (see entasis.signals.levels)."""
+
+    timeframe: str = "1d"
+    lookback_bars: int = Field(default=250, ge=20)
+    pivot_bars: int = Field(default=3, ge=1)
+    atr_bars: int = Field(default=14, ge=2)
+    tolerance_atr: float = Field(default=0.5, gt=0)
+    halflife_bars: float = Field(default=60.0, gt=0)
+    profile_bins: int = Field(default=24, ge=5)
+    min_strength: float = Field(default=1.0, ge=0)
+
+
+class SignalsConfig(BaseModel):
+    """Market signals: which series the flash-crash DAG watches, and the rules."""
+
+    symbols: list[str] | None = None  # default: universe.symbols
+    exchange: str | None = None  # default: universe.exchange
+    flash_crash: FlashCrashConfig = Field(default_factory=FlashCrashConfig)
+    levels: LevelsConfig = Field(default_factory=LevelsConfig)
+
+
 class ApiConfig(BaseModel):
     """The serving API (``entasis api serve``): where it listens, how it reads the store, its cache."""
 
@@ -187,6 +222,8 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
+    # "production": workers share servers; nothing may fall back to local state (entasis.deploy.production)
+    deployment: Literal["local", "production"] = "local"
     home: Path = Path(".entasis")
     shared_data: Path = Path("../shared/data")
     reports_dir: Path = Path("reports")
@@ -200,6 +237,7 @@ class Settings(BaseSettings):
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    signals: SignalsConfig = Field(default_factory=SignalsConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -246,6 +246,11 @@ def publish_predictions(
         res = upsert_frame(conn, PREDICTIONS_TABLE, df, PREDICTION_KEY)
         summary.inserted, summary.updated, summary.unchanged = res.inserted, res.updated, res.unchanged
         summary.keys = [(r["asset"], r["horizon"], r["as_of"], r["model_version"]) for r in rows]
+        # nearest support/resistance of each published bar into ml.levels (joins on asset, as_of)
+        from entasis.signals.jobs import publish_levels
+
+        publish_levels(conn, sorted({(r["asset"], r["as_of"]) for r in rows}), exchange=exchange,
+                       timeframe=timeframe, settings=s)
     if volatility:
         from entasis.publish.volatility import publish_vol_forecasts
 

@@ -15,9 +15,10 @@ Definition, for the bar t (levels as of its close; only bars <= t are read):
   apart; a level is the weighted mean price of its group, its touches the number of pivots in it;
 * strength = sum over its pivots of recency (0.5 ** (age / ``halflife_bars``)) x relative volume
   (the pivot bar's volume over the window's mean), plus, for a high-volume node of the window's volume
-  profile (``profile_bins`` price bins; a node is a local maximum above 1.5x the mean bin), half its
-  excess volume (bin / mean bin - 1). A node within the tolerance of a level adds to it, otherwise it
-  is a level of its own with 0 touches;
+  profile (``profile_bins`` price bins; a node is a local maximum above 2x the mean bin), its excess
+  volume (bin / mean bin - 1). A node within the tolerance of a level adds to it, otherwise it is a
+  level of its own with 0 touches; only levels with strength >= ``min_strength`` (1: about one recent
+  pivot on average volume) are reported;
 * support: levels below the close, nearest first; resistance: levels above it, nearest first; the
   distance is |close - level| / ATR.
 """
@@ -49,8 +50,9 @@ class LevelParams:
     atr_bars: int = 14
     tolerance_atr: float = 0.5
     halflife_bars: float = 60.0
-    profile_bins: int = 40
+    profile_bins: int = 24
     max_levels: int = 3
+    min_strength: float = 1.0
 
     def __post_init__(self) -> None:
         if self.lookback_bars < 20:
@@ -63,7 +65,7 @@ class LevelParams:
     @classmethod
     def from_config(cls, cfg: LevelsConfig) -> LevelParams:
         return cls(cfg.lookback_bars, cfg.pivot_bars, cfg.atr_bars, cfg.tolerance_atr, cfg.halflife_bars,
-                   cfg.profile_bins)
+                   cfg.profile_bins, min_strength=cfg.min_strength)
 
     @property
     def min_bars(self) -> int:
@@ -155,10 +157,10 @@ class _Series:
             vol = np.bincount(b_of, weights=vwin, minlength=nb)
             mb = float(vol.mean())
             padded = np.concatenate(([-np.inf], vol, [-np.inf]))
-            nodes = np.flatnonzero((vol > 1.5 * mb) & (vol >= padded[:-2]) & (vol >= padded[2:]))
+            nodes = np.flatnonzero((vol > 2.0 * mb) & (vol >= padded[:-2]) & (vol >= padded[2:]))
             if len(nodes):
                 centers = bot + (nodes + 0.5) * ((top - bot) / nb)
-                bonus = 0.5 * (vol[nodes] / mb - 1.0)
+                bonus = vol[nodes] / mb - 1.0
                 tw = tw.copy()
                 extra_p, extra_w = [], []
                 for cp, bo in zip(centers.tolist(), bonus.tolist(), strict=True):
@@ -178,6 +180,7 @@ class _Series:
     def nearest(self, t: int, max_levels: int | None = None) -> tuple[list[Level], list[Level], float]:
         """(supports nearest first, resistances nearest first, ATR) as of bar t's close."""
         levels, atr = self.levels(t)
+        levels = [lv for lv in levels if lv.strength >= self.p.min_strength]
         close = float(self.c[t])
         sup = sorted((lv for lv in levels if lv.price < close), key=lambda lv: -lv.price)
         res = sorted((lv for lv in levels if lv.price > close), key=lambda lv: lv.price)
@@ -206,6 +209,13 @@ def _arrays(candles: pd.DataFrame) -> tuple[Any, np.ndarray, np.ndarray, np.ndar
     return pd.to_datetime(df["ts"], utc=True).reset_index(drop=True), arrs[0], arrs[1], arrs[2], arrs[3]
 
 
+def _utc(x: Any) -> pd.Timestamp:
+    import pandas as pd
+
+    t = pd.Timestamp(x)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
 def levels_at(candles: pd.DataFrame, at: Any = None, params: LevelParams | None = None) -> pd.DataFrame:
     """Nearest supports and resistances as of the close of the bar opening at ``at`` (default: the last
     bar). Bars after it are dropped before anything is computed. Columns: :data:`LEVEL_COLUMNS`."""
@@ -214,9 +224,7 @@ def levels_at(candles: pd.DataFrame, at: Any = None, params: LevelParams | None 
     p = params or LevelParams()
     ts, h, low, c, v = _arrays(candles)
     if at is not None:
-        keep = int(np.searchsorted(ts.to_numpy(), pd.Timestamp(at).tz_convert("UTC").to_datetime64()
-                                   if pd.Timestamp(at).tzinfo else pd.Timestamp(at).to_datetime64(),
-                                   side="right"))
+        keep = int((ts <= _utc(at)).sum())  # ts is sorted
         if keep == 0:
             raise ValueError(f"no candle at or before {at}")
         h, low, c, v = h[:keep], low[:keep], c[:keep], v[:keep]
@@ -240,10 +248,7 @@ def levels_series(candles: pd.DataFrame, params: LevelParams | None = None, *, s
     p = params or LevelParams()
     ts, h, low, c, v = _arrays(candles)
     s = _Series(h, low, c, v, p)
-    first = 0 if start is None else int(np.searchsorted(ts.to_numpy(), pd.Timestamp(start).to_datetime64()
-                                                        if pd.Timestamp(start).tzinfo is None else
-                                                        pd.Timestamp(start).tz_convert("UTC").tz_localize(None)
-                                                        .to_datetime64(), side="left"))
+    first = 0 if start is None else int((ts < _utc(start)).sum())
     rows: list[tuple[Any, ...]] = []
     for t in range(first, len(c)):
         sup, res, atr = s.nearest(t)
