@@ -9,6 +9,7 @@ publish is visible on the very next request.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -60,6 +61,7 @@ class Serving:
         self.settings, self.store, self.cache = settings, store, cache
         self.horizons = list(settings.labels.horizons)
         self._has_vol = False
+        self._vol_checked_at: float | None = None
         self._known: tuple[int, list[str]] | None = None
 
     async def cached(self, gen: int, parts: tuple[object, ...], compute: Callable[[], Awaitable[Any]]) -> Response:
@@ -76,8 +78,10 @@ class Serving:
         """The volatility forecast published for the same (asset, horizon, as_of) in ml.vol_forecasts;
         None when none was published (or the store predates that table)."""
         if not self._has_vol:
+            if self._vol_checked_at is not None and time.monotonic() - self._vol_checked_at < 60:
+                return None  # checked a moment ago: the store has no ml.vol_forecasts
             rows = await self.store.fetch("SELECT to_regclass('ml.vol_forecasts') IS NOT NULL")
-            self._has_vol = bool(rows and rows[0][0])
+            self._has_vol, self._vol_checked_at = bool(rows and rows[0][0]), time.monotonic()
             if not self._has_vol:
                 return None
         return await service.volatility_forecast(self.store, asset, horizon, as_of)

@@ -18,7 +18,7 @@ FIRST = datetime(2023, 4, 6, 6, 0, tzinfo=UTC)
 SWITCH = datetime(2023, 6, 10, 6, 0, tzinfo=UTC)  # from here on version 4 (unproven) serves
 LAST = datetime(2023, 7, 1, 6, 0, tzinfo=UTC)
 RECONCILE_AT = datetime(2023, 7, 30, tzinfo=UTC)
-STEP = timedelta(days=8)
+STEP = timedelta(days=12)
 ASSETS = md.SYMBOLS
 HORIZONS = md.HORIZONS
 
