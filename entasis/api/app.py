@@ -62,6 +62,7 @@ class Serving:
         self.horizons = list(settings.labels.horizons)
         self._has_vol = False
         self._vol_checked_at: float | None = None
+        self.metrics_memo: tuple[int, dict[str, Any]] | None = None
         self._known: tuple[int, list[str]] | None = None
 
     async def cached(self, gen: int, parts: tuple[object, ...], compute: Callable[[], Awaitable[Any]]) -> Response:
@@ -209,18 +210,22 @@ async def _metrics_snapshot(sv: Serving) -> dict[str, Any]:
     from entasis.api.analytics import baseline_calls, live_hit_rate
 
     st = sv.store
-    scored = await service.scored(st)
-    live = {k: live_hit_rate(rows, baseline_calls(rows)) for k, rows in scored.items()}
-    counts = {(str(a), int(c)): int(n) for a, c, n in await st.fetch(
-        "SELECT asset, predicted_class, count(*) FROM ml.predictions GROUP BY asset, predicted_class")}
-    champs = await service.champions(st)
+    gen = await st.generation()
+    if sv.metrics_memo is None or sv.metrics_memo[0] != gen:  # what only a publish can change: once per generation
+        scored = await service.scored(st)
+        live = {k: live_hit_rate(rows, baseline_calls(rows)) for k, rows in scored.items()}
+        counts = {(str(a), int(c)): int(n) for a, c, n in await st.fetch(
+            "SELECT asset, predicted_class, count(*) FROM ml.predictions GROUP BY asset, predicted_class")}
+        champs = await service.champions(st)
+        serving_champs = {}
+        for a, h in sorted({(a, h) for a, _ in counts for h in sv.horizons}):
+            c = service.serving_champion(champs, a, h)
+            if c is not None:
+                serving_champs[(a, h)] = {"trained_at": c[5], "unproven": c[7]}
+        sv.metrics_memo = (gen, {"live": live, "counts": counts, "champions": serving_champs})
+    memo = sv.metrics_memo[1]
+    live, counts, serving_champs = memo["live"], memo["counts"], memo["champions"]
     assets = sorted({a for a, _ in counts})
-    keys = {(a, h) for a in assets for h in sv.horizons}
-    serving_champs = {}
-    for a, h in sorted(keys):
-        c = service.serving_champion(champs, a, h)
-        if c is not None:
-            serving_champs[(a, h)] = {"trained_at": c[5], "unproven": c[7]}
     u = sv.settings.universe
     candles = await service.last_candles(st, assets, u.exchange, u.model_timeframe)
     drift_rows = await st.fetch(
