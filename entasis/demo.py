@@ -145,7 +145,7 @@ def _dags() -> dict[str, Any]:
 def _run(dags: dict[str, Any], dag_id: str, logical_date: datetime, say: Any) -> None:
     t0 = time.perf_counter()
     if dag_id == "entasis_train":  # the one long stage: say so before it starts
-        say(f"  {dag_id:<18} {logical_date:%Y-%m-%d %H:%M}  training, walk-forward and promotion (minutes)...")
+        say(f"  {dag_id:<18} {logical_date:%Y-%m-%d %H:%M}  train, walk-forward, promote (minutes)")
     dr = dags[dag_id].test(logical_date=logical_date)
     state = str(getattr(dr, "state", "?")).removeprefix("DagRunState.").lower()
     say(f"  {dag_id:<18} {logical_date:%Y-%m-%d %H:%M}  {state:<8} {time.perf_counter() - t0:6.1f}s")
