@@ -272,7 +272,7 @@ def test_metrics_series(api: str, store: str) -> None:
     assert hist and s[hist[0]] >= 1
 
 
-def test_dashboard_renders_in_headless_chromium(servers: dict[str, str], tmp_path: Path) -> None:
+def test_dashboard_renders_in_headless_chromium(servers: dict[str, str], store: str, tmp_path: Path) -> None:
     """Every page loads in a real browser with no console errors and its plotly charts drawn."""
     from tests.unit.api.browser import chromium
 
@@ -291,6 +291,11 @@ def test_dashboard_renders_in_headless_chromium(servers: dict[str, str], tmp_pat
             errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
             assert errors == [], f"{path}: console errors {errors}"
             assert "Traceback" not in browser.page_source
+            if path.startswith("/assets/"):
+                asset = path.split("/")[2].split("?")[0].replace("-", "/")
+                want_vol = _vol(store, asset, 7, _latest(store, asset, 7)[0]) is not None
+                assert browser.execute_script("return !!document.getElementById('chart-volatility')") == want_vol
+                assert browser.execute_script("return !!document.getElementById('no-volatility')") == (not want_vol)
             name = re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_") or "index"
             assert browser.save_screenshot(str(shots / f"{name}.png"))
             assert browser.save_screenshot(str(tmp_path / f"{name}.png"))
