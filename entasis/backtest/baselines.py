@@ -11,6 +11,13 @@ Direction baselines (each learns only from its fold's purged training window):
 * ``always_bullish`` — bullish, always.
 * ``momentum`` — bullish when the close is above its ``momentum_days`` simple moving average (50 by
   default, the close itself included), bearish when below; never neutral.
+* ``trailing_majority`` — the most frequent class among the coin's labels *known at t* (label at
+  ``s`` with ``t − h − 365 days < s ≤ t − h``, i.e. whose window ended by t) over the trailing year.
+* ``trailing_freq`` — a probabilistic baseline: the Laplace-smoothed class frequencies
+  ``(count + 1) / (n + 3)`` of those same trailing labels (its class is their argmax).
+
+``majority`` is also the probabilistic "training class frequencies" baseline: its probabilities are
+exactly those frequencies.
 
 Rules need probabilities for log-loss and the Brier score: each rule gets a *smoothed one-hot*,
 ``a`` on its class and ``(1 − a)/2`` on the others, with ``a = (hits + 1) / (n + 2)`` its hit rate on
@@ -35,8 +42,12 @@ if TYPE_CHECKING:
 
 N_CLASSES = 3
 BEARISH, NEUTRAL, BULLISH = 0, 1, 2
-BASELINES: tuple[str, ...] = ("majority", "persistence", "always_bullish", "momentum")
-RULES: tuple[str, ...] = ("persistence", "always_bullish", "momentum")
+BASELINES: tuple[str, ...] = ("majority", "trailing_majority", "persistence", "always_bullish", "momentum",
+                               "trailing_freq")
+RULES: tuple[str, ...] = ("persistence", "always_bullish", "momentum", "trailing_majority")
+PROBABILISTIC: tuple[str, ...] = ("majority", "trailing_freq")
+TRAILING_DAYS = 365
+TRAIL_COLUMNS = ("trail_0", "trail_1", "trail_2")
 PREFIX = "baseline:"
 
 
@@ -90,15 +101,49 @@ def momentum_signal(frame: pd.DataFrame, prices: pd.DataFrame, days: int = 50) -
     return np.asarray(merged["_mom"].to_numpy(dtype=np.float64))
 
 
+def trailing_counts(frame: pd.DataFrame, target: str, horizon: int, days: int = TRAILING_DAYS) -> np.ndarray:
+    """(n, 3) counts of each class among the same symbol's labels known at each row's t.
+
+    A label at ``s`` is known at ``t`` when its window has ended: ``s + h <= t``; the trailing window
+    keeps ``t − h − days < s``. Matched on timestamps, so gaps never shift it.
+    """
+    import pandas as pd
+
+    out = np.zeros((len(frame), N_CLASSES))
+    ts = pd.to_datetime(frame["ts"], utc=True).dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
+    y = pd.to_numeric(frame[target], errors="coerce").to_numpy(dtype=np.float64)
+    sym = frame["symbol"].astype(str).to_numpy()
+    h = np.timedelta64(int(horizon), "D")
+    w = np.timedelta64(int(days), "D")
+    for s in np.unique(sym):
+        pos = np.flatnonzero(sym == s)
+        order = pos[np.argsort(ts[pos], kind="stable")]
+        t = ts[order]
+        lab = y[order]
+        ok = ~np.isnan(lab)
+        lt = t[ok]
+        onehot = np.zeros((lt.size + 1, N_CLASSES))
+        onehot[1:] = np.cumsum(np.eye(N_CLASSES)[lab[ok].astype(np.int64)], axis=0)
+        hi = np.searchsorted(lt, t - h, side="right")
+        lo = np.searchsorted(lt, t - h - w, side="right")
+        out[order] = onehot[hi] - onehot[lo]
+    return out
+
+
 def rule_signals(frame: pd.DataFrame, *, target: str, horizon: int, prices: pd.DataFrame | None,
                  momentum_days: int = 50) -> pd.DataFrame:
-    """Each rule's class for every row of ``frame`` (NaN where undefined), computed once, backward-only."""
+    """Each rule's class for every row of ``frame`` (NaN where undefined), computed once, backward-only;
+    plus the trailing known-label counts (``trail_0..2``) the trailing baselines read."""
     import pandas as pd
 
     out = pd.DataFrame(index=frame.index)
     out["persistence"] = lagged_values(frame, target, horizon)
     out["always_bullish"] = float(BULLISH)
     out["momentum"] = momentum_signal(frame, prices, momentum_days) if prices is not None else np.nan
+    cnt = trailing_counts(frame, target, horizon)
+    out["trailing_majority"] = np.where(cnt.sum(axis=1) > 0, cnt.argmax(axis=1).astype(np.float64), np.nan)
+    for k, c in enumerate(TRAIL_COLUMNS):
+        out[c] = cnt[:, k]
     return out
 
 
@@ -117,6 +162,8 @@ class FoldBaselines:
             self.freq[str(s)] = c / c.sum()
         self.rule_conf: dict[str, float] = {}
         for rule in RULES:
+            if rule not in train_rules.columns:
+                continue
             sig = train_rules[rule].to_numpy(dtype=np.float64)
             ok = ~np.isnan(sig)
             hits = float((sig[ok].astype(np.int64) == y[ok]).sum())
@@ -130,6 +177,8 @@ class FoldBaselines:
         maj_pred = maj.argmax(axis=1) if n else np.zeros(0, dtype=np.int64)
         out = {"majority": BaselineOutput(maj, maj_pred)}
         for rule in RULES:
+            if rule not in self.rule_conf:
+                continue
             sig = rules[rule].to_numpy(dtype=np.float64)
             ok = ~np.isnan(sig)
             a = self.rule_conf[rule]
@@ -141,6 +190,12 @@ class FoldBaselines:
                 proba[np.flatnonzero(ok), cls] = a
                 pred[ok] = cls
             out[rule] = BaselineOutput(proba, pred)
+        if all(c in rules.columns for c in TRAIL_COLUMNS):
+            cnt = rules[list(TRAIL_COLUMNS)].to_numpy(dtype=np.float64)
+            freq = (cnt + 1.0) / (cnt.sum(axis=1, keepdims=True) + N_CLASSES)
+            none = cnt.sum(axis=1) == 0
+            freq[none] = maj[none]          # nothing known yet: the training frequencies
+            out["trailing_freq"] = BaselineOutput(freq, freq.argmax(axis=1) if n else np.zeros(0, dtype=np.int64))
         return out
 
 

@@ -36,6 +36,26 @@ def model_specs(names: str, *, n_estimators: int | None, n_jobs: int | None) -> 
     return out
 
 
+def product_specs(*, n_estimators: int | None = None, n_jobs: int | None = None) -> list[Any]:
+    """What the product publishes: the stacked ensemble of ``train.models`` (with ``train.member_params``
+    and the LSTM window / epochs of ``train``), and each member beside it (their forecasts are the
+    ensemble's own members', not separate fits)."""
+    from entasis.config import get_settings
+    from entasis.models.train import member_params_from_settings
+
+    s = get_settings()
+    members = list(s.train.models)
+    params = {k: dict(v) for k, v in member_params_from_settings(s).items() if k in members}
+    for m in members:
+        if m in TREES:
+            if n_estimators is not None:
+                params.setdefault(m, {})["n_estimators"] = n_estimators
+            if n_jobs is not None:
+                params.setdefault(m, {})["n_jobs"] = n_jobs
+    ens: dict[str, Any] = {"name": "ensemble", "members": members, "member_params": params}
+    return [ens, *({"name": m, **params[m]} if params.get(m) else m for m in members)]
+
+
 def _fmt(v: Any, d: int = 3) -> str:
     try:
         f = float(v)
@@ -87,7 +107,9 @@ RecordOpt = Annotated[bool | None, Opt("--record/--no-record", help=(
     "Write ml.backtest_* rows (default: yes from the database, no from CSV)."))]
 LeakOpt = Annotated[float, Opt(help="Fail when a model beats the best baseline by more accuracy than this.")]
 PermOpt = Annotated[bool, Opt("--permutation-check", help="Also train the first model on shuffled labels.")]
-ModelsOpt = Annotated[str, Opt(help="Comma-separated models: rf, xgb, lgbm, lstm, ensemble.")]
+ModelsOpt = Annotated[str, Opt(help=(
+    "Comma-separated models: rf, xgb, lgbm, lstm, ensemble. Default: what the product publishes (the stacked "
+    "ensemble of train.models and its members)."))]
 EmbargoOpt = Annotated[int, Opt(help="Extra days dropped before each test block, beyond the h-day purge.")]
 ExchangeOpt = Annotated[str | None, Opt(help="Exchange of features.bars (default: universe.exchange).")]
 
@@ -97,7 +119,7 @@ def backtest(
     horizon: HorizonOpt = None,
     start: Annotated[str, Opt(help="First test day (YYYY-MM-DD).")] = "",
     end: Annotated[str, Opt(help="Last test day (YYYY-MM-DD, inclusive).")] = "",
-    models: ModelsOpt = "rf,xgb,lgbm,ensemble",
+    models: ModelsOpt = "",
     csv: CsvOpt = None,
     funding_csv: Annotated[Path | None, Opt(help="Funding-rate CSV (Binance export) of the perpetual.")] = None,
     timeframe: Annotated[str, Opt(help="Bar timeframe.")] = "1d",
@@ -118,6 +140,9 @@ def backtest(
     n_boot: Annotated[int, Opt(help="Bootstrap resamples.")] = 2000,
     record: RecordOpt = None,
     report: Annotated[bool, Opt("--report/--no-report", help="Write the HTML report.")] = True,
+    json_path: Annotated[Path | None, Opt("--json", help=(
+        "Write per horizon, per model and baseline: n, accuracy, balanced accuracy, log-loss, Brier, ECE and "
+        "Δ vs the best baseline with its CI, as JSON."))] = None,
 ) -> None:
     """Walk-forward backtest: models vs naive baselines, with bootstrap intervals and a trading simulation."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -133,7 +158,9 @@ def backtest(
     if not start or not end:
         raise typer.BadParameter("--start and --end are required (YYYY-MM-DD)")
     horizons = horizon or [7]
-    specs = model_specs(models, n_estimators=n_estimators, n_jobs=n_jobs)
+    specs = model_specs(models, n_estimators=n_estimators, n_jobs=n_jobs) if models.strip() else \
+        product_specs(n_estimators=n_estimators, n_jobs=n_jobs)
+    out_json: dict[str, Any] = {"horizons": {}}
     try:
         trading = TradingConfig(long_only=long_only, sizing=sizing, hold=hold, fee_bps=fee_bps,  # type: ignore[arg-type]
                                 slippage_bps=slippage_bps)
@@ -161,6 +188,12 @@ def backtest(
                                           permutation_check=permutation_check, n_boot=n_boot)
             for t in summary_tables(result):
                 console.print(t)
+            out_json["horizons"][str(h)] = result.to_json()
+            if json_path is not None:
+                import json
+
+                json_path.parent.mkdir(parents=True, exist_ok=True)
+                json_path.write_text(json.dumps(out_json, indent=2, default=str))
             if result.leakage.get("problems"):
                 console.print("[bold red]leakage warnings:[/] " + "; ".join(result.leakage["problems"]))
             console.print(f"run [bold]{result.run_id}[/] in {result.timings['total']:.1f}s"

@@ -74,6 +74,8 @@ PROBA = ["p_bearish", "p_neutral", "p_bullish"]
 POOLED = "pooled"
 BUY_AND_HOLD = "buy_and_hold"
 SHUFFLED = "shuffled:"
+FIXED_SUFFIX = ":fixed"          # the specification's fixed 0.4/0.2/0.2/0.2 preset of a stacked ensemble
+BASE_RATE_SUFFIX = ":base_rate"  # the stacked ensemble's probabilities, classes by argmax p / base rate
 PRICE_COLUMNS = ("close", "open", "high", "low", "volume", "quote_volume")
 DEFAULT_MODELS: tuple[str, ...] = ("rf", "xgb", "lgbm")
 ModelSpec = str | Mapping[str, Any]
@@ -214,6 +216,33 @@ class WalkForwardResult:
                          "max_drawdown": bh["max_drawdown"]})
         return pd.DataFrame(rows)
 
+    def to_json(self, scope: str = POOLED) -> dict[str, Any]:
+        """Machine-readable scores: per model and baseline n, accuracy, balanced accuracy, log-loss,
+        Brier, ECE, and for models the Δ vs the best baseline (log-loss: the lowest-log-loss baseline;
+        accuracy / balanced accuracy: the highest) with the 95% moving-block bootstrap CI."""
+        best = {"log_loss": self.best_baseline("log_loss", scope), "accuracy": self.best_baseline("accuracy", scope)}
+        bal = {b: self.metrics[b][scope]["balanced_accuracy"] for b in self.baselines if scope in self.metrics[b]}
+        best["balanced_accuracy"] = max(bal, key=lambda k: bal[k])
+        out: dict[str, Any] = {"horizon": self.horizon, "scope": scope, "run_id": self.run_id,
+                               "start": self.config["start"], "end": self.config["end"],
+                               "symbols": self.config["symbols"], "refit_days": self.config["refit_days"],
+                               "best_baseline": best, "models": {}, "baselines": {}}
+        for m in [*self.models, *self.baselines]:
+            met = self.metrics[m].get(scope)
+            if met is None:
+                continue
+            row: dict[str, Any] = {k: met.get(k) for k in ("n", "accuracy", "balanced_accuracy", "log_loss",
+                                                             "brier", "ece")}
+            if not is_baseline(m):
+                for metric in ("log_loss", "accuracy", "balanced_accuracy"):
+                    c = self.comparison(m, best[metric], metric, scope)
+                    row[f"d_{metric}_vs_best"] = {"baseline": best[metric], **c}
+            out["baselines" if is_baseline(m) else "models"][m.removeprefix("baseline:")] = row
+        weights = self.folds.filter(like="w[")
+        if len(weights.columns):
+            out["stacked_weights_mean"] = {c: float(weights[c].mean()) for c in weights.columns}
+        return out
+
     def accuracy_over_time(self, freq: str = "MS") -> pd.DataFrame:
         """Accuracy per period (month) for every model and baseline, on the common scored rows."""
         import pandas as pd
@@ -331,6 +360,10 @@ def walk_forward(frame: pd.DataFrame, *, horizon: int, start: object, end: objec
         first = specs[0]
         specs.append(_Spec(SHUFFLED + first.label, first.name, dict(first.params), shuffled=True))
     labels_all = [s.label for s in specs]
+    stacked_specs = [s.label for s in specs if s.name == "ensemble" and not s.shuffled
+                     and s.params.get("weights", "stacked") == "stacked"]
+    for lab in stacked_specs:  # the fixed preset and the other decision rule, from the same fit
+        labels_all += [lab + FIXED_SUFFIX, lab + BASE_RATE_SUFFIX]
     folds = make_folds(start, end, horizon=horizon, refit_days=refit_days, window=window, train_days=train_days,
                        embargo_days=embargo_days)
     ts = f["ts"]
@@ -349,6 +382,9 @@ def walk_forward(frame: pd.DataFrame, *, horizon: int, start: object, end: objec
     preds: dict[str, list[np.ndarray]] = {s: [] for s in probs}
     fold_rows = []
     fit_time: dict[str, float] = {s: 0.0 for s in labels_all}
+    # members' out-of-sample forecasts of earlier folds: the stacker's out-of-fold rows
+    oof_idx: dict[str, list[np.ndarray]] = {lab: [] for lab in stacked_specs}
+    oof_p: dict[str, dict[str, list[np.ndarray]]] = {lab: {} for lab in stacked_specs}
     for k, fold in enumerate(folds):
         info: dict[str, Any] = {"fold": fold.index, "test_start": fold.test_start, "test_end": fold.test_end,
                                 "train_start": fold.train_start, "train_end": fold.train_end}
@@ -384,6 +420,7 @@ def walk_forward(frame: pd.DataFrame, *, horizon: int, start: object, end: objec
         hist_pred = xf.loc[(ts_ns < t_lo) & (ts_ns >= t_lo - np.timedelta64(context_days, "D"))]
         test_df = xf.loc[te]
         fitted: dict[str, Model] = {}
+        raw_members: dict[str, dict[str, np.ndarray]] = {}
         for s in specs:
             t0 = time.perf_counter()
             if s.shared_from is not None:
@@ -394,25 +431,48 @@ def walk_forward(frame: pd.DataFrame, *, horizon: int, start: object, end: objec
                 tdf = train_df.assign(**{target: rng.permutation(train_df[target].to_numpy())})
                 if vdf is not None:
                     vdf = vdf.assign(**{target: rng.permutation(vdf[target].to_numpy())})
+            kw: dict[str, Any] = {}
+            if s.label in oof_idx:
+                kw["oof"] = _oof_before(oof_idx[s.label], oof_p[s.label], ts_ns, y, symbols, fold.train_end)
             try:
                 with warnings.catch_warnings():
                     # all-NaN feature columns (e.g. no funding data) make numpy warn inside the scalers
                     warnings.simplefilter("ignore", RuntimeWarning)
-                    model.fit(tdf, target, valid=vdf, history=hist_fit)
-                    p = model.predict_proba(test_df, history=hist_pred).to_numpy(dtype=np.float64)
+                    model.fit(tdf, target, valid=vdf, history=hist_fit, **kw)
+                    if s.name == "ensemble":
+                        raw = model.member_proba(test_df, history=hist_pred, calibrated=False)  # type: ignore[attr-defined]
+                        raw_members[s.label] = raw
+                        p = model.combine(test_df, raw)  # type: ignore[attr-defined]
+                    else:
+                        p = model.predict_proba(test_df, history=hist_pred).to_numpy(dtype=np.float64)
             except Exception as e:
                 raise BacktestError(f"fold {fold.index} (test from {fold.test_start.date()}): model {s.label!r} "
                                     f"failed: {e}") from e
             fitted[s.label] = model
-            _append(probs, preds, s.label, p)
+            if s.name == "ensemble":
+                ens_m: Any = model
+                _append(probs, preds, s.label, p, ens_m.classes(p))
+                if s.label in oof_idx:
+                    _append(probs, preds, s.label + FIXED_SUFFIX, ens_m.preset_proba(test_df, parts=raw))
+                    _append(probs, preds, s.label + BASE_RATE_SUFFIX, p, ens_m.classes(p, "base_rate"))
+                    oof_idx[s.label].append(te)
+                    for mname, mp in raw.items():
+                        oof_p[s.label].setdefault(mname, []).append(mp)
+                    for mname, w in ens_m.stacked_weights().items():
+                        info[f"w[{s.label}].{mname}"] = round(w, 4)
+                    info[f"oof[{s.label}]"] = ens_m.oof_source
+            else:
+                _append(probs, preds, s.label, p)
             fit_time[s.label] += time.perf_counter() - t0
         for s in specs:
             if s.shared_from is None:
                 continue
             t0 = time.perf_counter()
-            ens = fitted[s.shared_from]
-            member = ens.models[s.name]  # type: ignore[attr-defined]
-            p = member.predict_proba(test_df, history=hist_pred).to_numpy(dtype=np.float64)
+            if s.shared_from in raw_members:
+                p = raw_members[s.shared_from][s.name]
+            else:
+                member = fitted[s.shared_from].models[s.name]  # type: ignore[attr-defined]
+                p = member.predict_proba(test_df, history=hist_pred).to_numpy(dtype=np.float64)
             _append(probs, preds, s.label, p)
             fit_time[s.label] += time.perf_counter() - t0
         fb = FoldBaselines(symbols[tr], y[tr], rules.iloc[tr])
@@ -473,7 +533,15 @@ def walk_forward(frame: pd.DataFrame, *, horizon: int, start: object, end: objec
                     continue
                 ll_m = row_log_loss(P[m][mask], actual[mask])
                 ll_b = row_log_loss(P[b][mask], actual[mask])
-                for metric, diff in (("accuracy", hit_m[mask] - hit_b[mask]), ("log_loss", ll_m - ll_b)):
+                pairs = [("accuracy", hit_m[mask] - hit_b[mask]), ("log_loss", ll_m - ll_b)]
+                if sc == POOLED:
+                    # balanced accuracy = mean over rows of hit · N / (K · n_class): the same weights for
+                    # both, so its difference is a row mean the bootstrap can resample
+                    ya = actual[mask].astype(np.int64)
+                    cnt = np.bincount(ya, minlength=3).astype(np.float64)
+                    wrow = ya.size / (np.count_nonzero(cnt) * cnt[ya])
+                    pairs.append(("balanced_accuracy", (hit_m[mask] - hit_b[mask]) * wrow))
+                for metric, diff in pairs:
                     bs = block_bootstrap_diff(day[mask], diff, block=block, n_boot=n_boot, seed=seed)
                     comp_rows.append({"model": m, "baseline": b, "scope": sc, "metric": metric, **bs,
                                       "block_days": block})
@@ -534,11 +602,25 @@ def walk_forward(frame: pd.DataFrame, *, horizon: int, start: object, end: objec
 
 
 def _append(probs: dict[str, list[np.ndarray]], preds: dict[str, list[np.ndarray]], label: str,
-            p: np.ndarray) -> None:
+            p: np.ndarray, classes: np.ndarray | None = None) -> None:
     probs[label].append(p)
     bad = np.isnan(p).any(axis=1)
-    cls = np.where(bad, np.nan, np.nan_to_num(p).argmax(axis=1).astype(np.float64))
+    c = np.nan_to_num(p).argmax(axis=1) if classes is None else np.asarray(classes)
+    cls = np.where(bad, np.nan, c.astype(np.float64))
     preds[label].append(cls)
+
+
+def _oof_before(idx: list[np.ndarray], parts: dict[str, list[np.ndarray]], ts_ns: np.ndarray, y: np.ndarray,
+                symbols: np.ndarray, train_end: pd.Timestamp) -> Any:
+    """Earlier folds' member forecasts whose labels are known before this fold's training cut-off
+    (``ts < train_end``: the same purge as the training rows), as the stacker's out-of-fold rows."""
+    from entasis.models.stacking import OOF
+
+    if not idx:
+        return None
+    allidx = np.concatenate(idx)
+    keep = (ts_ns[allidx] < np.datetime64(train_end.tz_convert(None).to_datetime64())) & ~np.isnan(y[allidx])
+    return OOF(symbols[allidx][keep], y[allidx][keep], {m: np.vstack(v)[keep] for m, v in parts.items()})
 
 
 # -- leakage ---------------------------------------------------------------------------------------

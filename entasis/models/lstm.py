@@ -221,7 +221,7 @@ class LSTMModel(Model):
                  seq_len: int = 90, hidden: Sequence[int] = (128, 64, 32), dropout: float = 0.2,
                  dense: int = 16, lr: float = 1e-3, weight_decay: float = 1e-5, batch_size: int = 32,
                  max_epochs: int = 100, patience: int = 10, lr_patience: int = 5, lr_factor: float = 0.5,
-                 min_lr: float = 1e-6, grad_clip: float = 1.0, use_class_weights: bool = True,
+                 min_lr: float = 1e-6, grad_clip: float = 1.0, use_class_weights: bool = False,
                  device: str = "auto", num_threads: int | None = None) -> None:
         super().__init__(features=features, pooled=pooled, seed=seed)
         if seq_len < 1 or not hidden or any(h < 1 for h in hidden):

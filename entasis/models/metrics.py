@@ -1,13 +1,10 @@
-"""Classification metrics and the naive baselines every model figure is shown beside.
+"""Training-side adapters over the one evaluation module (:mod:`entasis.backtest.evaluation`).
 
-Baselines (all fit on the training window only, scored on the same out-of-sample rows as the model):
-
-* ``majority``: the most frequent class of each coin's training window; its probabilities are that
-  coin's training class frequencies (Laplace-smoothed), so it has a finite log-loss.
-* ``persistence``: the class of the past h-day return, i.e. the label of the same coin h days
-  earlier (known at t because that label's window ends at t). Probability ``a`` on that class and
-  ``(1-a)/2`` elsewhere, ``a`` = persistence accuracy on the training window. Rows whose lagged label is
-  unknown fall back to ``majority``.
+Training scores its validation and test splits with exactly the walk-forward's metrics, baselines and
+``beats_baseline`` rule (log-loss decides); this module only adapts them to the ``split_frame`` frames
+training works with. :class:`Baselines` fits :class:`~entasis.backtest.baselines.FoldBaselines` on the
+training split (rule signals computed once on the whole frame, backward-only) and predicts every
+baseline's probabilities for other rows.
 
 On real data a competent model beats the per-coin majority class by about one accuracy point; much
 more than that is a leak until proven otherwise.
@@ -21,37 +18,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from entasis.models.base import CLASS_NAMES, N_CLASSES, label_array
-from entasis.models.calibration import expected_calibration_error, log_loss
+from entasis.models.base import label_array
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
 def classification_metrics(p: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """accuracy, log_loss, brier, ece, per-class precision / recall / F1, confusion matrix, n."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+    """The evaluation module's metrics (accuracy, balanced accuracy, log-loss, Brier, ECE, per class)."""
+    from entasis.backtest.evaluation import classification_metrics as cm
 
-    y = y.astype(int)
-    pred = p.argmax(axis=1) if len(p) else np.zeros(0, dtype=int)
-    out: dict[str, Any] = {"n": len(y)}
+    y = np.asarray(y).astype(int)
     if not len(y):
-        return out
-    onehot = np.eye(N_CLASSES)[y]
-    out["accuracy"] = float((pred == y).mean())
-    out["log_loss"] = log_loss(p, y)
-    out["brier"] = float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
-    out["ece"] = expected_calibration_error(p, y)
-    prec, rec, f1, sup = precision_recall_fscore_support(y, pred, labels=list(range(N_CLASSES)),
-                                                         zero_division=0)
-    for i, name in enumerate(CLASS_NAMES):
-        out[f"precision_{name}"] = float(prec[i])
-        out[f"recall_{name}"] = float(rec[i])
-        out[f"f1_{name}"] = float(f1[i])
-        out[f"support_{name}"] = int(sup[i])
-    out["f1_macro"] = float(np.mean(f1))
-    out["confusion"] = confusion_matrix(y, pred, labels=list(range(N_CLASSES))).tolist()
-    return out
+        return {"n": 0}
+    return cm(p, y)
 
 
 def scalar_metrics(m: Mapping[str, Any]) -> dict[str, float]:
@@ -78,68 +58,76 @@ def lagged_label(frame: pd.DataFrame, rows: pd.DataFrame, column: str, horizon_d
 
 @dataclass
 class Baselines:
-    """Per-coin class frequencies and the persistence hit rate, learned from the training window."""
+    """The evaluation module's baselines fit on a training split (see :mod:`entasis.backtest.baselines`)."""
 
     target: str
     horizon: int
-    freq: dict[str, np.ndarray] = field(default_factory=dict)
-    pooled_freq: np.ndarray = field(default_factory=lambda: np.full(N_CLASSES, 1.0 / N_CLASSES))
-    persistence_acc: float = 1.0 / N_CLASSES
+    fold: Any = None
+    rules: Any = None
+    keys: dict[tuple[str, Any], int] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, train: pd.DataFrame, target: str, horizon: int, *, frame: pd.DataFrame | None = None
-            ) -> Baselines:
+    def fit(cls, train: pd.DataFrame, target: str, horizon: int, *, frame: pd.DataFrame | None = None,
+            prices: pd.DataFrame | None = None) -> Baselines:
+        from entasis.backtest.baselines import FoldBaselines
+
         b = cls(target=target, horizon=horizon)
+        b._index(frame if frame is not None else train, prices)
         lab = train.dropna(subset=[target])
-        y_all = label_array(lab[target]).astype(int)
-        b.pooled_freq = (np.bincount(y_all, minlength=N_CLASSES) + 1.0) / (len(y_all) + N_CLASSES)
-        for sym, g in lab.groupby("symbol"):
-            counts = np.bincount(label_array(g[target]).astype(int), minlength=N_CLASSES) + 1.0
-            b.freq[str(sym)] = counts / counts.sum()
-        lag = lagged_label(frame if frame is not None else train, lab, target, horizon)
-        ok = ~np.isnan(lag)
-        if ok.sum():
-            b.persistence_acc = float(np.clip((lag[ok].astype(int) == y_all[ok]).mean(), 0.34, 0.98))
+        pos = b._positions(lab)
+        b.fold = FoldBaselines(lab["symbol"].astype(str).to_numpy(), label_array(lab[target]).astype(int),
+                               b.rules.iloc[pos].reset_index(drop=True))
         return b
 
+    def _index(self, frame: pd.DataFrame, prices: pd.DataFrame | None = None) -> None:
+        """Rule signals (backward-only) for every row of ``frame``, and where each (symbol, ts) sits."""
+        import pandas as pd
+
+        from entasis.backtest.baselines import rule_signals
+
+        src = frame.copy()
+        src["ts"] = pd.to_datetime(src["ts"], utc=True)
+        src = src.drop_duplicates(["symbol", "ts"], keep="last").reset_index(drop=True)
+        if prices is None and "close" in src.columns:
+            prices = src[["symbol", "ts", "close"]]
+        self.rules = rule_signals(src, target=self.target, horizon=self.horizon, prices=prices)
+        self.keys = {(str(s), t): i for i, (s, t) in enumerate(zip(src["symbol"], src["ts"], strict=True))}
+
+    def _positions(self, rows: pd.DataFrame) -> np.ndarray:
+        import pandas as pd
+
+        ts = pd.to_datetime(rows["ts"], utc=True)
+        pos = [self.keys.get((str(s), t), -1) for s, t in zip(rows["symbol"], ts, strict=True)]
+        arr = np.asarray(pos, dtype=np.int64)
+        if (arr < 0).any():
+            raise ValueError("baselines: rows not in the frame they were fit with; pass frame=")
+        return arr
+
     def predict(self, rows: pd.DataFrame, *, frame: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
-        """{'majority': (n,3), 'persistence': (n,3)} probabilities for ``rows``."""
-        maj = np.vstack([self.freq.get(str(s), self.pooled_freq) for s in rows["symbol"]]) if len(rows) \
-            else np.zeros((0, N_CLASSES))
-        # The majority baseline predicts the majority class: make argmax unambiguous and keep probabilities.
-        lag = lagged_label(frame if frame is not None else rows, rows, self.target, self.horizon)
-        pers = maj.copy()
-        ok = ~np.isnan(lag)
-        a = self.persistence_acc
-        pers[ok] = (1 - a) / (N_CLASSES - 1)
-        pers[np.flatnonzero(ok), lag[ok].astype(int)] = a
-        return {"majority": maj, "persistence": pers}
+        """{baseline: (n, 3) probabilities} for ``rows`` (``frame``: context holding them, when they are not
+        in the frame the baselines were fit with)."""
+        out = self.predict_full(rows, frame=frame)
+        return {k: v.proba for k, v in out.items()}
+
+    def predict_full(self, rows: pd.DataFrame, *, frame: pd.DataFrame | None = None) -> dict[str, Any]:
+        """{baseline: BaselineOutput(proba, pred)}: the class a rule predicts, beside its probabilities."""
+        import pandas as pd
+
+        ts = pd.to_datetime(rows["ts"], utc=True)
+        if frame is not None and any((str(s), t) not in self.keys for s, t in zip(rows["symbol"], ts, strict=True)):
+            self._index(frame)
+        pos = self._positions(rows)
+        return dict(self.fold.predict(rows["symbol"].astype(str).to_numpy(),
+                                      self.rules.iloc[pos].reset_index(drop=True)))
 
 
 def compare(model_metrics: Mapping[str, Any], baseline_metrics: Mapping[str, Mapping[str, Any]]
             ) -> dict[str, Any]:
-    """The honesty summary stored as model-version tags.
+    """The honesty summary stored as model-version tags: :func:`entasis.backtest.evaluation.beats_baseline`
+    (log-loss decides; accuracy and balanced accuracy beside it)."""
+    from entasis.backtest.evaluation import beats_baseline
 
-    ``best_baseline`` is the baseline with the highest accuracy (ties: lower log-loss).
-    ``beats_baseline`` is true only when the model's accuracy is higher than every baseline's AND its
-    log-loss is lower than every baseline's.
-    """
-    if not baseline_metrics or "accuracy" not in model_metrics:
-        return {"beats_baseline": False}
-    best = max(baseline_metrics, key=lambda k: (baseline_metrics[k].get("accuracy", -1.0),
-                                                 -baseline_metrics[k].get("log_loss", np.inf)))
-    best_acc = max(v.get("accuracy", -1.0) for v in baseline_metrics.values())
-    best_ll = min(v.get("log_loss", np.inf) for v in baseline_metrics.values())
-    beats = bool(model_metrics["accuracy"] > best_acc and model_metrics["log_loss"] < best_ll)
-    return {
-        "test_accuracy": round(float(model_metrics["accuracy"]), 6),
-        "test_log_loss": round(float(model_metrics["log_loss"]), 6),
-        "best_baseline": best,
-        "best_baseline_accuracy": round(float(baseline_metrics[best]["accuracy"]), 6),
-        "best_baseline_log_loss": round(float(baseline_metrics[best]["log_loss"]), 6),
-        "accuracy_edge": round(float(model_metrics["accuracy"] - best_acc), 6),
-        "beats_baseline": beats,
-    }
+    return beats_baseline(model_metrics, baseline_metrics)
 
 
 def regression_metrics(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:

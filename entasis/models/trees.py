@@ -1,7 +1,13 @@
 """Tabular direction classifiers: RandomForest, XGBoost and LightGBM on one shared row view.
 
-Each row becomes its last-bar (scaled) features, lagged copies (default 1, 3, 7 bars) and rolling
-mean / std over 7 and 30 bars, plus a one-hot asset id for pooled models (``datasets.tabular``).
+Each row becomes its last-bar (scaled) features, optionally lagged copies (``lags``) and rolling mean /
+std (``roll``), plus a one-hot asset id for pooled models (``datasets.tabular``; ``asset_id=False``
+leaves it out, and an asset unseen in training gets all zeros either way). The default view is the
+last bar only: the features already summarise windows (RSI, MACD, Bollinger, realized vol...), and
+lags + rolling stats turned ~34 features into ~270 columns for a few thousand daily rows per asset,
+which made the forests slow (the walk-forward profile: the random forest took ~75% of the time) and
+gave them more room to fit noise. Class weights are off by default: they move probabilities away from
+the base rates, which costs log-loss.
 XGBoost and LightGBM run their GPU tree methods when CUDA is present (LightGBM only when its GPU build
 works) and stop early on the validation set when one is given. Saved in native formats: XGBoost UBJ,
 LightGBM text, scikit-learn through skops (loaded only after checking every type is trusted).
@@ -37,8 +43,8 @@ class TabularModel(Model):
     """Shared view-building for the tree models; subclasses only fit / predict matrices."""
 
     def __init__(self, *, features: Sequence[str] | None = None, pooled: bool = True, seed: int = 42,
-                 lags: Sequence[int] = (1, 3, 7), roll: Sequence[int] = (7, 30),
-                 use_class_weights: bool = True, n_jobs: int = -1) -> None:
+                 lags: Sequence[int] = (), roll: Sequence[int] = (),
+                 use_class_weights: bool = False, n_jobs: int = -1, asset_id: bool = True) -> None:
         super().__init__(features=features, pooled=pooled, seed=seed)
         if any(k < 1 for k in lags) or any(w < 2 for w in roll):
             raise ModelError(f"lags must be >= 1 and rolling windows >= 2; got {tuple(lags)}, {tuple(roll)}")
@@ -46,6 +52,7 @@ class TabularModel(Model):
         self.roll = sorted({int(w) for w in roll})
         self.use_class_weights = use_class_weights
         self.n_jobs = n_jobs
+        self.asset_id = bool(asset_id)
         self.scaler = Standardizer()
 
     @property
@@ -54,7 +61,8 @@ class TabularModel(Model):
 
     def base_params(self) -> dict[str, Any]:
         return {"features": self.features, "pooled": self.pooled, "seed": self.seed, "lags": list(self.lags),
-                "roll": list(self.roll), "use_class_weights": self.use_class_weights, "n_jobs": self.n_jobs}
+                "roll": list(self.roll), "use_class_weights": self.use_class_weights, "n_jobs": self.n_jobs,
+                "asset_id": self.asset_id}
 
     def column_names(self) -> list[str]:
         assert self.features is not None
@@ -74,7 +82,7 @@ class TabularModel(Model):
                            train=train, target=target, valid=valid, history=history)
         assert prep.ctx.target is not None
         tr = prep.samples["train"]
-        self.assets = sorted(set(prep.ctx.symbols[tr])) if self.pooled else []
+        self.assets = sorted(set(prep.ctx.symbols[tr])) if self.pooled and self.asset_id else []
         x, y = self._matrix(prep, tr), prep.ctx.target[tr].astype(np.int64)
         w = class_weights(y)[y] if self.use_class_weights else np.ones(len(y))
         va = prep.samples.get("valid")
@@ -137,7 +145,7 @@ _RF_TRUSTED_PREFIXES = ("sklearn.", "numpy.")
 class RandomForestModel(TabularModel):
     kind = "rf"
 
-    def __init__(self, *, n_estimators: int = 300, max_depth: int | None = 8, min_samples_leaf: int = 20,
+    def __init__(self, *, n_estimators: int = 200, max_depth: int | None = 8, min_samples_leaf: int = 50,
                  max_features: str | float = "sqrt", **kw: Any) -> None:
         super().__init__(**kw)
         self.n_estimators = int(n_estimators)

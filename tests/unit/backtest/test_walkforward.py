@@ -32,8 +32,9 @@ def run(market: tuple[pd.DataFrame, pd.DataFrame]):  # type: ignore[no-untyped-d
 
 def test_every_forecast_is_kept_on_the_same_rows(run) -> None:  # type: ignore[no-untyped-def]
     p = run.predictions
-    expected = {"lgbm", "rf", "ensemble", "shuffled:lgbm", "baseline:majority", "baseline:persistence",
-                "baseline:always_bullish", "baseline:momentum"}
+    expected = {"lgbm", "rf", "ensemble", "ensemble:fixed", "ensemble:base_rate", "shuffled:lgbm",
+                "baseline:majority", "baseline:persistence", "baseline:always_bullish", "baseline:momentum",
+                "baseline:trailing_majority", "baseline:trailing_freq"}
     assert set(p["model"]) == expected
     assert {"symbol", "ts", "fold", "model", "p_bearish", "p_neutral", "p_bullish", "predicted_class",
             "actual_class", "forward_return"} <= set(p.columns)
@@ -156,3 +157,47 @@ def test_bad_inputs_are_named(market) -> None:  # type: ignore[no-untyped-def]
     bad_px = prices.assign(close=-1.0)
     with pytest.raises(BacktestError, match="positive"):
         walk_forward(frame, horizon=7, start=START, end=END, models=[tiny("rf")], prices=bad_px, **KW)
+
+
+def test_stacked_ensemble_learns_from_earlier_folds_only(run) -> None:  # type: ignore[no-untyped-def]
+    folds = run.folds
+    # the first fold has no earlier forecasts: purged inner folds; later folds use the walk-forward's own
+    assert folds["oof[ensemble]"].iloc[0] == "inner:2"
+    assert (folds["oof[ensemble]"].iloc[1:] == "given").all() or folds["oof[ensemble]"].iloc[1] == "inner:2"
+    w = folds.filter(like="w[ensemble]")
+    assert {"w[ensemble].lgbm", "w[ensemble].rf", "w[ensemble].prior:asset_freq"} <= set(w.columns)
+    assert (w.to_numpy() >= 0).all()
+    # planted signal: the stack trusts the members
+    assert (w["w[ensemble].lgbm"] + w["w[ensemble].rf"]).mean() > 0.2
+
+
+def test_oof_rows_respect_the_purge() -> None:
+    from entasis.backtest.walkforward import _oof_before
+
+    ts = pd.date_range("2021-01-01", periods=10, freq="1D", tz="UTC")
+    ts_ns = ts.tz_convert(None).to_numpy(dtype="datetime64[ns]")
+    y = np.array([0, 1, 2, 0, np.nan, 1, 2, 0, 1, 2], dtype=float)
+    syms = np.array(["A"] * 10)
+    p = np.full((10, 3), 1 / 3)
+    out = _oof_before([np.arange(5), np.arange(5, 10)], {"rf": [p[:5], p[5:]]}, ts_ns, y, syms,
+                      pd.Timestamp("2021-01-07", tz="UTC"))
+    # rows strictly before the cut-off with a known label: days 1-4 and 6 (day 5 unlabelled)
+    assert out.y.tolist() == [0, 1, 2, 0, 1] and out.probas["rf"].shape == (5, 3)
+    assert _oof_before([], {}, ts_ns, y, syms, pd.Timestamp("2021-01-07", tz="UTC")) is None
+
+
+def test_json_has_every_model_and_baseline_with_cis(run) -> None:  # type: ignore[no-untyped-def]
+    j = run.to_json()
+    assert set(j["models"]) == {"lgbm", "rf", "ensemble", "ensemble:fixed", "ensemble:base_rate", "shuffled:lgbm"}
+    assert "trailing_freq" in j["baselines"] and "majority" in j["baselines"]
+    e = j["models"]["ensemble"]
+    for k in ("n", "accuracy", "balanced_accuracy", "log_loss", "brier", "ece"):
+        assert e[k] is not None
+    d = e["d_log_loss_vs_best"]
+    assert d["baseline"] == j["best_baseline"]["log_loss"] and d["lo"] <= d["estimate"] <= d["hi"]
+    assert e["d_balanced_accuracy_vs_best"]["lo"] <= e["d_balanced_accuracy_vs_best"]["hi"]
+    # the same probabilities, two decision rules
+    p = run.predictions
+    a = p[p["model"] == "ensemble"][["p_bearish", "p_neutral", "p_bullish"]].to_numpy()
+    b = p[p["model"] == "ensemble:base_rate"][["p_bearish", "p_neutral", "p_bullish"]].to_numpy()
+    np.testing.assert_array_equal(a, b)

@@ -49,25 +49,39 @@ def test_default_weights_are_the_specified_ones_and_renormalise() -> None:
         resolve_weights(["rf", "xgb"], {"rf": 1.0})
 
 
-def test_probabilities_sum_to_one_and_follow_the_weights(ensemble: EnsembleModel, split: Split) -> None:
+def test_probabilities_sum_to_one_and_follow_the_stack(ensemble: EnsembleModel, split: Split) -> None:
+    from entasis.models.stacking import prior_inputs
+
     p = ensemble.predict_proba(split.test, history=split.frame)
     ok = p.notna().all(axis=1)
     assert ok.sum() > 100
     np.testing.assert_allclose(p[ok].sum(axis=1), 1.0, atol=1e-12)
+    raw = ensemble.member_proba(split.test, history=split.frame, calibrated=False)
+    inputs = {**raw, **prior_inputs(split.test["symbol"].to_numpy(), ensemble.freq, ensemble.base_rate)}
+    assert ensemble.stacker is not None and ensemble.oof_source == "inner:2"
+    np.testing.assert_allclose(p[ok].to_numpy(), ensemble.stacker.predict(inputs)[ok.to_numpy()], atol=1e-12)
+    # the fixed preset (specification weights over temperature-scaled members) is shown beside it
     members = ensemble.member_proba(split.test, history=split.frame)
-    mix = np.sum([ensemble.weights[m] * members[m] for m in ALL], axis=0)
-    np.testing.assert_allclose(p[ok].to_numpy(), mix[ok.to_numpy()], atol=1e-12)
+    mix = np.sum([DEFAULT_WEIGHTS[m] * members[m] for m in ALL], axis=0)
+    np.testing.assert_allclose(ensemble.preset_proba(split.test, history=split.frame)[ok.to_numpy()],
+                               mix[ok.to_numpy()], atol=1e-12)
     assert ensemble.weights == DEFAULT_WEIGHTS
+    # planted signal: the stack puts weight on the members, not only on the prior
+    w = ensemble.stacked_weights()
+    assert sum(w[m] for m in ALL) > 0.1, w
     # eligibility is the strictest member's
     assert ensemble.min_history == max(m.min_history for m in ensemble.models.values())
 
 
-def test_temperatures_improve_validation_log_loss(ensemble: EnsembleModel, split: Split) -> None:
-    raw = ensemble.member_proba(split.valid, history=split.frame, calibrated=False)
+def test_temperatures_improve_validation_log_loss(split: Split) -> None:
+    params = {k: TINY[k] for k in ("rf", "lgbm")}
+    e = EnsembleModel(members=["rf", "lgbm"], weights="default", features=FEATS, member_params=params)
+    e.fit(split.train, TARGET, valid=split.valid, history=split.frame)
+    raw = e.member_proba(split.valid, history=split.frame, calibrated=False)
     y = labels(split.valid)
     for name, p in raw.items():
         ok = ~np.isnan(y) & ~np.isnan(p).any(axis=1)
-        t = ensemble.temperatures[name]
+        t = e.temperatures[name]
         assert t > 0
         before = log_loss(p[ok], y[ok].astype(int))
         after = log_loss(apply_temperature(p[ok], t), y[ok].astype(int))
@@ -137,12 +151,13 @@ def test_ensemble_save_load_identical(ensemble: EnsembleModel, split: Split, tmp
     again = load_model(tmp_path / "ens")
     assert isinstance(again, EnsembleModel)
     assert again.weights == ensemble.weights and again.temperatures == ensemble.temperatures
+    assert again.stacked_weights() == ensemble.stacked_weights()
     np.testing.assert_array_equal(ensemble.predict_proba(split.test, history=split.frame).to_numpy(),
                                   again.predict_proba(split.test, history=split.frame).to_numpy())
 
 
 def test_ensemble_needs_validation_for_calibration(split: Split) -> None:
-    e = EnsembleModel(members=["rf"], features=FEATS, member_params={"rf": TINY["rf"]})
+    e = EnsembleModel(members=["rf"], weights="default", features=FEATS, member_params={"rf": TINY["rf"]})
     with pytest.raises(ModelError, match="validation"):
         e.fit(split.train, TARGET)
     with pytest.raises(ModelError, match="duplicate"):
