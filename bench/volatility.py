@@ -89,6 +89,41 @@ def diffs(scores: dict[int, dict[str, Any]], chosen: dict[int, str], title: str)
     return out
 
 
+def diagnose(fc: Any, start: str, end: str, chosen: dict[int, str], n_boot: int) -> dict[str, Any]:
+    """Why an interval is wide: median vs mean difference, the mean without the 1% largest |differences|,
+    per-asset wins, forecast bias, and the interval with blocks of h days (shown, never used to decide)."""
+    import pandas as pd
+
+    from entasis.backtest.metrics import block_bootstrap_diff
+
+    w = vol_eval.window(fc, start, end)
+    w = w.dropna(subset=vol_eval.model_columns(w))
+    out: dict[str, Any] = {}
+    print(f"\n== diagnostics {start} .. {end}")
+    for h, g in w.groupby("horizon"):
+        h = int(h)
+        c = chosen[h]
+        y = g["y"].to_numpy()
+        day = (g["ts"] - pd.Timestamp("1970-01-01", tz="UTC")).dt.days.to_numpy()
+        for ref in [r for r in REFS if r in g.columns]:
+            d = vol_eval.qlike(y, g[c].to_numpy()) - vol_eval.qlike(y, g[ref].to_numpy())
+            per = pd.Series(d).groupby(g["symbol"].to_numpy()).mean()
+            top = np.abs(d) >= np.quantile(np.abs(d), 0.99)
+            bh = block_bootstrap_diff(day, d, block=h, n_boot=n_boot)
+            rec = {"mean": float(d.mean()), "median": float(np.median(d)), "share_rows_better": float(np.mean(d < 0)),
+                   "assets_better": int((per < 0).sum()), "assets": int(per.size),
+                   "mean_without_top1pct": float(d[~top].mean()), "ci_block_h": [bh["lo"], bh["hi"]]}
+            out[f"{h}d:{c}-{ref}"] = rec
+            print(f"{h:>3}d {c}-{ref:<8} QLIKE mean {rec['mean']:+.4f} median {rec['median']:+.4f} "
+                  f"rows better {rec['share_rows_better']:.3f} assets better {rec['assets_better']}/{rec['assets']} "
+                  f"mean w/o top 1% {rec['mean_without_top1pct']:+.4f} "
+                  f"CI(block={h}) [{bh['lo']:+.4f}, {bh['hi']:+.4f}]")
+        bias = {m: float(np.median(g[m] / g["y"])) for m in [c, *REFS] if m in g.columns}
+        out[f"{h}d:median_forecast_over_realized"] = bias
+        print(f"{h:>3}d median forecast / realized: " + ", ".join(f"{m} {v:.3f}" for m, v in bias.items()))
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from entasis.config import get_settings
 
@@ -140,6 +175,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     d_choose = diffs(choose_s, chosen, "choice window")
     table(confirm_s, f"confirm window {args.split} .. {args.end}")
     d_confirm = diffs(confirm_s, chosen, "confirm window")
+    diag = diagnose(fc, args.split, args.end, chosen, args.n_boot)
     refs = [r for r in REFS if r in models]
     met = bool(refs) and all(d_confirm.get(f"{h}d:{chosen[h]}-{ref}:qlike", {}).get("below_0", False)
               for h in horizons for ref in refs)
@@ -148,7 +184,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                for h in horizons]))
     result = {"assets": assets, "horizons": horizons, "start": args.start, "split": args.split,
               "end": args.end, "lgbm_every": args.lgbm_every, "wall_s": wall, "chosen": chosen,
-              "choice": choose_s, "confirm": confirm_s, "diff_choice": d_choose, "diff_confirm": d_confirm}
+              "choice": choose_s, "confirm": confirm_s, "diff_choice": d_choose, "diff_confirm": d_confirm,
+              "diagnostics_confirm": diag}
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=str))
     line = {"bench": "volatility", "metric": metric, "reference": reference,
