@@ -12,6 +12,13 @@ import typer
 DEFAULT_PORT = 8765
 
 
+def pd_ts(ms: int) -> object:
+    """A UTC timestamp from ms (pandas imported only when crashes are printed)."""
+    import pandas as pd
+
+    return pd.Timestamp(ms, unit="ms", tz="UTC")
+
+
 def register(app: typer.Typer) -> None:
     sim_app = typer.Typer(help="The simulated exchange (Binance, Bybit, Deribit endpoints, offline).",
                           no_args_is_help=True)
@@ -32,6 +39,9 @@ def register(app: typer.Typer) -> None:
         now: str | None = typer.Option(None, "--now", help="The exchange's clock (default: --end)."),
         live: bool = typer.Option(False, "--live", help="Let the exchange's clock follow the wall clock (for "
                                   "Airflow's scheduler); --end must then lie in the future."),
+        flash_crashes: int = typer.Option(0, "--flash-crashes", help="Inject this many flash crashes (spread over "
+                                          "--start..--end, reproducible from --flash-seed)."),
+        flash_seed: int = typer.Option(1, "--flash-seed", help="Seed of the injected flash crashes."),
     ) -> None:
         """Serve simulated (or replayed) market data on loopback until interrupted."""
         import signal
@@ -53,12 +63,16 @@ def register(app: typer.Typer) -> None:
                 if pd.Timestamp(end, tz="UTC") <= pd.Timestamp(now):
                     raise ValueError(f"--live needs --end in the future; got {end}")
             market = MarketSim(seed=seed, symbols=sym_list, start=start, end=end, now=now)
+            crashes = market.inject_flash_crashes(flash_crashes, seed=flash_seed) if flash_crashes else []
             server = start_server(seed=seed, host=host, port=port, replay_dir=replay, market=market)
         except (ValueError, ReplayFormatError, OSError) as e:
             console.print(f"[bold red]error:[/] {e}")
             raise typer.Exit(code=1) from None
         console.print(f"simulated exchange on [bold]{server.url}[/] (seed {seed}, now {market.now:%Y-%m-%d %H:%M} UTC"
                       + (f", replaying {replay}" if replay else "") + "); Ctrl-C stops it")
+        for c in crashes:
+            console.print(f"  flash crash: {c.asset} at {pd_ts(c.start):%Y-%m-%d %H:%M} UTC, -{100 * c.depth:.1f}% "
+                          f"over {c.fall_minutes} min, volume x{c.volume_mult}")
         console.print(f"  binance {server.url}/binance/api/v3/klines  bybit {server.url}/bybit/v5/market/kline  "
                       f"deribit {server.url}/deribit/api/v2/public/get_instruments")
         done = threading.Event()

@@ -5,7 +5,8 @@ ccxt, with crashes whose start and depth are known exactly. A crash is an overla
 path of one asset: from the open of its ``start`` minute the price falls (log-linearly) by ``depth``
 over ``fall_minutes``, bounces back ``bounce`` of the drop within two minutes and regains the rest
 linearly by ``recover_minutes`` after the trough, so every price after the crash is the simulator's
-own again. Volume in the fall and the first bounce minutes is ``volume_mult`` times what it was.
+own again. Volume in the fall and the first two bounce minutes is ``volume_mult`` times the average
+minute of the hour before the crash (at least what the minute had).
 Coarser bars of the affected hours are re-aggregated from the crashed minutes, so 5m/1h/1d candles
 stay exact aggregates (see :meth:`entasis.sim.market.MarketSim.inject_flash_crash`).
 
@@ -103,7 +104,11 @@ def apply_to_minutes(bars: Bars, crashes: list[FlashCrash], price_dp: int, qv_sc
         h[sel] = h[sel] * np.maximum(g0, g1)
         lo[sel] = lo[sel] * np.minimum(g0, g1)
         hot = sel & (bars.ts < cr.start + (cr.fall_minutes + HOT_BOUNCE_MINUTES) * MINUTE_MS)
-        lots[hot] = np.rint(lots[hot] * cr.volume_mult).astype(np.int64)
+        # volume_mult x the average minute of the hour before (of the whole block when that hour lies
+        # in the previous day), never less than the minute had: a surge against the trailing average
+        before = (bars.ts >= cr.start - 60 * MINUTE_MS) & (bars.ts < cr.start)
+        ref = float(bars.lots[before].mean()) if before.any() else float(bars.lots.mean())
+        lots[hot] = np.maximum(lots[hot], np.rint(ref * cr.volume_mult)).astype(np.int64)
     if not touched.any():
         return bars
     o[touched] = np.maximum(np.round(o[touched], price_dp), tick)

@@ -1,0 +1,24 @@
+"""Smoke run of bench/signals.py at tiny sizes: the injected crash is found, the JSON line is well formed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("bench_signals", ROOT / "bench" / "signals.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(["--assets", "2", "--repeat", "2", "--crashes", "1"])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last == res
+    assert last["bench"] == "signals_flashcrash" and isinstance(last["met"], bool) and last["target"] == 10.0
+    assert last["ratio"] == pytest.approx(last["metric"] / last["reference"], rel=1e-3)
+    assert last["events"] == last["injected"] == 1 and last["bars"] == 2 * 1440
