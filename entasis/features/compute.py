@@ -440,7 +440,7 @@ def _extra_features(s: _Series, extras: Extras | None) -> dict[str, np.ndarray]:
 
 def compute_series(
     s: _Series, extras: Extras | None, params: LabelParams, block_bars: int | None = None,
-    warmup_bars: int | None = None,
+    warmup_bars: int | None = None, extensions: bool = True,
 ) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """The arithmetic of :func:`compute` on checked arrays, no pandas: (float column names, the
     (columns x rows) float block, warm-up flags, label codes {y_cls_*: (int16 classes, null mask)}).
@@ -501,7 +501,8 @@ def compute_series(
             band = params.vol_scale * block[row["rvol_20"]] * math.sqrt(hd / 365.0)
         classes[f"y_cls_{hd}d"] = label_codes(r, band)
     have = _extra_features(s, extras)
-    have.update(extension_features(s))  # the extension point (entasis.features.extensions)
+    if extensions:  # the extension point (entasis.features.extensions); off only to measure our own layer
+        have.update(extension_features(s))
     builtin = {*registry.CANDLE_FEATURES, *registry.MOMENTUM_FEATURES}
     for name in registry.SERIES_FEATURES:
         if name in builtin:
@@ -524,6 +525,7 @@ def compute(
     labels: LabelParams | None = None,
     block_bars: int | None = None,
     warmup_bars: int | None = None,
+    extensions: bool = True,
 ) -> pd.DataFrame:
     """Features, warm-up flag and labels for one (exchange, symbol, timeframe) series.
 
@@ -532,13 +534,14 @@ def compute(
     ``registry.series_columns(horizons)`` (the cross-sectional columns come from the second pass,
     :mod:`entasis.features.cross`, which needs the whole universe). ``block_bars`` /
     ``warmup_bars`` override the bounded-history windows (tests use small ones); keep the
-    defaults for anything stored.
+    defaults for anything stored. ``extensions=False`` leaves the extension columns NaN (benches
+    measuring this layer alone; never for stored rows).
     """
     import pandas as pd
 
     params = labels or LabelParams.from_settings()
     s = _prepare(candles, timeframe, exchange, symbol)
-    float_cols, block, warm, codes = compute_series(s, extras, params, block_bars, warmup_bars)
+    float_cols, block, warm, codes = compute_series(s, extras, params, block_bars, warmup_bars, extensions)
     n = len(s.ts_ns)
     tf = s.timeframe
     classes = {k: pd.arrays.IntegerArray(*v) for k, v in codes.items()}
