@@ -21,6 +21,7 @@ DEFAULT_ARGS = {
     "retries": 2,
     "retry_delay": dt.timedelta(minutes=5),
     "retry_exponential_backoff": True,
+    "execution_timeout": dt.timedelta(hours=1),
 }
 
 
@@ -30,6 +31,7 @@ DEFAULT_ARGS = {
     start_date=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=dt.timedelta(hours=2),
     default_args=DEFAULT_ARGS,
     tags=["entasis", "features", "spark"],
     doc_md=__doc__,

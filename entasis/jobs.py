@@ -15,13 +15,29 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def _use_airflow_store() -> None:
-    """Inside Airflow, prefer the ``entasis_db`` connection when one is configured."""
+ML = ("database", "mlflow", "artifacts")
+
+
+def _use_airflow_store(*needs: str) -> None:
+    """Inside Airflow, prefer the ``entasis_db`` connection when one is configured; then, with
+    ``ENTASIS_DEPLOYMENT=production``, fail at once (no retries) when ``needs`` (default: the
+    database) lack a shared server, naming the missing setting, instead of falling back to local state."""
+    from entasis.deploy.production import ProductionConfigError, require
+
     try:
         from entasis_airflow.hooks import use_airflow_connection
     except ImportError:  # not running under Airflow (CLI, tests)
-        return
-    use_airflow_connection()
+        use_airflow_connection = None
+    if use_airflow_connection is not None:
+        use_airflow_connection()
+    try:
+        require(*(needs or ("database",)))
+    except ProductionConfigError as e:
+        if use_airflow_connection is None:
+            raise
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(str(e)) from e  # a configuration error: retrying cannot fix it
 
 
 def _require(value: datetime | None, what: str) -> datetime:
@@ -126,7 +142,7 @@ def publish(*, as_of: datetime | None) -> dict[str, Any]:
     from entasis.publish.predictions import publish_predictions
     from entasis.store.db import connect
 
-    _use_airflow_store()
+    _use_airflow_store(*ML)
     at = _require(as_of, "as_of")
     with connect() as conn:
         summary = publish_predictions(conn, as_of=at, timeframe=get_settings().universe.model_timeframe)
@@ -157,7 +173,7 @@ def monitor(*, now: datetime | None) -> dict[str, Any]:
     from entasis.monitor.drift_log import record_feature_drift
     from entasis.store.db import connect
 
-    _use_airflow_store()
+    _use_airflow_store(*ML)
     at = _require(now, "now")
     s = get_settings()
     with connect() as conn:
@@ -194,69 +210,251 @@ def build_features(*, full: bool = False) -> dict[str, Any]:
     return out
 
 
-def train(*, until: datetime | None) -> list[dict[str, Any]]:
-    """Train and register (@challenger) one ensemble per horizon on features known by ``until``."""
+def horizons() -> list[int]:
+    """The label horizons to train, one mapped ``train`` task each."""
+    from entasis.config import get_settings
+
+    return list(get_settings().labels.horizons)
+
+
+def _train_key(until: datetime, horizon: int) -> str:
+    """Identity of one training: the data interval end plus every setting that shapes the model."""
+    import hashlib
+    import json
+
+    from entasis.config import get_settings
+
+    s = get_settings()
+    cfg = {"until": until.isoformat(), "horizon": int(horizon), "train": s.train.model_dump(mode="json"),
+           "labels": s.labels.model_dump(mode="json"), "universe": s.universe.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _already_trained(key: str, horizon: int) -> list[dict[str, Any]] | None:
+    """The versions an earlier attempt registered for ``key`` (every unit of the horizon), else None."""
+    from entasis.config import get_settings
+    from entasis.registry import models as reg
+
+    s = get_settings()
+    names = [reg.model_name(None, horizon)] if s.train.pooled else [reg.model_name(a, horizon)
+                                                                      for a in s.universe.symbols]
+    out = []
+    for name in names:
+        try:
+            found = [mv for mv in reg.versions(name) if (mv.tags or {}).get(TRAIN_KEY_TAG) == key]
+        except reg.RegistryError:  # no such registered model yet
+            return None
+        if not found:
+            return None
+        mv = found[0]
+        asset, _ = reg.parse_model_name(name)
+        out.append({"model_name": name, "asset": None if asset is None else mv.tags.get("asset", asset),
+                    "horizon": int(horizon), "version": str(mv.version), "run_id": mv.tags.get("run_id"),
+                    "reused": True})
+    return out
+
+
+TRAIN_KEY_TAG = "entasis.train_key"
+
+
+def train(*, until: datetime | None, horizon: int | None = None) -> list[dict[str, Any]]:
+    """Train and register (@challenger) one ensemble per horizon (or only ``horizon``) on features known by ``until``.
+
+    Each registered version carries the tag ``entasis.train_key`` (interval end + settings): a retry of
+    the same horizon for the same interval finds it and registers nothing new.
+    """
     from entasis.backtest.runner import blank_unknown_labels
     from entasis.config import get_settings
     from entasis.features.store import load_bars
     from entasis.models.train import train_and_register
+    from entasis.registry import models as reg
     from entasis.store.db import connect
 
-    _use_airflow_store()
+    _use_airflow_store(*ML)
     end = _require(until, "until")
     s = get_settings()
     tf = s.universe.model_timeframe
+    hs = [int(horizon)] if horizon is not None else list(s.labels.horizons)
+    out: list[dict[str, Any]] = []
+    todo = []
+    for h in hs:
+        done = _already_trained(_train_key(end, h), h)
+        if done is not None:
+            log.warning("horizon %dd: already trained for this interval (%s); registering nothing new",
+                        h, ", ".join(f"{d['model_name']} v{d['version']}" for d in done))
+            out += done
+        else:
+            todo.append(h)
+    if not todo:
+        return out
     with connect() as conn:
         frame = load_bars(conn, exchange=s.universe.exchange, symbols=s.universe.symbols, timeframe=tf, end=end)
     frame = frame[frame["ts"] < end]
     frame = blank_unknown_labels(frame, end, tf)  # outcomes not yet known at ``until`` stay unlabelled
-    results = train_and_register(frame, horizons=s.labels.horizons, timeframe=tf)
-    out = []
-    for r in results:
-        row = _plain(r.summary())
-        row.update({"asset": r.asset, "horizon": r.horizon, "model_name": r.model_name, "version": r.version,
-                    "run_id": r.run_id})
-        out.append(row)
-        log.info("trained %s v%s: %s", r.model_name, r.version, r.comparison)
+    for h in todo:
+        for r in train_and_register(frame, horizons=[h], timeframe=tf):
+            if r.version is not None:
+                reg.set_version_tags(r.model_name, r.version, {TRAIN_KEY_TAG: _train_key(end, h)})
+            row = _plain(r.summary())
+            row.update({"asset": r.asset, "horizon": r.horizon, "model_name": r.model_name, "version": r.version,
+                        "run_id": r.run_id, "reused": False})
+            out.append(row)
+            log.info("trained %s v%s: %s", r.model_name, r.version, r.comparison)
     return out
 
 
+def _evidence(result: Any, labels: dict[str, str]) -> dict[str, Any]:
+    """The pooled figures of a walk-forward that the promotion rule reads, small enough for XCom."""
+    from entasis.backtest.metrics import scalar
+    from entasis.backtest.walkforward import POOLED
+
+    keep = [*result.models, *result.baselines]
+    comps = result.comparisons
+    comps = comps[comps["scope"] == POOLED] if len(comps) else comps
+    return json_safe({"run_id": result.run_id, "horizon": result.horizon, "target": result.target,
+                      "timeframe": result.timeframe, "config": result.config,
+                      "models": list(result.models), "baselines": list(result.baselines),
+                      "metrics": {m: {POOLED: scalar(result.metrics[m][POOLED])} for m in keep
+                                  if POOLED in result.metrics.get(m, {})},
+                      "comparisons": comps.to_dict("records"), "data_hash": result.data_hash,
+                      "leakage": {"problems": list(result.leakage.get("problems") or [])}, "labels": labels})
+
+
+def json_safe(obj: Any) -> Any:
+    """JSON-compatible for XCom: non-finite floats become None (``_rebuild`` turns them back into NaN)."""
+    import json
+    import math
+
+    def fix(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): fix(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [fix(x) for x in v]
+        return v
+
+    return fix(json.loads(json.dumps(_plain(obj), default=str)))
+
+
+def _nan(obj: Any) -> Any:
+    """The inverse of ``json_safe`` for metric dicts: None back to NaN."""
+    if obj is None:
+        return float("nan")
+    if isinstance(obj, dict):
+        return {k: _nan(v) for k, v in obj.items()}
+    return obj
+
+
+def _rebuild(ev: dict[str, Any]) -> Any:
+    """A WalkForwardResult carrying only the recorded evidence (no per-row forecasts)."""
+    import pandas as pd
+
+    from entasis.backtest.walkforward import WalkForwardResult
+
+    return WalkForwardResult(horizon=int(ev["horizon"]), target=ev["target"], timeframe=ev["timeframe"],
+                             config=ev["config"], folds=pd.DataFrame(), predictions=pd.DataFrame(),
+                             models=list(ev["models"]), baselines=list(ev["baselines"]), metrics=_nan(ev["metrics"]),
+                             comparisons=pd.DataFrame(ev["comparisons"]).fillna(float("nan")), trading={},
+                             equity=pd.DataFrame(),
+                             leakage=ev["leakage"], run_id=ev["run_id"], data_hash=ev["data_hash"])
+
+
 def backtest(trained: list[dict[str, Any]], *, until: datetime | None) -> list[dict[str, Any]]:
-    """Walk-forward of the tree models beside every baseline over the lookback ending at ``until``."""
+    """One walk-forward per trained unit: the new @challenger's configuration, the @champion's, the
+    configured tree models and every baseline on the same folds over the last
+    ``backtest.promotion_window_days`` of outcomes known by ``until``. The report goes to the artifact
+    store (its URI, never a worker path, is what ml.backtest_runs and XCom hold) and the pooled figures
+    travel on to ``promote`` as its evidence: promotion runs no second walk-forward."""
+    import tempfile
     from datetime import timedelta
 
-    from entasis.backtest.runner import run_walk_forward
-    from entasis.config import get_settings
+    import mlflow
+    import pandas as pd
 
-    _use_airflow_store()
+    from entasis.backtest.promotion import spec_of_version
+    from entasis.backtest.runner import Inputs, blank_unknown_labels, load_db_inputs, run_walk_forward
+    from entasis.backtest.store import record_backtest
+    from entasis.config import get_settings
+    from entasis.registry import models as reg
+    from entasis.registry.tracking import code_version, configure, ensure_experiment, package_version
+    from entasis.store.db import connect
+
+    _use_airflow_store(*ML)
     end = _require(until, "until")
     s = get_settings()
     b = s.backtest
+    tf = s.universe.model_timeframe
+    configure()
+    experiment = ensure_experiment("entasis-backtest")
     out = []
-    for h in sorted({int(t["horizon"]) for t in trained}):
-        res = run_walk_forward(horizon=h, start=end - timedelta(days=b.lookback_days), end=end,
-                               assets=s.universe.symbols, models=b.models, timeframe=s.universe.model_timeframe,
-                               exchange=s.universe.exchange, refit_days=b.refit_days, known_by=end)
-        out.append({"horizon": h, "report": str(res.report_path) if res.report_path else None,
-                    "run_id": getattr(res, "run_id", None)})
-        log.info("walk-forward %dd: report %s", h, res.report_path)
-    return [{**t, "backtest": next((o for o in out if o["horizon"] == int(t["horizon"])), None)} for t in trained]
+    for t in trained:
+        h, name, ch_v = int(t["horizon"]), str(t["model_name"]), str(t["version"])
+        champ_v = reg.alias_version(name, reg.CHAMPION)
+        labels = {"challenger": f"challenger_v{ch_v}", "champion_version": champ_v or ""}
+        specs: list[Any] = [{**spec_of_version(name, ch_v), "label": labels["challenger"]}]
+        if champ_v is not None and champ_v != ch_v:
+            labels["champion"] = f"champion_v{champ_v}"
+            champ = {**spec_of_version(name, champ_v), "label": labels["champion"]}
+            same = {k: v for k, v in champ.items() if k != "label"} == {k: v for k, v in specs[0].items()
+                                                                          if k != "label"}
+            if not same:  # identical configurations: one evaluation serves both (as the promotion rule expects)
+                specs.append(champ)
+        assets = [t["asset"]] if t.get("asset") else list(specs[0].get("_assets") or s.universe.symbols)
+        specs = [{k: v for k, v in sp.items() if not k.startswith("_")} for sp in specs] + list(b.models)
+        with connect() as conn:
+            got = load_db_inputs(conn, assets=assets, timeframe=tf, end=pd.Timestamp(end),
+                                 exchange=s.universe.exchange)
+        frame = blank_unknown_labels(got.frame, end, tf)  # only outcomes known at ``until``
+        target = f"y_cls_{h}d"
+        known = pd.to_datetime(frame.loc[pd.to_numeric(frame[target], errors="coerce").notna(), "ts"], utc=True)
+        if known.empty:
+            raise ValueError(f"{name}: no {target} outcome known by {end:%Y-%m-%d %H:%M}; nothing to evaluate")
+        w_end = known.max()
+        w_start = w_end - timedelta(days=b.promotion_window_days - 1)
+        with tempfile.TemporaryDirectory() as tmp, \
+                mlflow.start_run(experiment_id=experiment, run_name=f"backtest {name} v{ch_v}") as run:
+            mlflow.set_tags({"entasis.model_name": name, "entasis.challenger_version": ch_v,
+                             "entasis.until": end.isoformat(), "entasis.code_version": code_version(),
+                             "entasis.package_version": package_version()})
+            res = run_walk_forward(horizon=h, start=w_start, end=w_end, models=specs, timeframe=tf,
+                                   inputs=Inputs(frame, got.prices, got.funding, got.exchange, got.source),
+                                   refit_days=b.promotion_refit_days, record=False, report=True,
+                                   report_dir=tmp, log_mlflow=True, leakage="warn")
+            report_uri = f"{run.info.artifact_uri}/backtest/{res.run_id}/report.html"
+            mlflow_run = run.info.run_id
+        with connect() as conn:
+            record_backtest(conn, res, exchange=got.exchange, report_path=report_uri, mlflow_run_id=mlflow_run)
+        log.info("walk-forward %s (%dd): report %s", name, h, report_uri)
+        out.append({**t, "backtest": {"run_id": res.run_id, "report": report_uri, "mlflow_run_id": mlflow_run,
+                                      "evidence": _evidence(res, labels)}})
+    return out
 
 
 def promote(evaluated: list[dict[str, Any]], *, now: datetime | None = None) -> list[dict[str, Any]]:
-    """Apply the promotion rule to each new @challenger; every decision is logged, stored and tagged."""
+    """Apply the promotion rule to each new @challenger on the backtest task's evidence (no second
+    walk-forward); every decision is logged, stored and tagged. ``changed`` says whether @champion moved."""
     from entasis.backtest.promotion import evaluate_and_promote
     from entasis.config import get_settings
+    from entasis.registry import models as reg
 
-    _use_airflow_store()
+    _use_airflow_store(*ML)
     b = get_settings().backtest
     decisions = []
     for t in evaluated:
+        before = reg.alias_version(str(t["model_name"]), reg.CHAMPION)
+        ev = (t.get("backtest") or {}).get("evidence")
+        if ev is None:
+            raise ValueError(f"{t['model_name']} v{t['version']}: no backtest evidence to decide on")
+        if (before or "") != ev["labels"].get("champion_version", ""):
+            raise ValueError(f"{t['model_name']}: @champion is v{before} but the backtest {ev['run_id']} compared "
+                             f"against v{ev['labels'].get('champion_version') or '(none)'}; clear the backtest task")
         d = evaluate_and_promote(t["asset"], int(t["horizon"]), challenger_version=t["version"],
-                                 window_days=b.promotion_window_days, refit_days=b.promotion_refit_days,
-                                 margin=b.promotion_margin, now=now)
+                                 result=_rebuild(ev), margin=b.promotion_margin, now=now)
+        after = reg.alias_version(str(t["model_name"]), reg.CHAMPION)
         msg = f"{d.model_name} v{t['version']}: {d.action.upper()} — {d.reason}"
         log.warning("promotion decision: %s", msg)  # warning level: stands out in the task log
         decisions.append({"model": d.model_name, "version": t["version"], "action": d.action,
-                          "promoted": d.promoted, "unproven": d.unproven, "reason": d.reason})
+                          "promoted": d.promoted, "unproven": d.unproven, "reason": d.reason,
+                          "changed": before != after, "backtest_run_id": ev["run_id"]})
     return decisions

@@ -225,12 +225,15 @@ def evaluate_and_promote(asset: str | None, horizon: int, *, challenger_version:
                          prices: pd.DataFrame | None = None, window_days: int = 180, refit_days: int = 30,
                          margin: float = 0.01, timeframe: str = "1d", exchange: str | None = None,
                          record: bool = True, settings: Settings | None = None,
-                         now: datetime | None = None, **options: Any) -> Decision:
+                         now: datetime | None = None, result: WalkForwardResult | None = None,
+                         **options: Any) -> Decision:
     """Score the @challenger (or ``challenger_version``) and the @champion on the most recent window,
     apply :func:`decide`, move @champion when promoted, and record the decision (table + tags).
 
     Data: ``inputs`` / ``frame`` (+ ``prices``) when given, else the database (the challenger's assets).
-    ``options`` go to the walk-forward (e.g. ``min_train_rows``, ``n_boot``).
+    ``options`` go to the walk-forward (e.g. ``min_train_rows``, ``n_boot``). ``result``: a walk-forward
+    already run and recorded (the train DAG's backtest task, labels ``challenger_v<N>`` /
+    ``champion_v<M>``) to decide on instead of running one here.
     """
     from entasis.registry import models as reg
 
@@ -250,14 +253,18 @@ def evaluate_and_promote(asset: str | None, horizon: int, *, challenger_version:
         _record(d, settings, record)
         return d
     ch_label, champ_label = f"challenger_v{ch_v}", f"champion_v{champ_v}"
-    specs = {ch_label: spec_of_version(name, ch_v, settings)}
-    if champ_v is not None:
-        specs[champ_label] = spec_of_version(name, champ_v, settings)
-    if inputs is None:
-        inputs = _load_inputs(asset, specs[ch_label], frame=frame, prices=prices, timeframe=timeframe,
-                              exchange=exchange, decided_at=decided_at, settings=settings)
-    result = evaluate_versions(specs, inputs.frame, horizon=horizon, window_days=window_days, refit_days=refit_days,
-                               prices=inputs.prices, timeframe=timeframe, **options)
+    given = result is not None
+    if result is None:
+        specs = {ch_label: spec_of_version(name, ch_v, settings)}
+        if champ_v is not None:
+            specs[champ_label] = spec_of_version(name, champ_v, settings)
+        if inputs is None:
+            inputs = _load_inputs(asset, specs[ch_label], frame=frame, prices=prices, timeframe=timeframe,
+                                  exchange=exchange, decided_at=decided_at, settings=settings)
+        result = evaluate_versions(specs, inputs.frame, horizon=horizon, window_days=window_days,
+                                   refit_days=refit_days, prices=inputs.prices, timeframe=timeframe, **options)
+    if ch_label not in result.models and champ_label not in result.models:
+        raise PromotionError(f"{name}: the walk-forward {result.run_id} scored neither {ch_label} nor {champ_label}")
     ch_eval = ch_label if ch_label in result.models else champ_label
     ch_scores = _scores(result, ch_eval)
     champ_scores = None
@@ -294,7 +301,7 @@ def evaluate_and_promote(asset: str | None, horizon: int, *, challenger_version:
         tags["unproven"] = bool(unproven)
         reg.set_alias(name, reg.CHAMPION, ch_v, settings)
     reg.set_version_tags(name, ch_v, tags, settings)
-    if record:
+    if record and not given and inputs is not None:  # a given result was recorded by whoever ran it
         from entasis.backtest.store import record_backtest
         from entasis.store.db import connect
 

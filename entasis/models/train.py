@@ -261,7 +261,7 @@ def _track(result: TrainResult, ens: EnsembleModel, vol_model: Any, sp: Split, *
     from entasis.models.metrics import scalar_metrics
     from entasis.registry import models as reg
     from entasis.registry.pyfunc import log_pyfunc
-    from entasis.registry.tracking import client, code_version, ensure_experiment
+    from entasis.registry.tracking import client, code_version, ensure_experiment, package_version
 
     exp = ensure_experiment(settings=settings)
     c = client(settings)
@@ -281,7 +281,8 @@ def _track(result: TrainResult, ens: EnsembleModel, vol_model: Any, sp: Split, *
                     params[f"{mname}.{k}"] = json.dumps(v) if isinstance(v, list | dict) else v
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         run_tags = {"entasis.asset": asset_tag, "entasis.horizon": str(result.horizon),
-                    "entasis.data_hash": result.data_hash, "entasis.code_version": cv}
+                    "entasis.data_hash": result.data_hash, "entasis.code_version": cv,
+                    "entasis.package_version": package_version()}
         if len(cv) == 40:
             run_tags["mlflow.source.git.commit"] = cv
         mlflow.set_tags(run_tags)

@@ -26,6 +26,9 @@ EXPERIMENT = "entasis-train"
 
 def tracking_uri(settings: Settings | None = None) -> str:
     s = settings or get_settings()
+    from entasis.deploy.production import require
+
+    require("mlflow", settings=s)  # production: the shared server, never a worker-local SQLite store
     if s.mlflow.tracking_uri:
         return s.mlflow.tracking_uri
     home = Path(s.home).expanduser().resolve()
@@ -35,6 +38,9 @@ def tracking_uri(settings: Settings | None = None) -> str:
 def artifact_root(settings: Settings | None = None) -> str:
     """Experiment artifact location: the configured root, else a folder under ENTASIS_HOME."""
     s = settings or get_settings()
+    from entasis.deploy.production import require
+
+    require("artifacts", settings=s)  # production: a shared store (s3://...), never worker-local files
     if s.mlflow.artifact_root:
         return s.mlflow.artifact_root.rstrip("/")
     return (Path(s.home).expanduser().resolve() / "mlartifacts").as_uri()
@@ -82,8 +88,23 @@ def ensure_experiment(name: str = EXPERIMENT, settings: Settings | None = None) 
         return str(exp.experiment_id)
 
 
+def package_version() -> str:
+    """The installed entasis distribution's version (``entasis==X.Y.Z``), else ``unknown``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"entasis=={version('entasis')}"
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def code_version() -> str:
-    """The git commit of the working tree when available, else the installed package version."""
+    """The build the code came from: ``ENTASIS_BUILD_ID`` (baked into images by ``docker build
+    --build-arg ENTASIS_BUILD_ID=$(git rev-parse HEAD)``), else the git commit of a checkout, else
+    the package version. Inside an image there is no .git, so the build id is what identifies it."""
+    build = os.environ.get("ENTASIS_BUILD_ID", "").strip()
+    if build:
+        return build
     repo = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,

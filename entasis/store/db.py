@@ -27,6 +27,9 @@ def database_url(settings: Settings | None = None) -> str:
     s = settings or get_settings()
     if s.database_url:
         return s.database_url
+    from entasis.deploy.production import require
+
+    require("database", settings=s)  # production: never a private embedded server on one worker
     from entasis.store import embedded
 
     return embedded.ensure_running(s.home, s.database.embedded_port).url

@@ -84,3 +84,39 @@ def test_parse_imports_no_heavy_libraries(path: Path) -> None:
     heavy = [ln for ln in out.stdout.splitlines() if ln.startswith("HEAVY=")]
     assert heavy, out.stdout[-2000:]
     assert heavy[-1] == "HEAVY=", f"{path.name} imports {heavy[-1][6:]} at parse time"
+
+
+def test_every_task_and_run_has_a_timeout(dagbag: object) -> None:
+    for dag_id, dag in dagbag.dags.items():  # type: ignore[attr-defined]
+        assert dag.dagrun_timeout is not None and dag.dagrun_timeout > dt.timedelta(0), f"{dag_id}: no dagrun_timeout"
+        for task in dag.tasks:
+            t = task.execution_timeout
+            assert t is not None and t > dt.timedelta(0), f"{dag_id}.{task.task_id} has no execution_timeout"
+            assert t <= dag.dagrun_timeout, f"{dag_id}.{task.task_id}: execution_timeout exceeds the dagrun_timeout"
+
+
+def _outlet_uris(task: object) -> set[str]:
+    return {getattr(o, "uri", "") for o in getattr(task, "outlets", [])}
+
+
+def test_train_is_mapped_per_horizon_and_champion_is_announced_by_one_gate(dagbag: object) -> None:
+    dag = dagbag.dags["entasis_train"]  # type: ignore[attr-defined]
+    tasks = {t.task_id: t for t in dag.tasks}
+    for tid in ("train", "backtest", "promote"):
+        assert tasks[tid].is_mapped, f"entasis_train.{tid} must be mapped per horizon"
+    owners = [tid for tid, t in tasks.items() if "entasis://ml/champion" in _outlet_uris(t)]
+    assert owners == ["announce_champion"]
+    assert {u.task_id for u in tasks["announce_champion"].upstream_list} == {"promote"}
+
+
+def test_candles_asset_is_emitted_only_by_its_gate(dagbag: object) -> None:
+    dag = dagbag.dags["entasis_ingest"]  # type: ignore[attr-defined]
+    owners = [t.task_id for t in dag.tasks if "entasis://market/candles" in _outlet_uris(t)]
+    assert owners == ["announce_candles"]
+
+
+def test_monitor_triggers_retrain_from_its_own_interval(dagbag: object) -> None:
+    op = dagbag.dags["entasis_monitor"].get_task("trigger_retrain")  # type: ignore[attr-defined]
+    assert op.logical_date == "{{ data_interval_end.isoformat() }}"
+    assert op.conf["until"] == "{{ data_interval_end.isoformat() }}"
+    assert "run_id" in op.trigger_run_id and op.skip_when_already_exists

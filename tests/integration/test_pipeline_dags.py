@@ -167,7 +167,16 @@ def test_first_champion_marked_unproven_and_status_view(pipeline: dict[str, Any]
     assert first[0] == "promote"
     assert "unproven" in first[1].lower() or "first" in first[1].lower()
     assert status >= len(HORIZONS)
-    assert pipeline["result"]["report"] and Path(pipeline["result"]["report"]).exists()
+    # the report is stored as an artifact URI (the local MLflow store here; s3:// in production), never a
+    # worker path, and that is what ml.backtest_runs holds
+    report = pipeline["result"]["report"]
+    assert report and report.startswith("file://") and report.endswith("/report.html"), report
+    from urllib.parse import unquote, urlparse
+
+    assert Path(unquote(urlparse(report).path)).exists()
+    with psycopg.connect(pipeline["url"]) as conn:
+        paths = [r[0] for r in conn.execute("SELECT report_path FROM ml.backtest_runs WHERE report_path IS NOT NULL")]
+    assert paths and all(p.startswith("file://") for p in paths), paths
 
 
 def test_rerunning_a_dag_run_changes_nothing(pipeline: dict[str, Any]) -> None:
