@@ -12,7 +12,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PYTHONPATH := $(CURDIR)/plugins:$(PYTHONPATH)
 
-.PHONY: venv sysdeps demo test lint airflow bench clean stop
+.PHONY: venv sysdeps demo test lint airflow bench soak clean stop
 
 # System packages the project needs, installed by `make demo` / `make test` themselves (never only by
 # CI): a JDK for Spark, the PostgreSQL JDBC driver, redis-server (API cache tests), promtool (alert
@@ -83,6 +83,15 @@ airflow: venv
 	  --end $$(date -u -d '+1 year' +%Y-%m-%d) & sim=$$!; trap "kill $$sim" EXIT; \
 	  PATH="$(CURDIR)/$(BIN):$$PATH" ENTASIS_SIM_URL=$${ENTASIS_SIM_URL-http://127.0.0.1:$(SIM_PORT)} \
 	  $(BIN)/entasis airflow up --port $(AIRFLOW_PORT)
+
+# The pipeline over simulated days with faults, DB restarts and a SIGKILL, then fault-free; every
+# table compared (exit 1 unless identical). SOAK_DAYS / SOAK_FAULT_RATE / SOAK_SEED override.
+SOAK_DAYS ?= 7
+SOAK_FAULT_RATE ?= 0.1
+SOAK_SEED ?= 17
+soak: venv
+	$(BIN)/entasis soak --days $(SOAK_DAYS) --fault-rate $(SOAK_FAULT_RATE) --seed $(SOAK_SEED) \
+	  --json $(ENTASIS_HOME)/soak-report.json
 
 bench: venv
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

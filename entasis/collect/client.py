@@ -212,13 +212,22 @@ class ExchangeClient:
     # -- instrumentation --------------------------------------------------------------------------
     def _instrument(self, ex: Any, throttle: Callable[..., Any] | None = None) -> None:
         """Time HTTP round trips and ccxt's throttle separately, so benches can say where time goes."""
+        import ccxt
+
         fetch, inner = ex.fetch, throttle or ex.throttle
         stats, lock = self.stats, self._stats_lock
 
         def timed_fetch(*a: Any, **k: Any) -> Any:
             t = time.perf_counter()
             try:
-                return fetch(*a, **k)
+                out = fetch(*a, **k)
+                if isinstance(out, str | bytes):
+                    # ccxt hands back the raw text when a 200 body is not JSON (cut off in transit, a
+                    # proxy's page); its parsers then read it as an empty answer and a snapshot or a
+                    # page silently loses its rows. Every endpoint we call answers JSON: retry instead.
+                    raise ccxt.NetworkError(f"{self.id}: response body is not valid JSON "
+                                            f"({len(out)} bytes: {out[:80]!r})")
+                return out
             finally:
                 with lock:
                     stats.requests += 1

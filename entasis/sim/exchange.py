@@ -111,6 +111,10 @@ class Venue:
         return Response(404, "<html><body><h1>404 Not Found</h1></body></html>", content_type="text/html")
 
 
+# The ``drop`` fault: the handler closes the connection without answering.
+DROP = Response(0, b"")
+
+
 def html_error(status: int) -> Response:
     text = {500: "500 Internal Server Error", 502: "502 Bad Gateway", 503: "503 Service Temporarily Unavailable"}
     msg = text.get(status, f"{status} Error")
@@ -239,6 +243,10 @@ class SimExchangeServer:
             if f.kind == "slow":
                 self._stopping.wait(float(f.params["delay_s"]))
         for f in fired:
+            if f.kind == "drop":
+                return DROP
+            if f.kind == "garbled":
+                return Response(200, '{"result": [[1700000000000, "42000.1", "42', content_type="application/json")
             if f.kind in ERROR_KINDS:
                 return venue.error(f.kind, ctx, f)
         handler = venue.routes.get(path)
@@ -294,6 +302,13 @@ def _make_handler(app: SimExchangeServer) -> type[BaseHTTPRequestHandler]:
                 resp = Response(500, {"error": f"{type(e).__name__}: {e}"})
             if app._stopping.is_set():
                 self.close_connection = True
+            if resp is DROP:
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
             body = resp.body
             if isinstance(body, str):
                 data = body.encode()

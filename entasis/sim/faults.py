@@ -26,6 +26,9 @@ one from then on). ``symbol=...`` among the params restricts it to requests for 
                corrected bar, as exchanges sometimes do.
 ``auth``       the venue's authentication error (Binance 401 -2015, Bybit retCode 10003, Deribit
                13009 "unauthorized"): ccxt AuthenticationError.
+``drop``       the connection is closed without a response (ccxt NetworkError), as when a proxy or
+               the venue's load balancer drops it mid-request.
+``garbled``    HTTP 200 with a truncated JSON body (a malformed body cut off in transit).
 ``bad_symbol`` the venue's invalid-symbol error (Binance 400 -1121, Bybit retCode 10001 "Not supported
                symbols": ccxt BadSymbol; Deribit -32602 "instrument not found", which ccxt maps to
                BadRequest, BadSymbol's parent).
@@ -41,7 +44,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-ERROR_KINDS = ("429", "500", "503", "auth", "bad_symbol")
+ERROR_KINDS = ("429", "500", "503", "auth", "bad_symbol", "drop", "garbled")
 DATA_KINDS = ("overlap", "missing", "malformed", "revise")
 KINDS = (*ERROR_KINDS, "slow", *DATA_KINDS)
 MALFORMED_MODES = ("high_lt_low", "negative_volume", "non_numeric", "zero_price")
@@ -57,6 +60,8 @@ _PARAMS: dict[str, set[str]] = {
     "revise": {"ts", "field", "factor"},
     "auth": set(),
     "bad_symbol": set(),
+    "drop": set(),
+    "garbled": set(),
 }
 
 
