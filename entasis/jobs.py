@@ -8,6 +8,7 @@ summaries are small dicts so they travel as XCom and show in the task log.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from typing import Any
@@ -132,7 +133,9 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, datetime):
         return obj.isoformat()
     if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        return obj.item()
+        return _plain(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None  # XCom is JSON, which has no NaN/inf: a NaN in a summary failed the whole task
     return obj
 
 
