@@ -163,6 +163,11 @@ class ReaderStore:
                         log.info("api store: reconnecting after: %s", _safe_reason(e))
                         continue
                     raise DatabaseUnavailable(f"database error: {_safe_reason(e)}") from None
+                except (asyncpg.exceptions.UndefinedTableError, asyncpg.exceptions.UndefinedColumnError,
+                        asyncpg.exceptions.InsufficientPrivilegeError) as e:
+                    self._idle.append(conn)  # the connection is fine; the store is not what the API reads
+                    raise DatabaseUnavailable(f"{_safe_reason(e)} (is the schema migrated, `entasis db upgrade`, "
+                                              "and entasis_reader granted ml.*?)") from None
                 except BaseException:
                     conn.terminate()
                     raise

@@ -79,3 +79,24 @@ def test_database_restart_gives_503_then_recovers(own_server: tuple[Path, object
         assert back is not None, "the API did not recover after the database came back"
         assert back.json() == ok.json()
         assert get(api, "/healthz").status_code == 200
+
+
+def test_unmigrated_store_is_503_saying_what_to_do(pg_server: str, _template: str, tmp_path: Path) -> None:
+    """A database without the ml schema (never migrated) answers 503 naming the missing relation."""
+    import uuid
+
+    import psycopg
+
+    from tests.unit.api.seed import _swap_db, drop
+
+    name = f"empty_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with api_server(_swap_db(pg_server, name), home=tmp_path / "api_home") as api:
+            r = post(api, "/api/v1/ml/predict", json=BODY)
+            assert r.status_code == 503
+            assert "serving_state" in r.json()["detail"] and "entasis db upgrade" in r.json()["detail"]
+            assert get(api, "/healthz").status_code == 503
+    finally:
+        drop(pg_server, name)
