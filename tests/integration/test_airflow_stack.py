@@ -101,7 +101,13 @@ def test_rest_triggered_ingest_run_writes_rows(stack: AirflowStack, db_url: str)
     tis = _api(stack, token, "GET", f"/dags/entasis_ingest/dagRuns/{run_id}/taskInstances")["task_instances"]
     assert state == "success", {t["task_id"]: t["state"] for t in tis}
     assert {t["task_id"]: t["state"] for t in tis} == {
-        "candles": "success", "funding": "success", "open_interest": "success", "options": "success"}
+        "candles": "success", "announce_candles": "success", "funding": "success", "open_interest": "success",
+        "options": "success"}
+    # new candles were stored, so the run emitted the CANDLES asset event (from its gate task only)
+    events = _api(stack, token, "GET", "/assets/events",
+                  params={"source_dag_id": "entasis_ingest", "source_run_id": run_id})["asset_events"]
+    candle_events = [e for e in events if e["uri"] == "entasis://market/candles"]
+    assert [e["source_task_id"] for e in candle_events] == ["announce_candles"]
 
     with psycopg.connect(db_url) as conn:
         n, first, last = conn.execute(  # type: ignore[misc]
