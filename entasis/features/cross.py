@@ -34,11 +34,35 @@ INPUTS: list[str] = ["ret_1", "ret_7d", "ret_30d", "ret_90d", "rvol_20", "sma_50
 MIN_ASSETS = 2
 
 
+def _avg_rank(m: np.ndarray) -> np.ndarray:
+    """Average rank (1-based, ties averaged) of each value within its row, NaN ignored and kept.
+
+    Sort each row (NaN last), find each tie group's first and last sorted position with running
+    max/min, give the group (first + last) / 2 + 1 (exact half-integers), scatter back. Same numbers
+    as scipy's ``rankdata(nan_policy="omit")``, without importing scipy.stats in every Spark worker.
+    """
+    t, n = m.shape
+    if m.size == 0:
+        return np.full((t, n), np.nan)
+    order = np.argsort(m, axis=1, kind="stable")
+    srt = np.take_along_axis(m, order, axis=1)
+    pos = np.broadcast_to(np.arange(n), (t, n))
+    new = np.ones((t, n), dtype=bool)
+    new[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    first = np.maximum.accumulate(np.where(new, pos, 0), axis=1)
+    last_flag = np.ones((t, n), dtype=bool)
+    last_flag[:, :-1] = new[:, 1:]
+    last = np.minimum.accumulate(np.where(last_flag, pos, n)[:, ::-1], axis=1)[:, ::-1]
+    avg = (first + last) / 2.0 + 1.0
+    out = np.empty((t, n))
+    np.put_along_axis(out, order, avg, axis=1)
+    out[np.isnan(m)] = np.nan
+    return out
+
+
 def _rank_pct(m: np.ndarray, cnt: np.ndarray) -> np.ndarray:
     """Percentile rank per row (0 lowest .. 1 highest, ties averaged), NaN stays NaN."""
-    from scipy.stats import rankdata
-
-    r = rankdata(m, axis=1, nan_policy="omit") if m.size else np.empty(m.shape)
+    r = _avg_rank(m)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = (r - 1.0) / (cnt - 1.0)[:, None]
     out[(cnt < MIN_ASSETS)] = np.nan

@@ -69,3 +69,15 @@ def test_bad_input_is_named() -> None:
         cross_sectional(df.drop(columns=["rvol_20"]))
     empty = cross_sectional(df.iloc[:0])
     assert empty.empty and set(INPUTS).isdisjoint(empty.columns)
+
+
+def test_ranks_equal_scipys_average_ranks_with_ties_and_gaps() -> None:
+    from scipy.stats import rankdata
+
+    from entasis.features.cross import _avg_rank
+
+    rng = np.random.default_rng(5)
+    for shape in [(400, 17), (50, 3), (7, 1), (30, 60)]:
+        m = rng.integers(0, 5, shape).astype(float)  # many ties
+        m[rng.random(shape) < 0.3] = np.nan
+        np.testing.assert_array_equal(_avg_rank(m), rankdata(m, axis=1, nan_policy="omit"))
