@@ -198,6 +198,9 @@ class ExchangeClient:
             ex.options["fetchMarkets"] = {**(ex.options.get("fetchMarkets") or {}), "types": types}
             # with keys set, these venues load currencies from a private endpoint; market data needs none
             ex.has = {**ex.has, "fetchCurrencies": False}
+            # ... and Binance adds its margin pairs from a signed private endpoint (sapi margin/allPairs),
+            # which fails without margin permissions: with keys set, collection stopped at load_markets
+            ex.options["fetchMargins"] = False
         if self.id == "deribit":
             ex.options["fetchMarkets"] = {**(ex.options.get("fetchMarkets") or {}), "fetchAllMarkets": True}
         if self.sim_url:

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 Engine = Literal["spark", "pandas"]
 GroupKey = tuple[str, str, str]
 STAGE_PREFIX = "_stage_bars_"
+TS_FROM_MICROS = "timestamptz 'epoch' + ts_us * interval '1 microsecond'"  # Spark writes ts as micros
 _LOCK_KEY = 0x66656174  # "feat"
 EXTRA_COLUMNS = ["exchange", "symbol", "timeframe", "kind", "ts", "v1", "v2", "v3", "v4", "v5", "v6"]
 
@@ -147,7 +148,11 @@ def _pick(cands: list[tuple[str, str]], prefer: Sequence[str]) -> tuple[str, str
 def _sources(
     conn: psycopg.Connection, table: str
 ) -> dict[str, list[tuple[str, str]]]:
-    rows = conn.execute(f"SELECT DISTINCT exchange, symbol FROM {table}").fetchall()  # type: ignore[arg-type]
+    from psycopg import sql
+
+    from entasis.store.upsert import table_ident
+
+    rows = conn.execute(sql.SQL("SELECT DISTINCT exchange, symbol FROM {}").format(table_ident(table))).fetchall()
     out: dict[str, list[tuple[str, str]]] = {}
     for ex, sym in rows:
         out.setdefault(str(sym), []).append((str(ex), str(sym)))
@@ -391,25 +396,27 @@ def merge_stage(
 
     The cross-sectional columns are not in the stage: :func:`merge_cross_stage` sets them after.
     """
-    from entasis.store.upsert import _ident
-
     cols = registry.series_columns(horizons)
     non_key = [c for c in cols if c not in registry.KEY_COLUMNS]
-    sel = []
-    for c in cols:
-        if c == "ts" and ts_micros:
-            sel.append("timestamptz 'epoch' + ts_us * interval '1 microsecond'")
-        else:
-            sel.append(_ident(c))
-    col_sql = ", ".join(_ident(c) for c in cols)
-    set_sql = ", ".join(f"{_ident(c)} = EXCLUDED.{_ident(c)}" for c in non_key)
-    changed = " OR ".join(f"t.{_ident(c)} IS DISTINCT FROM EXCLUDED.{_ident(c)}" for c in non_key)
-    stg = f"features.{_ident(stage)}"
-    staged = conn.execute(f"SELECT count(*) FROM {stg}").fetchone()  # type: ignore[arg-type]
+    from psycopg import sql
+
+    from entasis.store.upsert import ident, idents, table_ident
+
+    ident(stage)  # checked: lower-case snake case only
+    stg = sql.Identifier("features", stage)
+    staged = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stg)).fetchone()
     row = conn.execute(
-        f"WITH w AS (INSERT INTO {BARS_TABLE} AS t ({col_sql}) SELECT {', '.join(sel)} FROM {stg} "  # type: ignore[arg-type]
-        f"ON CONFLICT (exchange, symbol, timeframe, ts) DO UPDATE SET {set_sql} WHERE {changed} "
-        "RETURNING (xmax = 0) AS inserted) SELECT count(*) FILTER (WHERE inserted), count(*) FROM w"
+        sql.SQL(
+            "WITH w AS (INSERT INTO {bars} AS t ({cols}) SELECT {sel} FROM {stg} "
+            "ON CONFLICT (exchange, symbol, timeframe, ts) DO UPDATE SET {sets} WHERE {changed} "
+            "RETURNING (xmax = 0) AS inserted) SELECT count(*) FILTER (WHERE inserted), count(*) FROM w"
+        ).format(
+            bars=table_ident(BARS_TABLE), cols=idents(cols), stg=stg,
+            sel=sql.SQL(", ").join(sql.SQL(TS_FROM_MICROS) if c == "ts" and ts_micros else ident(c) for c in cols),
+            sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=ident(c)) for c in non_key),
+            changed=sql.SQL(" OR ").join(sql.SQL("t.{c} IS DISTINCT FROM EXCLUDED.{c}").format(c=ident(c))
+                                         for c in non_key),
+        )
     ).fetchone()
     ins, written = (int(row[0]), int(row[1])) if row else (0, 0)
     return (int(staged[0]) if staged else 0), ins, written - ins
@@ -453,14 +460,27 @@ def finish(conn: psycopg.Connection, plans: Sequence[GroupPlan], chash: str) -> 
     return max(int(deleted), 0)
 
 
+def _drop_sql(stage: str, *, if_exists: bool = True) -> Any:
+    """DROP TABLE [IF EXISTS] features.<stage>, the name checked and quoted."""
+    from psycopg import sql
+
+    from entasis.store.upsert import ident
+
+    q = "DROP TABLE IF EXISTS {}" if if_exists else "DROP TABLE {}"
+    ident(stage)  # checked: lower-case snake case only
+    return sql.SQL(q).format(sql.Identifier("features", stage))
+
+
 def drop_stale_stages(conn: psycopg.Connection) -> list[str]:
+    from psycopg import sql
+
     rows = conn.execute(
         "SELECT tablename FROM pg_tables WHERE schemaname = 'features' AND tablename LIKE %s",
         (STAGE_PREFIX.replace("_", r"\_") + "%",),
     ).fetchall()
     names = [str(r[0]) for r in rows]
     for n in names:
-        conn.execute(f'DROP TABLE IF EXISTS features."{n}"')  # type: ignore[arg-type]
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("features", n)))
     return names
 
 
@@ -521,15 +541,19 @@ def cross_inputs_sql(plans: Sequence[GroupPlan], stage: str | None) -> str | Non
 
 def merge_cross_stage(conn: psycopg.Connection, stage: str, *, ts_micros: bool) -> int:
     """Set the cross-sectional columns of features.bars from a stage table; returns rows changed."""
-    from entasis.store.upsert import _ident
+    from psycopg import sql
+
+    from entasis.store.upsert import ident, table_ident
 
     cols = registry.CROSS_FEATURES
-    ts = "timestamptz 'epoch' + x.ts_us * interval '1 microsecond'" if ts_micros else "x.ts"
-    set_sql = ", ".join(f"{_ident(c)} = x.{_ident(c)}" for c in cols)
-    changed = " OR ".join(f"b.{_ident(c)} IS DISTINCT FROM x.{_ident(c)}" for c in cols)
+    ts = sql.SQL("timestamptz 'epoch' + x.ts_us * interval '1 microsecond'" if ts_micros else "x.ts")
     cur = conn.execute(
-        f"UPDATE {BARS_TABLE} b SET {set_sql} FROM {stage} x WHERE b.exchange = x.exchange "  # type: ignore[arg-type]
-        f"AND b.symbol = x.symbol AND b.timeframe = x.timeframe AND b.ts = {ts} AND ({changed})"
+        sql.SQL("UPDATE {bars} b SET {sets} FROM {stage} x WHERE b.exchange = x.exchange "
+                "AND b.symbol = x.symbol AND b.timeframe = x.timeframe AND b.ts = {ts} AND ({changed})").format(
+            bars=table_ident(BARS_TABLE), stage=table_ident(stage) if "." in stage else ident(stage), ts=ts,
+            sets=sql.SQL(", ").join(sql.SQL("{c} = x.{c}").format(c=ident(c)) for c in cols),
+            changed=sql.SQL(" OR ").join(sql.SQL("b.{c} IS DISTINCT FROM x.{c}").format(c=ident(c)) for c in cols),
+        )
     )
     return max(int(cur.rowcount), 0)
 
@@ -557,7 +581,12 @@ def _cross_pass_pandas(conn: psycopg.Connection, plans: Sequence[GroupPlan]) -> 
     arr = xs[registry.CROSS_FEATURES].to_numpy(dtype=np.float64)
     keys = xs[registry.KEY_COLUMNS[:3]].astype(str).to_numpy()
     ts = xs["ts"].tolist()
-    with conn.cursor() as cur, cur.copy(f"COPY _xs_stage ({', '.join(cols)}) FROM STDIN") as cp:  # type: ignore[arg-type]
+    from psycopg import sql as psql
+
+    from entasis.store.upsert import idents
+
+    copy_sql = psql.SQL("COPY _xs_stage ({}) FROM STDIN").format(idents(cols))
+    with conn.cursor() as cur, cur.copy(copy_sql) as cp:
         for i in range(len(xs)):
             cp.write_row([*keys[i], ts[i], *[None if v != v else float(v) for v in arr[i]]])
     n = merge_cross_stage(conn, "_xs_stage", ts_micros=False)
@@ -692,11 +721,11 @@ def build_features(
                         if table_exists(conn, f"features.{xs_stage}"):
                             summary.cross_updated = merge_cross_stage(conn, f"features.{xs_stage}", ts_micros=True)
                         summary.deleted = finish(conn, todo, chash)
-                        conn.execute(f"DROP TABLE features.{stage}")  # type: ignore[arg-type]
-                        conn.execute(f"DROP TABLE IF EXISTS features.{xs_stage}")  # type: ignore[arg-type]
+                        conn.execute(_drop_sql(stage, if_exists=False))
+                        conn.execute(_drop_sql(xs_stage))
                 finally:
-                    lock_conn.execute(f"DROP TABLE IF EXISTS features.{stage}")  # type: ignore[arg-type]
-                    lock_conn.execute(f"DROP TABLE IF EXISTS features.{xs_stage}")  # type: ignore[arg-type]
+                    lock_conn.execute(_drop_sql(stage))
+                    lock_conn.execute(_drop_sql(xs_stage))
         finally:
             lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     summary.seconds = time.perf_counter() - t0

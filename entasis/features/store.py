@@ -40,6 +40,10 @@ def table_columns(conn: psycopg.Connection, table: str) -> list[str]:
 
 def ensure_label_columns(conn: psycopg.Connection, horizons: Iterable[int]) -> list[str]:
     """Add label columns for configured horizons the migration did not create (e.g. 60 days)."""
+    from psycopg import sql
+
+    from entasis.store.upsert import ident
+
     have = set(table_columns(conn, BARS_TABLE))
     added = []
     for h in sorted(set(horizons)):
@@ -50,7 +54,8 @@ def ensure_label_columns(conn: psycopg.Connection, horizons: Iterable[int]) -> l
         }
         for col, typ in specs.items():
             if col not in have:
-                conn.execute(f"ALTER TABLE features.bars ADD COLUMN IF NOT EXISTS {col} {typ}")  # type: ignore[arg-type]
+                conn.execute(sql.SQL("ALTER TABLE features.bars ADD COLUMN IF NOT EXISTS {} {}").format(
+                    ident(col), sql.SQL(typ)))  # typ: fixed text around an int horizon
                 added.append(col)
     if added:
         log.info("features.bars: added label column(s) %s", ", ".join(added))
@@ -117,12 +122,14 @@ def load_bars(
     if e is not None:
         where.append("ts <= %s")
         params.append(e)
-    sql = (
-        f"SELECT {', '.join(cols)} FROM features.bars WHERE {' AND '.join(where)} "
-        "ORDER BY symbol, ts, exchange"
-    )
+    from psycopg import sql
+
+    from entasis.store.upsert import idents
+
+    query = sql.SQL("SELECT {} FROM features.bars WHERE {} ORDER BY symbol, ts, exchange").format(
+        idents(cols), sql.SQL(" AND ").join(sql.SQL(w) for w in where))  # where: fixed text, values as params
     with conn.cursor() as cur:
-        cur.execute(sql, params)  # type: ignore[arg-type]  # columns checked against the table above
+        cur.execute(query, params)
         rows = cur.fetchall()
     df = pd.DataFrame(rows, columns=cols)
     if "ts" in df.columns:

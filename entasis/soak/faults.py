@@ -18,13 +18,13 @@ from typing import Any
 from entasis.sim.faults import MALFORMED_MODES, Fault, FaultInjector
 
 # kind -> (weight, params). Time is compressed as in the rest of the soak: Retry-After is 0.2 s
-# (the client honours fractional seconds) and "slow" answers after 1.6 s, beyond the soak's 1 s
+# (the client honours fractional seconds) and "slow" answers after 2.4 s, beyond the soak's 1.5 s
 # client timeout (a ccxt RequestTimeout).
 DEFAULT_MIX: dict[str, tuple[float, dict[str, Any]]] = {
     "429": (0.25, {"retry_after": 0.2}),
     "500": (0.15, {}),
     "503": (0.15, {}),
-    "slow": (0.1, {"delay_s": 1.6}),
+    "slow": (0.1, {"delay_s": 2.4}),
     "drop": (0.15, {}),
     "garbled": (0.1, {}),
     "malformed": (0.1, {"n": 1}),

@@ -42,6 +42,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
+RUN_TIMEOUT_MS = 1500  # "slow" faults answer after 2.4 s: a timeout
+BACKFILL_TIMEOUT_MS = 20_000
 SOAK_DAGS = ("entasis_ingest", "entasis_features", "entasis_publish", "entasis_monitor")
 
 # Columns left out of the comparison, with why: wall-clock stamps and the bookkeeping of faults.
@@ -172,8 +174,9 @@ def _plan_env(plan: SoakPlan) -> dict[str, str]:
         "ENTASIS_BACKTEST__MODELS": json.dumps(["lgbm"]),
         "ENTASIS_BACKTEST__PROMOTION_WINDOW_DAYS": "60",
         "ENTASIS_BACKTEST__PROMOTION_REFIT_DAYS": "30",
-        # the client's patience, compressed like simulated time: a 1 s timeout, short backoff
-        "ENTASIS_EXCHANGE__TIMEOUT_MS": "1000",
+        # the client's patience, compressed like simulated time: a short timeout (raised while the
+        # base backfills whole pages of history), short backoff
+        "ENTASIS_EXCHANGE__TIMEOUT_MS": str(RUN_TIMEOUT_MS),
         "ENTASIS_EXCHANGE__BACKOFF_BASE_S": "0.05",
         "ENTASIS_EXCHANGE__BACKOFF_MAX_S": "2",
         "ENTASIS_EXCHANGE__MAX_RETRIES": "6",
@@ -460,6 +463,7 @@ def _build_base(plan: SoakPlan, admin_url: str, dags: dict[str, Any], market: An
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    os.environ["ENTASIS_EXCHANGE__TIMEOUT_MS"] = str(BACKFILL_TIMEOUT_MS)
     _use_db(_db_url(admin_url, name, plan.secret), tracking)
     stats = RunStats("base")
     at = plan.start + timedelta(minutes=5)
@@ -473,6 +477,7 @@ def _build_base(plan: SoakPlan, admin_url: str, dags: dict[str, Any], market: An
         raise RuntimeError("building the soak's base failed at its first publish; see the task log above")
     with psycopg.connect(_db_url(admin_url, name), autocommit=True) as conn:
         conn.execute("INSERT INTO public.entasis_meta (key, value) VALUES ('soak_base', 'complete')")
+    os.environ["ENTASIS_EXCHANGE__TIMEOUT_MS"] = str(RUN_TIMEOUT_MS)
     say(f"base: {name} built at {plan.start:%Y-%m-%d} in {time.perf_counter() - t0:.0f}s "
         "(history, features, champion trained and seeded)")
     return name

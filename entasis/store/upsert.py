@@ -303,10 +303,3 @@ def upsert_frame(
         row = cur.fetchone()
     inserted, written = (int(row[0]), int(row[1])) if row else (0, 0)
     return UpsertResult(inserted=inserted, updated=written - inserted, unchanged=len(batch) - written)
-
-
-# Kept for callers that build SQL text (features/build.py): the quoted identifier as a string.
-def _ident(name: str) -> str:
-    if not _IDENT.match(name):
-        raise ValueError(f"invalid SQL identifier {name!r}")
-    return f'"{name}"'

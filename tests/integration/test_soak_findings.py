@@ -97,3 +97,23 @@ def test_task_summaries_are_strict_json(value: float) -> None:
     text = json.dumps(out, allow_nan=False)  # what Airflow's XCom push needs
     assert json.loads(text) == {"psi": None, "np": None, "ok": 0.5, "nested": [{"x": None}], "n": 3}
     assert not math.isnan(_plain(1.5))
+
+
+@pytest.mark.parametrize("venue", ["binance", "binanceusdm", "bybit", "deribit"])
+def test_api_keys_do_not_send_public_collection_to_private_endpoints(
+        venue: str, exchange: SimExchangeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """4. With ENTASIS_EXCHANGE__API_KEY/SECRET set, ccxt's Binance loaded margin pairs from a signed
+    private endpoint at load_markets; every collection failed before it started."""
+    monkeypatch.setenv("ENTASIS_SIM_URL", exchange.url)
+    monkeypatch.setenv("ENTASIS_EXCHANGE__API_KEY", "k")
+    monkeypatch.setenv("ENTASIS_EXCHANGE__API_SECRET", "s3cr3t-for-test")
+    monkeypatch.setenv("ENTASIS_EXCHANGE__MAX_RETRIES", "0")
+    get_settings.cache_clear()
+    exchange.faults.clear()
+    exchange.reset_calls()
+    try:
+        markets = ExchangeClient(venue).load_markets()
+    finally:
+        get_settings.cache_clear()
+    assert markets
+    assert exchange.calls("binance:/sapi/v1/margin/allPairs") == 0
