@@ -207,13 +207,10 @@ async def _predict(sv: Serving, asset: str, h: int) -> dict[str, Any]:
 
 
 async def _metrics_snapshot(sv: Serving) -> dict[str, Any]:
-    from entasis.api.analytics import baseline_calls, live_hit_rate
-
     st = sv.store
     gen = await st.generation()
     if sv.metrics_memo is None or sv.metrics_memo[0] != gen:  # what only a publish can change: once per generation
-        scored = await service.scored(st)
-        live = {k: live_hit_rate(rows, baseline_calls(rows)) for k, rows in scored.items()}
+        live = await service.live_records(st)
         counts = {(str(a), int(c)): int(n) for a, c, n in await st.fetch(
             "SELECT asset, predicted_class, count(*) FROM ml.predictions GROUP BY asset, predicted_class")}
         champs = await service.champions(st)

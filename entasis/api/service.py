@@ -6,6 +6,7 @@ stored it, with the registry facts ``ml.champions`` recorded beside it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from entasis.api.analytics import (
     BASELINE_NAME,
     LIVE_WINDOW_DAYS,
+    HitRate,
     Outcome,
     baseline_calls,
     class_name,
@@ -224,6 +226,32 @@ SELECT max(ts) FROM ml.asset_prices WHERE exchange = %(ex)s AND asset = %(asset)
 """
 
 
+# The project's one live-accuracy definition is the view ml.live_outcomes (migration 0505); the window is
+# ml.model_status's: target days in the 30 days up to the latest reconciled one.
+_LIVE_SQL = """
+WITH last AS (SELECT asset, horizon, max(day) AS last_day FROM ml.live_outcomes GROUP BY asset, horizon)
+SELECT o.asset, o.horizon, sum(o.n)::bigint, sum(o.n_correct)::bigint
+FROM ml.live_outcomes o JOIN last l USING (asset, horizon)
+WHERE o.day > l.last_day - make_interval(days => %(days)s)
+GROUP BY o.asset, o.horizon
+"""
+
+
+async def live_records(store: ReaderStore) -> dict[tuple[str, int], HitRate]:
+    """Per (asset, horizon): live accuracy and count from ml.live_outcomes, and beside them the naive
+    baseline's on the same window (computed from the reconciled rows, which the view does not keep)."""
+    sc = await scored(store)
+    rows_live = await store.fetch(_LIVE_SQL, {"days": LIVE_WINDOW_DAYS})
+    live = {(str(a), int(h)): (int(n), int(k)) for a, h, n, k in rows_live}
+    out = {}
+    for key in sorted(set(sc) | set(live)):
+        rows = sc.get(key, [])
+        base = live_hit_rate(rows, baseline_calls(rows))
+        n, k = live.get(key, (0, 0))
+        out[key] = dataclasses.replace(base, n_reconciled=n, model=k / n if n else None)
+    return out
+
+
 async def scored(store: ReaderStore) -> dict[tuple[str, int], list[Outcome]]:
     """Every reconciled prediction, grouped by (asset, horizon), oldest first."""
     out: dict[tuple[str, int], list[Outcome]] = {}
@@ -256,13 +284,14 @@ async def model_status(store: ReaderStore, *, exchange: str, timeframe: str) -> 
     counts = {(r[0], int(r[1])): r for r in await store.fetch(_COUNTS_SQL)}
     champs = await champions(store)
     sc = await scored(store)
+    lives = await live_records(store)
     keys = sorted(set(counts) | {k for k in champs if k[0] != POOLED})
     candles = await last_candles(store, sorted({a for a, _ in keys}), exchange, timeframe)
     items = []
     for asset, h in keys:
         c = serving_champion(champs, asset, h)
         rows = sc.get((asset, h), [])
-        live = live_hit_rate(rows, baseline_calls(rows))
+        live = lives.get((asset, h)) or live_hit_rate(rows, baseline_calls(rows))
         n = counts.get((asset, h))
         items.append({
             "asset_symbol": asset, "timeframe": timeframe_label(h), "horizon_days": h,
