@@ -103,6 +103,9 @@ def test_events_and_alerts_are_upserted_once(db_url: str) -> None:
         got = recent_flash_crash_events(conn, since=datetime(2024, 1, 1, tzinfo=UTC))
         assert recent_flash_crash_events(conn, since=datetime(2024, 2, 1, tzinfo=UTC)) == []
     assert got[0]["final"] and got[0]["depth"] == pytest.approx(0.2) and got[0]["recovery"] == pytest.approx(0.7)
+    with psycopg.connect(_as_reader(db_url), autocommit=True) as conn:  # the API may read it as the reader
+        row = conn.execute("SELECT symbol, depth, recovery, final FROM ml.flash_crashes").fetchall()
+    assert row == [("BTC/USDT", pytest.approx(0.2), pytest.approx(0.7), True)]
 
 
 def test_cli_levels_from_csv_prints_and_draws(shared_data: Path, tmp_path: Path) -> None:
