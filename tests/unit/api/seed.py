@@ -77,7 +77,7 @@ def _swap_db(url: str, name: str) -> str:
 
     info = conninfo_to_dict(url)
     info["dbname"] = name
-    return make_conninfo(**info)
+    return make_conninfo("", **info)
 
 
 def seeded_clone(admin_url: str, template: str, name: str) -> str:
