@@ -45,12 +45,9 @@ def entasis_train() -> None:
     @task(execution_timeout=dt.timedelta(minutes=5))
     def cutoff(dag_run: Any = None, data_interval_end: dt.datetime | None = None) -> str:
         """The monitor's `until` when it asked for this run, else the end of the data interval."""
-        conf = getattr(dag_run, "conf", None) or {}
-        if conf.get("until"):
-            return str(dt.datetime.fromisoformat(str(conf["until"])).astimezone(dt.UTC).isoformat())
-        if data_interval_end is None:
-            raise ValueError("no data interval end and no conf['until']: refusing to guess the time")
-        return data_interval_end.isoformat()
+        from entasis import jobs
+
+        return jobs.cutoff(getattr(dag_run, "conf", None), data_interval_end).isoformat()
 
     @task(execution_timeout=dt.timedelta(minutes=5))
     def horizons() -> list[int]:

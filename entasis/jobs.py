@@ -213,6 +213,20 @@ def build_features(*, full: bool = False) -> dict[str, Any]:
     return out
 
 
+def cutoff(conf: dict[str, Any] | None, data_interval_end: datetime | None) -> datetime:
+    """The training cut-off: ``conf["until"]`` when ``entasis_monitor`` asked for the run (its own data
+    interval end), else this run's data interval end. Never the wall clock; a naive time is refused."""
+    given = (conf or {}).get("until")
+    if given:
+        at = given if isinstance(given, datetime) else datetime.fromisoformat(str(given))
+        if at.tzinfo is None:
+            raise ValueError(f"conf['until']={given!r} has no time zone; pass an ISO time with +00:00")
+        from datetime import UTC
+
+        return at.astimezone(UTC)
+    return _require(data_interval_end, "data_interval_end (or conf['until'])")
+
+
 def horizons() -> list[int]:
     """The label horizons to train, one mapped ``train`` task each."""
     from entasis.config import get_settings

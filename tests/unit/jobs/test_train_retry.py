@@ -42,3 +42,23 @@ def test_retry_reuses_the_registered_version(tmp_path: Path, monkeypatch: pytest
     get_settings.cache_clear()
     assert jobs._train_key(UNTIL, 7) != key
     get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(("conf", "end", "expect"), [
+    (None, UNTIL, UNTIL),                                                    # scheduled run: its interval end
+    ({}, UNTIL, UNTIL),
+    ({"reason": "drift"}, UNTIL, UNTIL),
+    ({"until": "2024-07-03T03:30:00+00:00"}, UNTIL, dt.datetime(2024, 7, 3, 3, 30, tzinfo=dt.UTC)),  # monitor's
+    ({"until": "2024-07-03T05:30:00+02:00"}, None, dt.datetime(2024, 7, 3, 3, 30, tzinfo=dt.UTC)),   # to UTC
+    ({"until": ""}, UNTIL, UNTIL),
+])
+def test_cutoff_table(conf: dict[str, str] | None, end: dt.datetime | None, expect: dt.datetime) -> None:
+    got = jobs.cutoff(conf, end)
+    assert got == expect and got.utcoffset() == dt.timedelta(0)
+
+
+def test_cutoff_refuses_to_guess() -> None:
+    with pytest.raises(ValueError, match="refusing to guess"):
+        jobs.cutoff(None, None)
+    with pytest.raises(ValueError, match="no time zone"):
+        jobs.cutoff({"until": "2024-07-03T03:30:00"}, UNTIL)
