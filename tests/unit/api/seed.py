@@ -18,7 +18,7 @@ FIRST = datetime(2023, 4, 6, 6, 0, tzinfo=UTC)
 SWITCH = datetime(2023, 6, 10, 6, 0, tzinfo=UTC)  # from here on version 4 (unproven) serves
 LAST = datetime(2023, 7, 1, 6, 0, tzinfo=UTC)
 RECONCILE_AT = datetime(2023, 7, 30, tzinfo=UTC)
-STEP = timedelta(days=12)
+STEP = timedelta(days=16)
 ASSETS = md.SYMBOLS
 HORIZONS = md.HORIZONS
 
@@ -55,7 +55,7 @@ def load_market(conn: Any) -> None:
 
 
 def seed(conn: Any) -> dict[str, Any]:
-    """Market data, ~29 publishes every 3 days, then reconciliation; returns what was written."""
+    """Market data, a publish every STEP days (6), then reconciliation; returns what was written."""
     from entasis.publish.predictions import publish_predictions
     from entasis.publish.reconcile import reconcile_outcomes
 
