@@ -1,12 +1,13 @@
 """
 ### entasis_features — features and labels with Spark
 
-Runs when new candles land (the `entasis://market/candles` Asset from `entasis_ingest`). The Spark
-job (`spark_jobs/build_features.py`, local mode unless `ENTASIS_SPARK_MASTER` names a cluster)
-reads candles and the extras (funding, open interest, option surface, sentiment) over JDBC,
-applies the one pandas definition of every feature per symbol, and upserts `features.bars`
-incrementally from the feature watermark (a full rebuild gives identical rows). Emits
-`entasis://features/bars`.
+Runs when new candles land (the `entasis://market/candles` Asset from `entasis_ingest`). The task
+runs the same entry function as `spark_jobs/build_features.py` (`run_features_job`; local mode unless
+`ENTASIS_SPARK_MASTER` names a cluster): it reads candles and the extras (funding, open interest,
+option surface, sentiment) over JDBC, applies the one definition of every per-series feature, then
+the cross-sectional pass (ranks, relative returns, market regime, per bar across the universe), and
+upserts `features.bars` incrementally from the feature watermark (a full rebuild gives identical
+rows). Emits `entasis://features/bars`.
 """
 
 from __future__ import annotations
