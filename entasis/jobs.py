@@ -204,10 +204,12 @@ def build_features(*, full: bool = False) -> dict[str, Any]:
 
     The same entry function ``spark_jobs/build_features.py`` runs, so the DAG runs that job.
     """
+    from entasis.config import get_settings
     from entasis.features.spark_job import run_features_job
 
     _use_airflow_store()
-    summary = run_features_job(full=full)
+    # only the configured timeframes: the flash-crash DAG stores 1m candles that get no features
+    summary = run_features_job(full=full, timeframes=get_settings().universe.timeframes)
     out = _plain(summary)
     log.info("features: %s", {k: v for k, v in out.items() if not isinstance(v, list | dict)})
     return out
