@@ -1,6 +1,7 @@
 """Flash-crash detection speed: one run over a day of 1-minute candles for 20 assets.
 
     .venv/bin/python bench/signals.py [--assets 20] [--days 1] [--repeat 30]
+    .venv/bin/python bench/signals.py --bench levels [--bars 5000] [--repeat 5]
 
 Data: the seeded simulator's 1-minute candles (20 assets, one UTC day) with 5 injected crashes;
 generated before timing. The metric is the wall time of one detection run over every asset
@@ -10,6 +11,12 @@ read), best of ``--repeat``. The specification asks for alerts in under 10 ms: t
 Reference, measured in this process on the same data: the same rule written plainly with pandas
 rolling windows (row-based, so it would misread gaps; it is only a speed yardstick). The ratio is
 ours / reference. Database reads and collection are not in this figure (they are the DAG's I/O).
+
+``--bench levels``: the support/resistance feature columns (``level_distance_features``) over one
+seeded random-walk series of ``--bars`` bars, in microseconds per bar, best of ``--repeat`` (after a
+warm-up call, so numba's compile or cache load is not timed). Reference, in this process on the same
+arrays: the original per-bar Python path (kept only in tests/unit/signals/test_levels_fast.py),
+timed once, and its output must equal ours. Target 10 us a bar.
 """
 
 from __future__ import annotations
@@ -60,6 +67,35 @@ def _pandas_reference(frames: list[Any], rule: CrashRule) -> int:
     return hits
 
 
+def _levels(bars: int, repeat: int, target_us: float) -> dict[str, Any]:
+    """Levels feature speed: the compiled kernel against the original per-bar path, same arrays."""
+    from entasis.signals.levels import FEATURE_NAMES, level_distance_features
+    from tests.unit.signals.test_levels_fast import reference_distance_features
+
+    if bars < 20 or repeat < 1:
+        raise ValueError(f"--bars must be >= 20 and --repeat >= 1; got {bars}, {repeat}")
+    rng = np.random.default_rng(11)
+    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, bars)))
+    spread = np.abs(rng.normal(0, 0.006, bars)) * c
+    h, low, v = c + spread, c - 0.8 * spread, rng.lognormal(3, 1, bars)
+    new = level_distance_features(h, low, c, v)  # warm-up: compile or load numba's cache
+    t_new = _best(lambda: level_distance_features(h, low, c, v), repeat)
+    t0 = time.perf_counter()
+    ref = reference_distance_features(h, low, c, v)
+    t_ref = time.perf_counter() - t0
+    same = all(np.array_equal(new[k], ref[k], equal_nan=True) for k in FEATURE_NAMES)
+    us, ref_us = t_new / bars * 1e6, t_ref / bars * 1e6
+    print(f"{'case (' + str(bars) + ' bars)':<44} {'us / bar':>10}")
+    print(f"{'level_distance_features (numba kernel)':<44} {us:>10.3f}")
+    print(f"{'reference: original per-bar Python path':<44} {ref_us:>10.3f}")
+    print(f"ratio {us / ref_us:.5f}; output identical to the reference: {same}")
+    res = {"bench": "signals_levels", "metric": round(us, 4), "reference": round(ref_us, 4),
+           "ratio": round(us / ref_us, 6), "target": target_us, "met": bool(us <= target_us and same),
+           "unit": "us per bar", "bars": bars, "identical": same}
+    print(json.dumps(res))
+    return res
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--assets", type=int, default=20)
@@ -67,7 +103,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--crashes", type=int, default=5)
     ap.add_argument("--target-ms", type=float, default=10.0)
+    ap.add_argument("--bench", choices=["flashcrash", "levels"], default="flashcrash")
+    ap.add_argument("--bars", type=int, default=5000, help="levels: bars in the series")
+    ap.add_argument("--target-us", type=float, default=10.0, help="levels: target, us per bar")
     a = ap.parse_args(argv)
+    if a.bench == "levels":
+        return _levels(a.bars, a.repeat, a.target_us)
     if a.assets < 1 or a.days < 1 or a.repeat < 1:
         ap.error("--assets, --days and --repeat must be >= 1")
 

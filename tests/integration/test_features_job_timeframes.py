@@ -41,7 +41,8 @@ def test_one_minute_candles_get_no_feature_rows(db_url: str, shared_data: Path) 
     with connect() as conn:
         write_candles(conn, daily, known={"BTC/USDT"})
         write_candles(conn, _minutes(1500), known={"BTC/USDT"})
-        assert conn.execute("SELECT count(*) FROM market.candles WHERE timeframe = '1m'").fetchone()[0] == 1500
+        row = conn.execute("SELECT count(*) FROM market.candles WHERE timeframe = '1m'").fetchone()
+        assert row is not None and row[0] == 1500
     build_features()
     with connect() as conn:
         by_tf = dict(conn.execute("SELECT timeframe, count(*) FROM features.bars GROUP BY timeframe").fetchall())

@@ -22,3 +22,16 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert last["bench"] == "signals_flashcrash" and isinstance(last["met"], bool) and last["target"] == 10.0
     assert last["ratio"] == pytest.approx(last["metric"] / last["reference"], rel=1e-3)
     assert last["events"] == last["injected"] == 1 and last["bars"] == 2 * 1440
+
+
+def test_levels_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("bench_signals_levels", ROOT / "bench" / "signals.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(["--bench", "levels", "--bars", "400", "--repeat", "2"])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last == res
+    assert last["bench"] == "signals_levels" and last["identical"] is True and last["target"] == 10.0
+    assert isinstance(last["met"], bool) and last["bars"] == 400
+    assert last["ratio"] == pytest.approx(last["metric"] / last["reference"], rel=1e-3)
