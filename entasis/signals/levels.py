@@ -279,7 +279,9 @@ def level_distance_features(h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np
     decay = 0.5 ** (np.arange(p.lookback_bars + 1, dtype=np.int64) / p.halflife_bars)
     piv_idx = np.ascontiguousarray(s.piv_idx, dtype=np.int64)
     piv_price = np.ascontiguousarray(s.piv_price, dtype=np.float64)
-    sup_d, res_d = _distance_kernel(h, low, c, v, s.atr, piv_idx, piv_price, decay, p.lookback_bars,
+    typ = (h + low + c) / 3.0  # the volume profile's typical price, elementwise as the per-bar path has it
+    bad_hl = np.concatenate(([0], np.cumsum(np.isnan(h) | np.isnan(low)))).astype(np.int64)
+    sup_d, res_d = _distance_kernel(h, low, c, v, typ, bad_hl, s.atr, piv_idx, piv_price, decay, p.lookback_bars,
                                     p.pivot_bars, float(p.tolerance_atr), p.profile_bins, float(p.min_strength))
     return {FEATURE_NAMES[0]: sup_d, FEATURE_NAMES[1]: res_d}
 
@@ -359,7 +361,8 @@ def _pairwise_sum(a: np.ndarray, lo: int, n: int, t_lo: np.ndarray, t_n: np.ndar
 
 
 @njit(cache=True)
-def _distance_kernel(h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarray, atr_arr: np.ndarray,
+def _distance_kernel(h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarray, typ: np.ndarray,
+                     bad_hl: np.ndarray, atr_arr: np.ndarray,
                      piv_idx: np.ndarray, piv_price: np.ndarray, decay: np.ndarray, lookback: int, k: int,
                      tol_atr: float, nb: int, min_strength: float) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
     """:meth:`_Series.levels` + :meth:`_Series.nearest` (1 level a side) for every bar, same operation order:
@@ -371,48 +374,73 @@ def _distance_kernel(h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarra
     ps = np.empty(npiv)
     ws = np.empty(npiv)
     pw = np.empty(npiv)
-    order_p = np.empty(npiv)
-    order_w = np.empty(npiv)
+    sp = np.empty(npiv)  # the window's known pivots sorted by price (ties: older first, as a stable argsort)
+    si = np.empty(npiv, dtype=np.int64)
+    ms = 0
     lv_price = np.empty(npiv)
     lv_w = np.empty(npiv)
     vol = np.empty(nb)
     st_lo = np.empty(192, dtype=np.int64)
     st_n = np.empty(192, dtype=np.int64)
     st_v = np.empty(96)
+    dq_h = np.empty(n, dtype=np.int64)  # monotonic deques: the window's highest high and lowest low
+    dq_l = np.empty(n, dtype=np.int64)
+    hh = th = hl = tl = 0
     lo_i = 0
     hi_i = 0
     for t in range(n):
+        a = max(0, t - lookback + 1)
+        while th > hh and h[dq_h[th - 1]] <= h[t]:
+            th -= 1
+        dq_h[th] = t
+        th += 1
+        while dq_h[hh] < a:
+            hh += 1
+        while tl > hl and low[dq_l[tl - 1]] >= low[t]:
+            tl -= 1
+        dq_l[tl] = t
+        tl += 1
+        while dq_l[hl] < a:
+            hl += 1
         atr = atr_arr[t]
         if not (np.isfinite(atr) and atr > 0):
             continue
-        a = max(0, t - lookback + 1)
         tol = tol_atr * atr
-        while lo_i < npiv and piv_idx[lo_i] < a:  # searchsorted(side="left")
+        # the sorted list holds pivots lo_i..hi_i-1: drop those older than the window (searchsorted left) ...
+        while lo_i < npiv and piv_idx[lo_i] < a:
+            if lo_i < hi_i:
+                q = 0
+                while si[q] != piv_idx[lo_i]:
+                    q += 1
+                for r in range(q, ms - 1):
+                    sp[r] = sp[r + 1]
+                    si[r] = si[r + 1]
+                ms -= 1
             lo_i += 1
         if hi_i < lo_i:
             hi_i = lo_i
-        while hi_i < npiv and piv_idx[hi_i] <= t - k:  # searchsorted(side="right")
+        # ... and add those confirmed by now (searchsorted right of t - k), after any equal price
+        while hi_i < npiv and piv_idx[hi_i] <= t - k:
+            pr = piv_price[hi_i]
+            q = ms
+            while q > 0 and sp[q - 1] > pr:
+                sp[q] = sp[q - 1]
+                si[q] = si[q - 1]
+                q -= 1
+            sp[q] = pr
+            si[q] = piv_idx[hi_i]
+            ms += 1
             hi_i += 1
-        m = hi_i - lo_i
+        m = ms
         nw = t + 1 - a
         vmean = _pairwise_sum(v, a, nw, st_lo, st_n, st_v) / nw
-        # pivot weights, then a stable sort by price (insertion sort: stable, m is small)
         for j in range(m):
-            idx = piv_idx[lo_i + j]
+            idx = si[j]
             rel = v[idx] / vmean if vmean > 0 else 1.0
             w = decay[t - idx] * rel
-            pr = piv_price[lo_i + j]
-            q = j
-            while q > 0 and order_p[q - 1] > pr:
-                order_p[q] = order_p[q - 1]
-                order_w[q] = order_w[q - 1]
-                q -= 1
-            order_p[q] = pr
-            order_w[q] = w
-        for j in range(m):
-            ps[j] = order_p[j]
-            ws[j] = order_w[j]
-            pw[j] = order_p[j] * order_w[j]
+            ps[j] = sp[j]
+            ws[j] = w
+            pw[j] = sp[j] * w
         # clusters: split where neighbours are more than tol apart; reduceat = first + pairwise(rest)
         nl = 0
         s0 = 0
@@ -428,23 +456,15 @@ def _distance_kernel(h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarra
         best_res = np.inf
         close = c[t]
         # volume profile: high-volume nodes of the window
-        top = h[a]
-        bot = low[a]
-        nan_hl = False
-        for i in range(a, t + 1):
-            if np.isnan(h[i]) or np.isnan(low[i]):
-                nan_hl = True
-            if h[i] > top:
-                top = h[i]
-            if low[i] < bot:
-                bot = low[i]
+        top = h[dq_h[hh]]  # exact: a max is one of the values (NaN windows are skipped below)
+        bot = low[dq_l[hl]]
+        nan_hl = bad_hl[t + 1] - bad_hl[a] > 0
         if not nan_hl and top > bot and vmean > 0:
             scale = nb / (top - bot)
             for b in range(nb):
                 vol[b] = 0.0
             for i in range(a, t + 1):
-                ty = (h[i] + low[i] + c[i]) / 3.0
-                bi = int((ty - bot) * scale)
+                bi = int((typ[i] - bot) * scale)
                 if bi > nb - 1:
                     bi = nb - 1
                 if bi < 0:

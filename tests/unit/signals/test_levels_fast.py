@@ -177,3 +177,13 @@ def test_mismatched_lengths_are_refused() -> None:
     h, low, c, v = _sim(100, 1)
     with pytest.raises(ValueError, match="one length"):
         level_distance_features(h, low, c, v[:-1])
+
+
+def test_missing_highs_lows_and_volumes_match_the_reference() -> None:
+    """NaN highs, lows or volumes (a gap filled with NaN) are handled as the per-bar path handles them."""
+    h, low, c, v = _sim(1200, 4)
+    h, low, v = h.copy(), low.copy(), v.copy()
+    h[300] = np.nan
+    low[700:703] = np.nan
+    v[950] = np.nan
+    _assert_same(level_distance_features(h, low, c, v), reference_distance_features(h, low, c, v))
