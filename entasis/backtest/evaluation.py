@@ -16,7 +16,7 @@ nothing else:
   strictly below the lowest baseline log-loss on the same rows. Accuracy and balanced accuracy are
   reported beside it (the best baseline on each), never part of the verdict;
 * one live-accuracy definition: the SQL view ``ml.live_outcomes`` (migration
-  ``0502_live_outcomes.sql``) — reconciled predictions per model version, asset, horizon and target
+  ``0505_live_outcomes.sql``) — reconciled predictions per model version, asset, horizon and target
   day — read by rollback (:func:`live_daily`), the monitor and ``ml.model_status``.
 """
 

@@ -3,8 +3,9 @@
 The rule (:func:`decide`), on the most recent out-of-sample window:
 
 * A challenger replaces the champion only if its log-loss is not worse than the champion's by more
-  than ``margin`` **and** it beats the best naive baseline — accuracy above the most accurate baseline
-  *and* log-loss below the baseline with the lowest log-loss (the models stage's ``beats_baseline``).
+  than ``margin`` **and** it beats the naive baselines under the one rule
+  :func:`entasis.backtest.evaluation.beats_baseline`: log-loss strictly below the lowest baseline
+  log-loss (accuracy is reported beside it, not part of the verdict).
 * When the model (asset or pooled, horizon) has no champion yet, the first challenger becomes
   champion anyway so that predictions flow; it is marked ``unproven=true`` unless it beats the
   baselines. A later challenger that is promoted under the rule (so beats the baselines) carries
@@ -18,8 +19,8 @@ purged as everywhere), beside the baselines, on the same folds and rows. Every d
 into ``ml.promotion_decisions`` and written as tags on the challenger version (``promotion_decision``,
 ``promotion_reason``, ``unproven`` and the ``wf_*`` comparison with the baselines).
 
-Rollback (:func:`check_live_accuracy_and_rollback`): the live accuracy of the champion comes from
-``ml.predictions`` rows with ``correct`` not null (``model_version = '<name>/<version>'``). At each of
+Rollback (:func:`check_live_accuracy_and_rollback`): the live accuracy of the champion comes from the
+view ``ml.live_outcomes`` (reconciled ``ml.predictions`` rows, ``model_version = '<name>/<version>'``). At each of
 the last ``days`` days ``d`` (anchored at the newest reconciled ``target_date``, not the wall clock), the
 accuracy of the predictions whose target date lies in ``(d − window_days, d]`` is computed; when it is
 below ``threshold`` on every one of those days (each with at least ``min_predictions``), ``@champion``
@@ -119,17 +120,20 @@ def decide(challenger: Scores, champion: Scores | None, baselines: Mapping[str, 
         raise BacktestError(f"margin must be >= 0; got {margin}")
     if not baselines:
         raise BacktestError("the promotion rule needs at least one baseline score")
-    best_acc_name = max(baselines, key=lambda k: baselines[k].accuracy)
-    best_ll_name = min(baselines, key=lambda k: baselines[k].log_loss)
+    from entasis.backtest.evaluation import beats_baseline
+
+    verdict = beats_baseline({"log_loss": challenger.log_loss, "accuracy": challenger.accuracy},
+                             {k: {"log_loss": v.log_loss, "accuracy": v.accuracy} for k, v in baselines.items()})
+    best_ll_name = verdict.get("best_baseline") or min(baselines, key=lambda k: baselines[k].log_loss)
+    best_acc_name = verdict.get("best_accuracy_baseline") or max(baselines, key=lambda k: baselines[k].accuracy)
     best_acc = baselines[best_acc_name].accuracy
     best_ll = baselines[best_ll_name].log_loss
-    beats_acc = challenger.accuracy > best_acc
-    beats_ll = challenger.log_loss < best_ll
-    beats = beats_acc and beats_ll
-    facts = {"best_baseline": best_acc_name, "best_baseline_accuracy": best_acc,
+    beats = bool(verdict["beats_baseline"])
+    facts = {"best_baseline": best_ll_name, "best_baseline_accuracy": baselines[best_ll_name].accuracy,
+             "best_accuracy_baseline": best_acc_name, "best_accuracy": best_acc,
              "best_log_loss_baseline": best_ll_name, "best_baseline_log_loss": best_ll, "beats_baseline": beats}
-    vs_base = (f"accuracy {challenger.accuracy:.4f} vs {best_acc:.4f} ({best_acc_name}), log-loss "
-               f"{challenger.log_loss:.4f} vs {best_ll:.4f} ({best_ll_name})")
+    vs_base = (f"log-loss {challenger.log_loss:.4f} vs {best_ll:.4f} ({best_ll_name}) decides; accuracy "
+               f"{challenger.accuracy:.4f} vs {best_acc:.4f} ({best_acc_name})")
     if champion is None:
         if beats:
             return ("promote", True, False,
@@ -144,9 +148,8 @@ def decide(challenger: Scores, champion: Scores | None, baselines: Mapping[str, 
                 f"kept the champion: challenger log-loss {challenger.log_loss:.4f} is worse than the champion's "
                 f"{champion.log_loss:.4f} by {worse_by:.4f} > margin {margin:.4f}", facts)
     if not beats:
-        why = " and ".join(x for x, bad in (("accuracy", not beats_acc), ("log-loss", not beats_ll)) if bad)
         return ("keep", False, None,
-                f"kept the champion: challenger does not beat the best naive baseline on {why} ({vs_base})", facts)
+                f"kept the champion: challenger does not beat the best naive baseline on log-loss ({vs_base})", facts)
     return ("promote", True, False,
             f"promoted: challenger log-loss {challenger.log_loss:.4f} vs champion {champion.log_loss:.4f} "
             f"(margin {margin:.4f}) and it beats the naive baselines ({vs_base})", facts)
@@ -204,13 +207,14 @@ def _version_tags(result: WalkForwardResult, label: str, facts: Mapping[str, Any
     from entasis.backtest.walkforward import POOLED as P
 
     s = _scores(result, label)
-    best_acc = facts["best_baseline"]
+    best_acc = facts["best_accuracy_baseline"]
     best_ll = facts["best_log_loss_baseline"]
     a = result.comparison(label, best_acc, "accuracy", P)
     ll = result.comparison(label, best_ll, "log_loss", P)
     return {
         "wf_accuracy": round(s.accuracy, 6), "wf_log_loss": round(s.log_loss, 6),
-        "wf_best_baseline": best_acc, "wf_best_baseline_accuracy": round(float(facts["best_baseline_accuracy"]), 6),
+        "wf_best_baseline": best_ll, "wf_best_accuracy_baseline": best_acc,
+        "wf_best_baseline_accuracy": round(float(facts["best_accuracy"]), 6),
         "wf_best_log_loss_baseline": best_ll,
         "wf_best_baseline_log_loss": round(float(facts["best_baseline_log_loss"]), 6),
         "wf_accuracy_edge": round(a["estimate"], 6), "wf_accuracy_edge_ci": f"[{a['lo']:.4f}, {a['hi']:.4f}]",
@@ -277,6 +281,7 @@ def evaluate_and_promote(asset: str | None, horizon: int, *, challenger_version:
                    for b in result.baselines}
     action, promoted, unproven, reason, facts = decide(ch_scores, champ_scores, base_scores, margin=margin)
     facts_full = {**facts, "best_baseline": "baseline:" + facts["best_baseline"],
+                  "best_accuracy_baseline": "baseline:" + facts["best_accuracy_baseline"],
                   "best_log_loss_baseline": "baseline:" + facts["best_log_loss_baseline"]}
     if result.leakage.get("problems"):
         action, promoted, unproven = "keep", False, None
@@ -371,27 +376,22 @@ def _mirror_champion(d: Decision, settings: Settings | None) -> None:
 # -- rollback ------------------------------------------------------------------------------------------
 def live_accuracy(conn: psycopg.Connection, *, model_version: str, horizon: int, asset: str | None = None
                   ) -> pd.DataFrame:
-    """Reconciled predictions of one model version: target_date and correct (oldest first)."""
-    import pandas as pd
+    """Reconciled predictions of one model version per target day, from the one live-accuracy view
+    ``ml.live_outcomes`` (``entasis.backtest.evaluation``): target_date, n, n_correct (oldest first)."""
+    from entasis.backtest.evaluation import live_daily
 
-    sql = ("SELECT target_date, correct FROM ml.predictions WHERE model_version = %s AND horizon = %s "
-           "AND correct IS NOT NULL")
-    params: list[Any] = [model_version, int(horizon)]
-    if asset is not None:
-        sql += " AND asset = %s"
-        params.append(asset)
-    with conn.cursor() as cur:
-        cur.execute(sql + " ORDER BY target_date", params)  # type: ignore[arg-type]
-        df = pd.DataFrame(cur.fetchall(), columns=["target_date", "correct"])
-    df["target_date"] = pd.to_datetime(df["target_date"], utc=True)
-    df["correct"] = df["correct"].astype(bool)
-    return df
+    d = live_daily(conn, model_version=model_version, horizon=int(horizon), asset=asset)
+    if asset is None and len(d):  # every asset of the version, summed per day
+        d = d.groupby("day", as_index=False)[["n", "n_correct"]].sum()
+    return d.rename(columns={"day": "target_date"})[["target_date", "n", "n_correct"]].reset_index(drop=True)
 
 
 def rolling_live_accuracy(df: pd.DataFrame, *, days: int, window_days: int, as_of: datetime | None = None
                           ) -> pd.DataFrame:
     """Accuracy over ``(d − window_days, d]`` for each of the ``days`` days ``d`` ending at ``as_of``
-    (default: the newest target date). Columns: day, n, accuracy."""
+    (default: the newest target date). ``df`` has target_date with either ``correct`` (one row per
+    prediction) or ``n`` / ``n_correct`` (per-day counts, as ``ml.live_outcomes`` gives). Columns: day,
+    n, accuracy."""
     import numpy as np
     import pandas as pd
 
@@ -401,16 +401,22 @@ def rolling_live_accuracy(df: pd.DataFrame, *, days: int, window_days: int, as_o
     end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
     t = df["target_date"].to_numpy(dtype="datetime64[ns]") if df["target_date"].dt.tz is None else \
         df["target_date"].dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
-    c = df["correct"].to_numpy(dtype=np.float64)
-    order = np.argsort(t)
-    t, c = t[order], c[order]
+    if "n" in df.columns:
+        cnt = df["n"].to_numpy(dtype=np.float64)
+        c = df["n_correct"].to_numpy(dtype=np.float64)
+    else:
+        cnt = np.ones(len(df))
+        c = df["correct"].to_numpy(dtype=np.float64)
+    order = np.argsort(t, kind="stable")
+    t, c, cnt = t[order], c[order], cnt[order]
     cs = np.concatenate([[0.0], np.cumsum(c)])
+    cn = np.concatenate([[0.0], np.cumsum(cnt)])
     rows = []
     for i in range(days):
         d = (end - pd.Timedelta(days=i)).tz_convert(None).to_datetime64()
         lo = d - np.timedelta64(window_days, "D")
         a, b = np.searchsorted(t, lo, side="right"), np.searchsorted(t, d, side="right")
-        n = int(b - a)
+        n = int(round(cn[b] - cn[a]))
         rows.append({"day": pd.Timestamp(d, tz="UTC"), "n": n, "accuracy": (cs[b] - cs[a]) / n if n else np.nan})
     return pd.DataFrame(rows[::-1])
 

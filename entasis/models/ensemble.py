@@ -89,7 +89,7 @@ class EnsembleModel(Model):
                  weights: str | Mapping[str, float] = "stacked", calibrate: bool = True,
                  member_params: Mapping[str, Mapping[str, Any]] | None = None,
                  features: Sequence[str] | None = None, pooled: bool = True, seed: int = 42,
-                 decision: str = "argmax", oof_folds: int = 2, min_oof_rows: int = 300) -> None:
+                 decision: str = "argmax", oof_folds: int = 1, min_oof_rows: int = 300) -> None:
         super().__init__(features=features, pooled=pooled, seed=seed)
         if not members:
             raise ModelError("an ensemble needs at least one member")

@@ -187,8 +187,10 @@ def _eval_split(ens: EnsembleModel, part: pd.DataFrame, sp: Split, target: str, 
     yv = y[ok].astype(int)
     m = classification_metrics(proba[ok], yv)
     mm = {name: classification_metrics(p[ok], yv) for name, p in members.items()}
-    bp = baselines.predict(part[ok], frame=sp.frame)
-    bm = {name: classification_metrics(p, yv) for name, p in bp.items()}
+    from entasis.backtest.evaluation import classification_metrics as cm
+
+    bp = baselines.predict_full(part[ok])
+    bm = {name: cm(o.proba, yv, o.pred) if len(yv) else {"n": 0} for name, o in bp.items()}
     return m, mm, bm, ok
 
 
@@ -306,6 +308,7 @@ def _track(result: TrainResult, ens: EnsembleModel, vol_model: Any, sp: Split, *
         for who, m in result.vol.items():
             flat.update({f"vol_{who}_{k}": v for k, v in m.items() if np.isfinite(v)})
         flat.update({f"weight_{k}": v for k, v in ens.weights.items()})
+        flat.update({f"stack_weight_{k.replace(':', '_')}": v for k, v in ens.stacked_weights().items()})
         flat.update({f"temperature_{k}": v for k, v in ens.temperatures.items()})
         mlflow.log_metrics(flat)
         mlflow.log_dict({"features": features}, "features.json")

@@ -68,7 +68,7 @@ def test_run_from_database_records_idempotently(db_url: str, shared_data: Path) 
         assert ci is not None and ci[0] > 0
         n_pred = conn.execute("SELECT count(*), count(DISTINCT model) FROM ml.backtest_predictions "
                               "WHERE run_id = %s", (res.run_id,)).fetchone()
-        assert n_pred == (len(res.predictions), 5)
+        assert n_pred == (len(res.predictions), 1 + len(res.baselines))
         snap = conn.execute("SELECT md5(string_agg(t::text, '|' ORDER BY model, scope, metric)) "
                             "FROM ml.backtest_metrics t WHERE run_id = %s", (res.run_id,)).fetchone()
     again = run_walk_forward(**kw, report=False)

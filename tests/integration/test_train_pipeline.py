@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from entasis.backtest.baselines import BASELINES
 from entasis.config import get_settings
 from entasis.features.compute import LabelParams, compute, compute_from_candles_csv
 from entasis.models.base import ModelError
@@ -70,7 +71,7 @@ def test_cli_train_from_database_registers_a_challenger(db_url: str, monkeypatch
                 "data_hash", "code_version", "run_id", "vol_model_rmse", "vol_naive_rmse", "edge_suspicious"):
         assert key in tags, key
     assert tags["beats_baseline"] in ("true", "false")
-    assert tags["best_baseline"] in ("majority", "persistence")
+    assert tags["best_baseline"] in BASELINES
     # Pure-noise prices: nothing should look skilful.
     assert float(tags["test_accuracy"]) - float(tags["best_baseline_accuracy"]) < 0.1
     res = CliRunner().invoke(app, ["train", "--assets", "ZZZ/USDT", "--horizons", "7", "--models", "rf"])
@@ -91,7 +92,7 @@ def test_library_entry_tracks_everything_and_supports_per_asset(db_url: str) -> 
     r = results[0]
     assert r.asset == "AAA/USDT" and r.version == "1" and r.run_id
     assert set(r.member_metrics) == {"lstm", "rf", "lgbm"}
-    assert set(r.baselines["test"]) == {"majority", "persistence"}
+    assert set(r.baselines["test"]) == set(BASELINES)
     assert r.weights == pytest.approx({"lstm": 0.5, "rf": 0.25, "lgbm": 0.25})
     run = mlflow.get_run(r.run_id)
     m, p, t = run.data.metrics, run.data.params, run.data.tags

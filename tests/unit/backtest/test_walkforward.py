@@ -162,8 +162,8 @@ def test_bad_inputs_are_named(market) -> None:  # type: ignore[no-untyped-def]
 def test_stacked_ensemble_learns_from_earlier_folds_only(run) -> None:  # type: ignore[no-untyped-def]
     folds = run.folds
     # the first fold has no earlier forecasts: purged inner folds; later folds use the walk-forward's own
-    assert folds["oof[ensemble]"].iloc[0] == "inner:2"
-    assert (folds["oof[ensemble]"].iloc[1:] == "given").all() or folds["oof[ensemble]"].iloc[1] == "inner:2"
+    assert folds["oof[ensemble]"].iloc[0] == "inner:1"
+    assert (folds["oof[ensemble]"].iloc[1:] == "given").all() or folds["oof[ensemble]"].iloc[1] == "inner:1"
     w = folds.filter(like="w[ensemble]")
     assert {"w[ensemble].lgbm", "w[ensemble].rf", "w[ensemble].prior:asset_freq"} <= set(w.columns)
     assert (w.to_numpy() >= 0).all()
