@@ -8,6 +8,8 @@ feature columns are stored and modelled on, so the new path must give the same n
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +189,22 @@ def test_missing_highs_lows_and_volumes_match_the_reference() -> None:
     low[700:703] = np.nan
     v[950] = np.nan
     _assert_same(level_distance_features(h, low, c, v), reference_distance_features(h, low, c, v))
+
+
+def test_works_where_numba_has_no_cache_directory() -> None:
+    """A read-only install with no writable home: numba's cache=True raises at import; we compile uncached.
+    (No locator is a fault we cannot provoke as root, so the locator list is emptied in a fresh process.)"""
+    code = (
+        "import numba.core.caching as cc\n"
+        "cc.CacheImpl._locator_classes = []\n"
+        "import numpy as np\n"
+        "from entasis.signals.levels import level_distance_features\n"
+        "r = np.random.default_rng(0); c = 100 + np.cumsum(r.normal(0, 1, 400))\n"
+        "out = level_distance_features(c + 1, c - 1, c, r.uniform(1, 2, 400))\n"
+        "assert np.isfinite(out['support_dist_atr']).sum() > 100\n"
+        "print('ok')\n"
+    )
+    root = Path(__file__).resolve().parents[3]
+    res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
