@@ -175,8 +175,12 @@ def funding_per_bar(hold_start: np.ndarray, bar: np.timedelta64, events_ts: np.n
 
 
 def trading_metrics(res: dict[str, np.ndarray], periods_per_year: float) -> dict[str, float]:
-    """Risk/performance of the net returns plus hit rate, turnover and exposure."""
-    net = res["net"]
+    """Risk/performance of the net returns plus hit rate, turnover and exposure.
+
+    A bar that would lose 100% or more (a full-size short through a > 100% rally, e.g. DOGE on
+    2021-01-28) is counted as a wipe-out of that position's capital, -100% + 1e-9, instead of an
+    impossible return the risk metrics refuse."""
+    net = np.maximum(res["net"], -1.0 + 1e-9)
     out = performance_summary(net, periods_per_year)
     active = res["weight"] != 0
     out["hit_rate"] = float((net[active] > 0).mean()) if active.any() else float("nan")

@@ -121,3 +121,14 @@ def test_many_strategies_at_once_equal_one_at_a_time() -> None:
             assert (got["ts"] == alone["ts"]).all()
     with pytest.raises(BacktestError, match="same rows|other"):
         simulate_models(preds.iloc[1:], prices, cfg=TradingConfig(), horizon_bars=5)
+
+
+def test_a_short_through_a_huge_rally_is_a_wipe_out_not_an_error() -> None:
+    import numpy as np
+
+    from entasis.backtest.simulate import strategy_returns, trading_metrics
+
+    res = strategy_returns(np.array([-1.0, -1.0, 0.0]), np.array([0.1, 3.5, 0.0]), None, 0.0)
+    assert res["net"][1] == -3.5                      # the raw bar P&L is kept for inspection
+    m = trading_metrics(res, 365.0)
+    assert abs(m["max_drawdown"]) == pytest.approx(1.0, abs=1e-6)   # the capital is gone
