@@ -99,7 +99,8 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, pg_server: str, _template
 
 
 def test_every_dag_ran_successfully(pipeline: dict[str, Any]) -> None:
-    runs = [ln for ln in pipeline["log"] if ln.strip().startswith("entasis_")]
+    runs = [ln for ln in pipeline["log"] if ln.strip().startswith("entasis_")
+            and not ln.rstrip().endswith("(minutes)")]  # the demo announces the long train stage before it runs
     assert runs, pipeline["log"]
     assert all("success" in ln for ln in runs), runs
     for dag_id in ("entasis_ingest", "entasis_features", "entasis_train", "entasis_publish", "entasis_monitor"):
@@ -115,7 +116,9 @@ def test_rows_in_every_table(pipeline: dict[str, Any]) -> None:
             assert n > 0, f"{table} is empty"
         # daily candles for every symbol up to the last closed day before the final ingest
         last = conn.execute(
-            "SELECT symbol, max(ts) FROM market.candles WHERE timeframe='1d' GROUP BY symbol ORDER BY 1"
+            # spot candles (ingest also stores the perpetuals' candles, under the perp exchange)
+            "SELECT symbol, max(ts) FROM market.candles WHERE timeframe='1d' AND exchange = 'binance' "
+            "GROUP BY symbol ORDER BY 1"
         ).fetchall()
     assert [r[0] for r in last] == sorted(SYMBOLS)
     assert all(r[1] == SMALL.now.replace(hour=0) - timedelta(days=1) for r in last), last
@@ -200,6 +203,9 @@ def test_rerunning_a_dag_run_changes_nothing(pipeline: dict[str, Any]) -> None:
                            ("entasis_publish", SMALL.now)):
             dr = dags[dag_id].test(logical_date=at)
             assert "success" in str(dr.state)
+            if dag_id == "entasis_ingest":  # nothing new: no CANDLES event, so no Spark run is started
+                gate = {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}["announce_candles"]
+                assert "skipped" in gate, gate
     assert checksums(pipeline["url"]) == before
 
 
