@@ -16,16 +16,21 @@ import logging
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Build features.bars from market.* with Spark.")
     ap.add_argument("--full", action="store_true", help="recompute every row")
-    ap.add_argument("--timeframe", action="append", help="only this timeframe (repeatable)")
+    ap.add_argument("--timeframe", action="append",
+                    help="only this timeframe (repeatable; default: the configured universe.timeframes)")
     ap.add_argument("--symbol", action="append", help="only this symbol (repeatable)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    from entasis.config import get_settings
     from entasis.features.spark_job import run_features_job, spark_session
+
+    # the configured timeframes, as the DAG task builds them: never the flash-crash DAG's 1m candles
+    timeframes = args.timeframe or list(get_settings().universe.timeframes)
 
     spark = spark_session()  # under spark-submit this returns the session it configured
     try:  # the same entry function the entasis_features DAG task runs (entasis.jobs.build_features)
-        summary = run_features_job(full=args.full, timeframes=args.timeframe, symbols=args.symbol, spark=spark)
+        summary = run_features_job(full=args.full, timeframes=timeframes, symbols=args.symbol, spark=spark)
     finally:
         spark.stop()
     print(json.dumps(summary.as_dict(), default=str))
