@@ -299,19 +299,40 @@ class _Restarter:
         self.pg_home, self.port = pg_home, port
         self._threads: list[threading.Thread] = []
 
-    def arm(self, delay_s: float, label: str, stats: RunStats) -> None:
+    def arm(self, delay_s: float, label: str, stats: RunStats, database: str = "") -> None:
         def go() -> None:
             from entasis.store import embedded
 
             time.sleep(delay_s)
+            waited = self._wait_for_client(database)
             t0 = time.perf_counter()
             embedded.stop(self.pg_home)
             embedded.ensure_running(self.pg_home, preferred_port=self.port)
-            stats.db_restarts.append(f"{label} +{delay_s:.1f}s (down {time.perf_counter() - t0:.1f}s)")
+            stats.db_restarts.append(f"{label} +{delay_s + waited:.1f}s, a task connected "
+                                     f"(down {time.perf_counter() - t0:.1f}s)")
 
         th = threading.Thread(target=go, name="soak-db-restart", daemon=True)
         th.start()
         self._threads.append(th)
+
+    def _wait_for_client(self, database: str, timeout_s: float = 60.0) -> float:
+        """Seconds until a task holds a connection to ``database`` (so the restart cuts it mid-task)."""
+        import psycopg
+
+        from entasis.store import embedded
+
+        t0 = time.monotonic()
+        server = embedded.status(self.pg_home)
+        if server is None or not database:
+            return 0.0
+        with psycopg.connect(server.admin_url, autocommit=True) as conn:
+            while time.monotonic() - t0 < timeout_s:
+                n = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                                 "AND backend_type = 'client backend'", (database,)).fetchone()
+                if n and n[0]:
+                    break
+                time.sleep(0.01)
+        return time.monotonic() - t0
 
     def join(self) -> None:
         for th in self._threads:
@@ -365,7 +386,8 @@ def run_pipeline(plan: SoakPlan, dags: dict[str, Any], market: Any, server: Any,
                 sym, bar = revisions[i + 1]
                 server.faults.add("binance:/api/v3/klines", "revise", times=None, symbol=_pair_id(sym), ts=bar)
             if i in restart_at and restarter is not None:
-                restarter.arm(rng.uniform(0.3, 4.0), f"interval {tick:%Y-%m-%d %H:%M}", stats)
+                restarter.arm(rng.uniform(0.3, 4.0), f"interval {tick:%Y-%m-%d %H:%M}", stats,
+                              database=f"soak_{stats.name}")
             for dag_id, at in runs:
                 if i in kill_at and dag_id == "entasis_ingest":
                     _run_killed(dag_id, at, server, rng.randint(2, 12), stats)
