@@ -558,10 +558,18 @@ def run_soak(plan: SoakPlan | None = None, home: Path | None = None, say: Any = 
     finally:
         sim.stop()
         embedded.stop(pg_home)
-    plan_d = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(plan).items()}
+    plan_d = plan_dict(plan)
     report = SoakReport(plan_d, stats["faulty"], stats["clean"], tables, diff, records,
                         time.perf_counter() - t_all)
     return report
+
+
+def plan_dict(plan: SoakPlan) -> dict[str, Any]:
+    """The plan as the report shows it; a planted secret never goes in (the secret check found it
+    in the report file first)."""
+    d = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(plan).items() if k != "secret"}
+    d["secret_planted"] = plan.secret is not None
+    return d
 
 
 def fault_counts(report: SoakReport) -> Counter[str]:

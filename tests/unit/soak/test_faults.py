@@ -60,3 +60,13 @@ def test_only_wall_clock_and_fault_bookkeeping_columns_are_left_out() -> None:
     assert {c for cols in VOLATILE.values() for c in cols} <= allowed
     assert "market.candles" not in VOLATILE and "features.bars" not in VOLATILE
     assert "ml.predictions" not in VOLATILE
+
+
+def test_report_never_carries_the_planted_secret() -> None:
+    import json
+
+    from entasis.soak.runner import plan_dict
+
+    d = plan_dict(SoakPlan(days=1, secret="Pl4nted-unit-secret"))
+    assert "Pl4nted-unit-secret" not in json.dumps(d, default=str)
+    assert d["secret_planted"] is True and plan_dict(SoakPlan())["secret_planted"] is False
