@@ -64,7 +64,7 @@ demo: venv
 	$(BIN)/entasis demo
 
 test: venv
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --durations=25
 
 lint: venv
 	$(BIN)/ruff check entasis dags plugins spark_jobs bench tests
