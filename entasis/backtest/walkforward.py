@@ -620,7 +620,8 @@ def _oof_before(idx: list[np.ndarray], parts: dict[str, list[np.ndarray]], ts_ns
         return None
     allidx = np.concatenate(idx)
     keep = (ts_ns[allidx] < np.datetime64(train_end.tz_convert(None).to_datetime64())) & ~np.isnan(y[allidx])
-    return OOF(symbols[allidx][keep], y[allidx][keep], {m: np.vstack(v)[keep] for m, v in parts.items()})
+    return OOF(symbols[allidx][keep], y[allidx][keep], {m: np.vstack(v)[keep] for m, v in parts.items()},
+               ts_ns[allidx][keep])
 
 
 # -- leakage ---------------------------------------------------------------------------------------

@@ -44,7 +44,16 @@ from entasis.models.base import (
     register_model,
 )
 from entasis.models.calibration import apply_temperature, confidence, fit_temperature, fit_weights
-from entasis.models.stacking import OOF, PRIORS, LogLinearPool, class_frequencies, decide, prior_inputs
+from entasis.models.stacking import (
+    OOF,
+    PRIOR_TRAILING,
+    PRIORS,
+    LabelHistory,
+    LogLinearPool,
+    class_frequencies,
+    decide,
+    prior_inputs,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -89,7 +98,8 @@ class EnsembleModel(Model):
                  weights: str | Mapping[str, float] = "stacked", calibrate: bool = True,
                  member_params: Mapping[str, Mapping[str, Any]] | None = None,
                  features: Sequence[str] | None = None, pooled: bool = True, seed: int = 42,
-                 decision: str = "argmax", oof_folds: int = 1, min_oof_rows: int = 300) -> None:
+                 decision: str = "argmax", oof_folds: int = 1, min_oof_rows: int = 300,
+                 stack_offsets: str = "none") -> None:
         super().__init__(features=features, pooled=pooled, seed=seed)
         if not members:
             raise ModelError("an ensemble needs at least one member")
@@ -109,6 +119,10 @@ class EnsembleModel(Model):
         self.decision = decision
         self.oof_folds = int(oof_folds)
         self.min_oof_rows = int(min_oof_rows)
+        if stack_offsets not in ("none", "shrunk", "free"):
+            raise ModelError(f"stack_offsets must be 'none', 'shrunk' or 'free'; got {stack_offsets!r}")
+        self.stack_offsets = stack_offsets
+        self.labels: LabelHistory | None = None
         self.weights: dict[str, float] = resolve_weights(self.members, self.weights_config)
         self.temperatures: dict[str, float] = {m: 1.0 for m in self.members}
         self.models: dict[str, Model] = {}
@@ -131,7 +145,7 @@ class EnsembleModel(Model):
         return {"members": list(self.members), "weights": self.weights_config, "calibrate": self.calibrate,
                 "member_params": self.member_params, "features": self.features, "pooled": self.pooled,
                 "seed": self.seed, "decision": self.decision, "oof_folds": self.oof_folds,
-                "min_oof_rows": self.min_oof_rows}
+                "min_oof_rows": self.min_oof_rows, "stack_offsets": self.stack_offsets}
 
     def _build(self, name: str) -> Model:
         params = {"features": self.features, "pooled": self.pooled, "seed": self.seed,
@@ -173,16 +187,24 @@ class EnsembleModel(Model):
         lab = [d for d in (train, valid) if d is not None and len(d)]
         import pandas as pd
 
-        labelled = pd.concat([d[["symbol", target]] for d in lab]).dropna(subset=[target])
-        self.freq, self.base_rate = class_frequencies(labelled["symbol"].to_numpy(),
-                                                      label_array(labelled[target]).astype(int))
+        cols = ["symbol", target, *(["ts"] if all("ts" in d.columns for d in lab) else [])]
+        labelled = pd.concat([d[cols] for d in lab]).dropna(subset=[target])
+        ylab = label_array(labelled[target]).astype(int)
+        self.freq, self.base_rate = class_frequencies(labelled["symbol"].to_numpy(), ylab)
+        self.labels = None
+        if stacked and "ts" in labelled.columns:
+            self.labels = LabelHistory.from_labels(labelled["symbol"].to_numpy(), labelled["ts"].to_numpy(), ylab,
+                                                   _horizon(target))
         if stacked:
             assert oof is not None
             y = np.asarray(oof.y, dtype=np.float64)
             ok = ~np.isnan(y) & np.all([~np.isnan(oof.probas[m]).any(axis=1) for m in self.members], axis=0)
             inputs = {m: oof.probas[m][ok] for m in self.members}
-            inputs.update(prior_inputs(oof.symbols[ok], self.freq, self.base_rate))
-            self.stacker = LogLinearPool([*self.members, *PRIORS]).fit(inputs, y[ok])
+            labels = self.labels if oof.ts is not None else None   # trailing input only with the rows' times
+            inputs.update(prior_inputs(oof.symbols[ok], self.freq, self.base_rate, labels=labels,
+                                       ts=None if oof.ts is None else oof.ts[ok]))
+            names = [*self.members, *PRIORS, *([PRIOR_TRAILING] if PRIOR_TRAILING in inputs else [])]
+            self.stacker = LogLinearPool(names, offsets=self.stack_offsets).fit(inputs, y[ok])
             yv = y[ok].astype(int)
             if self.calibrate and ok.sum() >= 10:   # for the fixed preset shown beside the stack
                 self.temperatures = {m: fit_temperature(oof.probas[m][ok], yv) for m in self.members}
@@ -216,10 +238,7 @@ class EnsembleModel(Model):
 
         from entasis.backtest.folds import split_valid
 
-        try:
-            h = int(str(target).removeprefix("y_cls_").removesuffix("d"))
-        except ValueError:
-            raise ModelError(f"cannot read the horizon from target {target!r} (expected y_cls_<h>d)") from None
+        h = _horizon(target)
         parts = [d for d in (train, valid) if d is not None and len(d)]
         rows = pd.concat(parts).dropna(subset=[target])
         keep = ["symbol", "ts", *(["warmup"] if "warmup" in rows.columns else []), *(self.features or [])]
@@ -231,7 +250,7 @@ class EnsembleModel(Model):
         qs = [0.5 + 0.5 * i / self.oof_folds for i in range(self.oof_folds)]
         cuts = [uniq[int(q * uniq.size)] for q in qs] + [uniq[-1] + np.timedelta64(1, "D")]
         hd = np.timedelta64(h, "D")
-        syms, ys, probas = [], [], {m: [] for m in self.members}  # type: ignore[var-annotated]
+        syms, ys, tss, probas = [], [], [], {m: [] for m in self.members}  # type: ignore[var-annotated]
         for c0, c1 in zip(cuts[:-1], cuts[1:], strict=True):
             fit_pos = np.flatnonzero(ts + hd < c0)
             pred_pos = np.flatnonzero((ts >= c0) & (ts < c1))
@@ -252,9 +271,11 @@ class EnsembleModel(Model):
                 probas[name].append(m.predict_proba(pr_df, history=hist_pred).to_numpy(dtype=np.float64))
             syms.append(rows["symbol"].astype(str).to_numpy()[pred_pos])
             ys.append(label_array(rows[target].iloc[pred_pos]))
+            tss.append(ts[pred_pos])
         if not ys:
             raise ModelError("no inner fold had enough training rows for out-of-fold stacking")
-        return OOF(np.concatenate(syms), np.concatenate(ys), {m: np.vstack(v) for m, v in probas.items()})
+        return OOF(np.concatenate(syms), np.concatenate(ys), {m: np.vstack(v) for m, v in probas.items()},
+                   np.concatenate(tss))
 
     def preset_proba(self, rows: pd.DataFrame, *, history: pd.DataFrame | None = None,
                      parts: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
@@ -275,7 +296,12 @@ class EnsembleModel(Model):
         if self.stacked:
             assert self.stacker is not None
             inputs = dict(raw)
-            inputs.update(prior_inputs(rows["symbol"].to_numpy(), self.freq, self.base_rate))
+            trailing = PRIOR_TRAILING in self.stacker.names
+            if trailing and (self.labels is None or "ts" not in rows.columns):
+                raise ModelError("the stacker takes the trailing frequencies: rows need a 'ts' column")
+            inputs.update(prior_inputs(rows["symbol"].to_numpy(), self.freq, self.base_rate,
+                                       labels=self.labels if trailing else None,
+                                       ts=rows["ts"].to_numpy() if trailing else None))
             return self.stacker.predict(inputs)
         mix = np.zeros((len(rows), len(PROBA_COLUMNS)))
         for name, p in raw.items():
@@ -319,7 +345,8 @@ class EnsembleModel(Model):
         return {**super()._state(), "weights_fitted": self.weights, "temperatures": self.temperatures,
                 "stacker": self.stacker.state() if self.stacker is not None else None,
                 "freq": {k: v.tolist() for k, v in self.freq.items()}, "base_rate": self.base_rate.tolist(),
-                "oof_source": self.oof_source}
+                "oof_source": self.oof_source,
+                "labels": self.labels.state() if self.labels is not None else None}
 
     def _save_state(self, path: Path) -> None:
         for name, m in self.models.items():
@@ -334,6 +361,15 @@ class EnsembleModel(Model):
         self.freq = {k: np.asarray(v, dtype=np.float64) for k, v in state.get("freq", {}).items()}
         self.base_rate = np.asarray(state.get("base_rate", [1 / 3] * 3), dtype=np.float64)
         self.oof_source = str(state.get("oof_source", ""))
+        lab = state.get("labels")
+        self.labels = LabelHistory.from_state(lab) if lab else None
+
+
+def _horizon(target: str) -> int:
+    try:
+        return int(str(target).removeprefix("y_cls_").removesuffix("d"))
+    except ValueError:
+        raise ModelError(f"cannot read the horizon from target {target!r} (expected y_cls_<h>d)") from None
 
 
 def describe_proba(proba: pd.DataFrame, rows: pd.DataFrame, *,

@@ -1,15 +1,25 @@
 """The stacker: non-negative log-linear pooling of member probabilities and the prior.
 
 ``p_k ∝ exp(b_k + Σ_j w_j · log p_jk)`` over inputs ``j`` = the members' out-of-fold probabilities and
-the probabilistic baselines (the training class frequencies per asset, and pooled). The weights are
-non-negative; ``w_prior = 1`` with every other weight and ``b`` at 0 *is* the prior, and the fit starts
-there, so when the members carry no skill the ensemble stays at the base rates instead of becoming
+the probabilistic baselines (the training class frequencies per asset and pooled, and the per-asset
+Laplace-smoothed trailing-365-day frequencies of the labels known at ``t``: :class:`LabelHistory`). The
+weights are non-negative; ``w_prior = 1`` with every other weight and ``b`` at 0 *is* the prior, and the fit
+starts there, so when the members carry no skill the ensemble stays at the base rates instead of becoming
 something worse. A weight below 1 on a member also acts as its temperature (calibration), so no separate
 temperature is fit on a single validation slice. Fit only on out-of-fold rows (members' forecasts for
-rows they were not trained on, purged), by L-BFGS-B on the mean log-loss with an L2 pull towards the prior of
-strength ``l2 + l2_rows / n`` (strong on few rows, slight on many).
+rows they were not trained on, purged), by L-BFGS-B on the mean log-loss with an L2 penalty of strength
+``l2 + l2_rows / n`` (strong on few rows, slight on many).
 
-:class:`OOF` carries those rows: symbols, labels and each member's raw probabilities.
+The penalty (``prior_pull``): ``"sum"`` (default) pulls the members' weights to 0 and the *sum* of the
+prior weights to 1 but leaves their split free, so with no-skill members the pool converges to the best
+mix of the priors (e.g. the trailing frequencies when the base rates drift); ``"point"`` (the first
+version) pulled every weight towards the asset frequencies. The class offsets ``b`` (``offsets``):
+``"none"`` (default) fixes them at 0 — offsets learned on earlier out-of-fold rows (2021's bull market)
+shifted the base rates the wrong way in 2022 — ``"shrunk"`` penalises them with the fixed strength
+``l2_offsets``, ``"free"`` (the first version) with the same L2 as the weights. The default was chosen on
+the 2020–2021 window only (docs/model_quality.md).
+
+:class:`OOF` carries those rows: symbols, labels, times and each member's raw probabilities.
 """
 
 from __future__ import annotations
@@ -23,7 +33,11 @@ import numpy as np
 EPS = 1e-9
 PRIOR_ASSET = "prior:asset_freq"
 PRIOR_POOLED = "prior:pooled_freq"
+PRIOR_TRAILING = "prior:trailing_freq"
 PRIORS = (PRIOR_ASSET, PRIOR_POOLED)
+TRAILING_DAYS = 365
+OFFSETS = ("none", "shrunk", "free")
+PRIOR_PULLS = ("sum", "point")
 
 
 @dataclass
@@ -34,14 +48,95 @@ class OOF:
     symbols: np.ndarray
     y: np.ndarray
     probas: dict[str, np.ndarray] = field(default_factory=dict)
+    ts: np.ndarray | None = None   # the rows' times (needed for the trailing-frequency input)
 
     def __len__(self) -> int:
         return int(len(self.y))
 
     def concat(self, other: OOF) -> OOF:
         keys = [k for k in self.probas if k in other.probas]
+        ts = None if self.ts is None or other.ts is None else np.concatenate([self.ts, other.ts])
         return OOF(np.concatenate([self.symbols, other.symbols]), np.concatenate([self.y, other.y]),
-                   {k: np.vstack([self.probas[k], other.probas[k]]) for k in keys})
+                   {k: np.vstack([self.probas[k], other.probas[k]]) for k in keys}, ts)
+
+
+def _ns(ts: object) -> np.ndarray:
+    """Times as int64 nanoseconds since the epoch (UTC; naive times are taken as UTC)."""
+    import pandas as pd
+
+    t = pd.to_datetime(pd.Series(np.asarray(ts)), utc=True)
+    return np.asarray(t.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").astype(np.int64))
+
+
+@dataclass
+class LabelHistory:
+    """The labels a model was fit on, per symbol, giving the Laplace-smoothed trailing frequencies known at t.
+
+    A label at ``s`` is known at ``t`` when ``s + h <= t`` (as the ``trailing_freq`` baseline); the window
+    keeps ``t − h − window < s``. Its end is also capped at the symbol's last stored label, so after the
+    training cut-off (where later labels are not stored) the window is the latest ``window`` days the model
+    has: known before ``t``, never after it.
+    """
+
+    horizon: int
+    ts: dict[str, np.ndarray]      # sorted int64 ns per symbol
+    cum: dict[str, np.ndarray]     # (n + 1, 3) cumulative one-hot counts
+    window: int = TRAILING_DAYS
+
+    @classmethod
+    def from_labels(cls, symbols: np.ndarray, ts: object, y: np.ndarray, horizon: int,
+                    window: int = TRAILING_DAYS) -> LabelHistory:
+        if horizon <= 0 or window <= 0:
+            raise ValueError(f"horizon and window must be positive; got {horizon}, {window}")
+        syms = np.asarray(symbols).astype(str)
+        t = _ns(ts)
+        yf = np.asarray(y, dtype=np.float64)
+        if not (syms.size == t.size == yf.size):
+            raise ValueError(f"symbols, ts and y differ in length: {syms.size}, {t.size}, {yf.size}")
+        ok = ~np.isnan(yf)
+        out_t, out_c = {}, {}
+        for s in np.unique(syms[ok]):
+            pos = np.flatnonzero(ok & (syms == s))
+            order = pos[np.argsort(t[pos], kind="stable")]
+            c = np.zeros((order.size + 1, 3))
+            c[1:] = np.cumsum(np.eye(3)[yf[order].astype(np.int64)], axis=0)
+            out_t[str(s)], out_c[str(s)] = t[order], c
+        return cls(int(horizon), out_t, out_c, int(window))
+
+    def frequencies(self, symbols: np.ndarray, ts: object, fallback: np.ndarray) -> np.ndarray:
+        """(n, 3) ``(count + 1) / (n + 3)`` of each row's symbol's labels known at its t; ``fallback`` for
+        a symbol without stored labels."""
+        syms = np.asarray(symbols).astype(str)
+        out = np.tile(np.asarray(fallback, dtype=np.float64), (syms.size, 1))
+        if not syms.size:
+            return out
+        t = _ns(ts)
+        day = 86_400_000_000_000
+        h, w = self.horizon * day, self.window * day
+        for s in np.unique(syms):
+            if s not in self.ts:
+                continue
+            pos = np.flatnonzero(syms == s)
+            lt, c = self.ts[s], self.cum[s]
+            end = np.minimum(t[pos] - h, lt[-1])
+            cnt = c[np.searchsorted(lt, end, side="right")] - c[np.searchsorted(lt, end - w, side="right")]
+            out[pos] = (cnt + 1.0) / (cnt.sum(axis=1, keepdims=True) + 3.0)
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"horizon": self.horizon, "window": self.window,
+                "labels": {s: [self.ts[s].tolist(), np.diff(self.cum[s], axis=0).argmax(axis=1).tolist()]
+                           for s in self.ts}}
+
+    @classmethod
+    def from_state(cls, st: Mapping[str, Any]) -> LabelHistory:
+        syms, ts, y = [], [], []
+        for s, (t, lab) in st["labels"].items():
+            syms += [s] * len(t)
+            ts += list(t)
+            y += list(lab)
+        return cls.from_labels(np.asarray(syms, dtype=object), np.asarray(ts, dtype="datetime64[ns]"),
+                               np.asarray(y, dtype=np.float64), int(st["horizon"]), int(st["window"]))
 
 
 def class_frequencies(symbols: np.ndarray, y: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -56,12 +151,17 @@ def class_frequencies(symbols: np.ndarray, y: np.ndarray) -> tuple[dict[str, np.
     return per, pooled
 
 
-def prior_inputs(symbols: np.ndarray, freq: Mapping[str, np.ndarray], pooled: np.ndarray) -> dict[str, np.ndarray]:
-    """The probabilistic baselines as stacker inputs; an unseen asset gets the pooled frequencies."""
+def prior_inputs(symbols: np.ndarray, freq: Mapping[str, np.ndarray], pooled: np.ndarray, *,
+                 labels: LabelHistory | None = None, ts: object | None = None) -> dict[str, np.ndarray]:
+    """The probabilistic baselines as stacker inputs; an unseen asset gets the pooled frequencies. With
+    ``labels`` and the rows' ``ts``, also the trailing frequencies known at each row's t."""
     syms = np.asarray(symbols).astype(str)
     n = syms.size
     asset = np.vstack([freq.get(s, pooled) for s in syms]) if n else np.zeros((0, 3))
-    return {PRIOR_ASSET: asset, PRIOR_POOLED: np.tile(pooled, (n, 1))}
+    out = {PRIOR_ASSET: asset, PRIOR_POOLED: np.tile(pooled, (n, 1))}
+    if labels is not None and ts is not None:
+        out[PRIOR_TRAILING] = labels.frequencies(syms, ts, pooled)
+    return out
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -74,13 +174,21 @@ class LogLinearPool:
     """Non-negative log-linear pooling fit on out-of-fold rows (see the module docstring)."""
 
     def __init__(self, names: Sequence[str], *, l2: float = 1e-3, l2_rows: float = 100.0,
-                 max_weight: float = 3.0) -> None:
+                 max_weight: float = 3.0, offsets: str = "none", l2_offsets: float = 1.0,
+                 prior_pull: str = "sum") -> None:
         if not names:
             raise ValueError("the stacker needs at least one input")
+        if offsets not in OFFSETS:
+            raise ValueError(f"offsets must be one of {OFFSETS}; got {offsets!r}")
+        if prior_pull not in PRIOR_PULLS:
+            raise ValueError(f"prior_pull must be one of {PRIOR_PULLS}; got {prior_pull!r}")
         self.names = list(names)
         self.l2 = float(l2)
         self.l2_rows = float(l2_rows)
         self.max_weight = float(max_weight)
+        self.offsets = offsets
+        self.l2_offsets = float(l2_offsets)
+        self.prior_pull = prior_pull
         self.w = np.array([1.0 if n == PRIOR_ASSET else 0.0 for n in self.names])
         if not self.w.any():
             self.w[0] = 1.0
@@ -109,6 +217,17 @@ class LogLinearPool:
         # The pull towards the prior shrinks with the rows: few out-of-fold rows (whose overlapping
         # h-day labels are far from independent) cannot move the pool far from the base rates.
         lam = self.l2 + self.l2_rows / n
+        lam_b = lam if self.offsets == "free" else self.l2_offsets
+        is_prior = np.array([nm.startswith("prior:") for nm in self.names])
+        if not is_prior.any():
+            is_prior = w0 > 0
+
+        def penalty(w: np.ndarray) -> tuple[float, np.ndarray]:
+            if self.prior_pull == "point":
+                return float(np.sum((w - w0) ** 2)), 2 * (w - w0)
+            excess = float(w[is_prior].sum()) - 1.0       # the priors' split is left to the data
+            return (float(np.sum(w[~is_prior] ** 2)) + excess ** 2,
+                    np.where(is_prior, 2 * excess, 2 * w))
 
         def obj(theta: np.ndarray) -> tuple[float, np.ndarray]:
             w, b = theta[:k], theta[k:]
@@ -119,11 +238,13 @@ class LogLinearPool:
             g = (np.exp(zm - lse[:, None]) - onehot) / n   # dL/dz
             gw = np.tensordot(logs, g, axes=([1, 2], [0, 1]))
             gb = g.sum(axis=0)
-            loss += lam * (float(np.sum((w - w0) ** 2)) + float(np.sum(b ** 2)))
-            return loss, np.concatenate([gw + 2 * lam * (w - w0), gb + 2 * lam * b])
+            pw, gpw = penalty(w)
+            loss += lam * pw + lam_b * float(np.sum(b ** 2))
+            return loss, np.concatenate([gw + lam * gpw, gb + 2 * lam_b * b])
 
         theta0 = np.concatenate([w0, np.zeros(3)])
-        bounds = [(0.0, self.max_weight)] * k + [(-5.0, 5.0)] * 3
+        blim = 0.0 if self.offsets == "none" else 5.0
+        bounds = [(0.0, self.max_weight)] * k + [(-blim, blim)] * 3
         res = minimize(obj, theta0, jac=True, method="L-BFGS-B", bounds=bounds,
                        options={"maxiter": 500, "ftol": 1e-12, "gtol": 1e-9})
         theta = np.asarray(res.x, dtype=np.float64)
@@ -145,12 +266,15 @@ class LogLinearPool:
 
     def state(self) -> dict[str, Any]:
         return {"names": self.names, "w": self.w.tolist(), "b": self.b.tolist(), "l2": self.l2,
-                "l2_rows": self.l2_rows, "max_weight": self.max_weight, "n_fit": self.n_fit}
+                "l2_rows": self.l2_rows, "max_weight": self.max_weight, "n_fit": self.n_fit,
+                "offsets": self.offsets, "l2_offsets": self.l2_offsets, "prior_pull": self.prior_pull}
 
     @classmethod
     def from_state(cls, st: Mapping[str, Any]) -> LogLinearPool:
+        # a state without these keys is the first version's: free offsets, pulled to the asset prior
         p = cls(st["names"], l2=float(st.get("l2", 1e-3)), l2_rows=float(st.get("l2_rows", 100.0)),
-                max_weight=float(st.get("max_weight", 3.0)))
+                max_weight=float(st.get("max_weight", 3.0)), offsets=str(st.get("offsets", "free")),
+                l2_offsets=float(st.get("l2_offsets", 1.0)), prior_pull=str(st.get("prior_pull", "point")))
         p.w = np.asarray(st["w"], dtype=np.float64)
         p.b = np.asarray(st["b"], dtype=np.float64)
         p.n_fit = int(st.get("n_fit", 0))

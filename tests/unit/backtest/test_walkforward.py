@@ -183,6 +183,8 @@ def test_oof_rows_respect_the_purge() -> None:
                       pd.Timestamp("2021-01-07", tz="UTC"))
     # rows strictly before the cut-off with a known label: days 1-4 and 6 (day 5 unlabelled)
     assert out.y.tolist() == [0, 1, 2, 0, 1] and out.probas["rf"].shape == (5, 3)
+    # with their times, for the stacker's trailing-frequency input
+    assert out.ts is not None and out.ts.tolist() == ts_ns[[0, 1, 2, 3, 5]].tolist()
     assert _oof_before([], {}, ts_ns, y, syms, pd.Timestamp("2021-01-07", tz="UTC")) is None
 
 

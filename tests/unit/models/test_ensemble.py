@@ -57,8 +57,12 @@ def test_probabilities_sum_to_one_and_follow_the_stack(ensemble: EnsembleModel, 
     assert ok.sum() > 100
     np.testing.assert_allclose(p[ok].sum(axis=1), 1.0, atol=1e-12)
     raw = ensemble.member_proba(split.test, history=split.frame, calibrated=False)
-    inputs = {**raw, **prior_inputs(split.test["symbol"].to_numpy(), ensemble.freq, ensemble.base_rate)}
+    inputs = {**raw, **prior_inputs(split.test["symbol"].to_numpy(), ensemble.freq, ensemble.base_rate,
+                                    labels=ensemble.labels, ts=split.test["ts"].to_numpy())}
     assert ensemble.stacker is not None and ensemble.oof_source == "inner:1"
+    # the trailing frequencies known at t are a stacker input; the class offsets are off by default
+    assert "prior:trailing_freq" in ensemble.stacker.names
+    assert ensemble.stacker.offsets == "none" and not ensemble.stacker.b.any()
     np.testing.assert_allclose(p[ok].to_numpy(), ensemble.stacker.predict(inputs)[ok.to_numpy()], atol=1e-12)
     # the fixed preset (specification weights over temperature-scaled members) is shown beside it
     members = ensemble.member_proba(split.test, history=split.frame)

@@ -13,6 +13,8 @@ from entasis.models.stacking import (
     OOF,
     PRIOR_ASSET,
     PRIOR_POOLED,
+    PRIOR_TRAILING,
+    LabelHistory,
     LogLinearPool,
     class_frequencies,
     decide,
@@ -137,3 +139,110 @@ def test_leave_one_asset_out_still_gets_predictions(noise: pd.DataFrame) -> None
     ok = p.notna().all(axis=1)
     assert ok.mean() > 0.9
     np.testing.assert_allclose(p[ok].sum(axis=1), 1.0, atol=1e-9)
+
+
+# -- drifting base rates: the trailing frequencies are the best prior, the pool must fall back to them ----
+
+def _drift(seed: int, days: int = 2400, h: int = 7) -> dict[str, object]:
+    """Three assets whose class rates drift (bull / bear regimes of ~a year); members have no skill."""
+    rng = np.random.default_rng(seed)
+    ts = pd.date_range("2017-01-01", periods=days, freq="D").to_numpy(dtype="datetime64[ns]")
+    syms, tt, ys = [], [], []
+    for j, a in enumerate(("A", "B", "C")):
+        phase = 2 * np.pi * (np.arange(days) / 2400.0 + j / 3.0)   # slow regimes
+        bull = 0.35 + 0.25 * np.sin(phase)
+        p = np.column_stack([0.65 - bull - 0.15, np.full(days, 0.15), bull])
+        p[:, 0] += 0.15
+        p /= p.sum(axis=1, keepdims=True)
+        ys.append((rng.random(days)[:, None] > np.cumsum(p, axis=1)).sum(axis=1))
+        syms += [a] * days
+        tt.append(ts)
+    sym, t, y = np.array(syms), np.concatenate(tt), np.concatenate(ys)
+    n = y.size
+    fit = t < np.datetime64("2021-06-01")            # the fit window: class frequencies and stacker rows
+    freq, pooled = class_frequencies(sym[fit], y[fit])
+    hist = LabelHistory.from_labels(sym, t, y, h)    # trailing frequencies use only labels known at each t
+    inputs = {"rf": rng.dirichlet([2, 2, 2], size=n), "xgb": rng.dirichlet([3, 3, 3], size=n),
+              **prior_inputs(sym, freq, pooled, labels=hist, ts=t)}
+    oof = fit & (t >= np.datetime64("2018-06-01"))    # out-of-fold rows inside the window
+    test = t >= np.datetime64("2021-06-15")          # later rows
+    return {"inputs": inputs, "y": y, "oof": oof, "test": test}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_no_skill_members_converge_to_the_best_prior(seed: int) -> None:
+    d = _drift(seed)
+    inputs, y, oof, test = d["inputs"], d["y"], d["oof"], d["test"]
+    assert isinstance(inputs, dict) and isinstance(y, np.ndarray)
+    names = ["rf", "xgb", PRIOR_ASSET, PRIOR_POOLED, PRIOR_TRAILING]
+    pool = LogLinearPool(names).fit({k: v[oof] for k, v in inputs.items()}, y[oof])
+    priors = {k: log_loss(inputs[k][test], y[test]) for k in (PRIOR_ASSET, PRIOR_POOLED, PRIOR_TRAILING)}
+    best = min(priors, key=priors.__getitem__)
+    assert best == PRIOR_TRAILING and priors[PRIOR_TRAILING] < priors[PRIOR_ASSET] - 0.01, priors
+    ll_pool = log_loss(pool.predict({k: v[test] for k, v in inputs.items()}), y[test])
+    assert ll_pool <= priors[best] + 0.003, (ll_pool, priors)
+    w = pool.weights()
+    assert w["rf"] < 0.06 and w["xgb"] < 0.06 and w[PRIOR_TRAILING] > 0.7, w
+    assert not pool.b.any()                          # offsets off by default
+    # on the rows it was fit on, too
+    ll_fit = log_loss(pool.predict({k: v[oof] for k, v in inputs.items()}), y[oof])
+    assert ll_fit <= log_loss(inputs[PRIOR_TRAILING][oof], y[oof]) + 0.003
+
+
+def test_offset_modes_none_shrunk_free() -> None:
+    """Offsets learned on a window whose base rates differ from the prior's: free ones move most."""
+    rng = np.random.default_rng(3)
+    n = 6000
+    y = rng.choice(3, size=n, p=[0.2, 0.2, 0.6])          # a bull window
+    prior = np.tile([0.4, 0.2, 0.4], (n, 1))                # the prior does not know it
+    inputs = {PRIOR_ASSET: prior}
+    b = {}
+    for mode in ("none", "shrunk", "free"):
+        pool = LogLinearPool([PRIOR_ASSET], offsets=mode, l2_rows=0.0).fit(inputs, y)
+        b[mode] = float(np.abs(pool.b).max())
+        assert pool.state()["offsets"] == mode
+        assert LogLinearPool.from_state(pool.state()).offsets == mode
+    assert b["none"] == 0.0 < b["shrunk"] < b["free"], b
+    with pytest.raises(ValueError, match="offsets must be one of"):
+        LogLinearPool([PRIOR_ASSET], offsets="big")
+    with pytest.raises(ValueError, match="prior_pull must be one of"):
+        LogLinearPool([PRIOR_ASSET], prior_pull="x")
+    # a state saved by the first version (no keys) is read as it was fit: free offsets, point pull
+    old = {k: v for k, v in LogLinearPool([PRIOR_ASSET]).state().items()
+           if k not in ("offsets", "l2_offsets", "prior_pull")}
+    assert LogLinearPool.from_state(old).offsets == "free"
+    assert LogLinearPool.from_state(old).prior_pull == "point"
+
+
+_T0 = np.datetime64("2021-01-01T00:00:00", "ns")
+_DAY = np.timedelta64(1, "D")
+
+
+@pytest.mark.parametrize(("label_day", "t_day", "expected"), [
+    (0, 7, [0.25, 0.25, 0.5]),           # s + h == t: known
+    (1, 7, [1 / 3, 1 / 3, 1 / 3]),       # s + h == t + 1 day: not yet known
+    (-365, 7, [1 / 3, 1 / 3, 1 / 3]),    # s == t - h - 365: just outside the window
+    (-364, 7, [0.25, 0.25, 0.5]),        # just inside
+    (0, 400, [0.4, 0.2, 0.4]),           # past the last stored label (day 100) the window ends there
+])
+def test_trailing_window_boundaries(label_day: int, t_day: int, expected: list[float]) -> None:
+    # a bullish label at label_day and a bearish one at day 100 (after t - h except in the last case)
+    hist = LabelHistory.from_labels(np.array(["A", "A"]), np.array([_T0 + label_day * _DAY, _T0 + 100 * _DAY]),
+                                    np.array([2, 0]), 7)
+    f = hist.frequencies(np.array(["A"]), np.array([_T0 + t_day * _DAY]), np.array([0.2, 0.3, 0.5]))
+    np.testing.assert_allclose(f[0], expected)
+
+
+def test_trailing_frequencies_unseen_asset_state_and_bad_input() -> None:
+    ts = _T0 + np.arange(30) * _DAY
+    hist = LabelHistory.from_labels(np.array(["A"] * 30), ts, np.arange(30) % 3, 7)
+    fb = np.array([0.2, 0.3, 0.5])
+    f = hist.frequencies(np.array(["A", "Z"]), np.array([ts[-1], ts[-1]]), fb)
+    np.testing.assert_allclose(f[1], fb)                         # unseen asset: the fallback
+    np.testing.assert_allclose(f[0].sum(), 1.0)
+    back = LabelHistory.from_state(hist.state())
+    np.testing.assert_allclose(back.frequencies(np.array(["A"]), ts[-1:], fb), f[:1])
+    with pytest.raises(ValueError, match="differ in length"):
+        LabelHistory.from_labels(np.array(["A"]), ts, np.zeros(30), 7)
+    with pytest.raises(ValueError, match="must be positive"):
+        LabelHistory.from_labels(np.array(["A"]), ts[:1], np.zeros(1), 0)
