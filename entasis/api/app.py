@@ -229,6 +229,12 @@ async def _metrics_snapshot(sv: Serving) -> dict[str, Any]:
         "SELECT as_of, feature, psi FROM ml.feature_drift WHERE timeframe = %(tf)s AND as_of = "
         "(SELECT max(as_of) FROM ml.feature_drift WHERE timeframe = %(tf)s)",
         {"tf": sv.settings.universe.model_timeframe})
-    return {"live": live, "counts": counts, "champions": serving_champs, "candles": candles,
+    # flash-crash alerts (issue 16) through the reader's ml.flash_crashes view; read on every scrape, since the
+    # flash-crash DAG writes them every 5 minutes without touching the publish generation
+    crash_rows = await st.fetch(
+        "SELECT exchange, symbol, count(*), max(detected_at), (array_agg(depth ORDER BY detected_at DESC))[1] "
+        "FROM ml.flash_crashes GROUP BY exchange, symbol")
+    crashes = {(str(r[0]), str(r[1])): (int(r[2]), r[3], float(r[4])) for r in crash_rows}
+    return {"live": live, "counts": counts, "champions": serving_champs, "candles": candles, "crashes": crashes,
             "timeframe": sv.settings.universe.model_timeframe,
             "drift": {r[1]: r[2] for r in drift_rows}, "drift_as_of": drift_rows[0][0] if drift_rows else None}

@@ -116,6 +116,17 @@ def families(snap: dict[str, Any], horizons: list[int]) -> list[Metric]:
         if value is not None:
             drift.add_metric([feature], value)
     out.append(drift)
+    alerts = CounterMetricFamily("flash_crash_alerts", "Flash crashes detected (the spec's drop-and-volume rule).",
+                                 labels=["exchange", "symbol"])
+    last = GaugeMetricFamily("flash_crash_last_detected_timestamp", "When the latest flash crash was detected.",
+                             labels=["exchange", "symbol"])
+    depth = GaugeMetricFamily("flash_crash_last_depth", "Peak-to-trough depth of the latest flash crash (fraction).",
+                              labels=["exchange", "symbol"])
+    for (exchange, symbol), (n, detected_at, d) in sorted(snap.get("crashes", {}).items()):
+        alerts.add_metric([exchange, symbol], float(n))
+        last.add_metric([exchange, symbol], detected_at.timestamp())
+        depth.add_metric([exchange, symbol], d)
+    out += [alerts, last, depth]
     if snap.get("drift_as_of") is not None:
         out.append(GaugeMetricFamily("feature_drift_last_run_timestamp", "When the monitor last measured drift.",
                                      value=snap["drift_as_of"].timestamp()))

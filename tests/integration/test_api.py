@@ -300,3 +300,23 @@ def test_dashboard_renders_in_headless_chromium(servers: dict[str, str], store: 
             assert browser.save_screenshot(str(shots / f"{name}.png"))
             assert browser.save_screenshot(str(tmp_path / f"{name}.png"))
     assert (shots / "index.png").stat().st_size > 10_000
+
+
+def test_metrics_flash_crash_alerts(api: str, store: str) -> None:
+    """An alert stored by the flash-crash DAG's write path shows in /metrics on the next scrape (issue 16)."""
+    import pandas as pd
+
+    from entasis.signals.store import write_alerts
+
+    start = pd.Timestamp("2024-03-05 14:02", tz="UTC")
+    alert = pd.DataFrame({"exchange": ["binance"], "symbol": ["SOL/USDT"], "start_ts": [start],
+                          "detected_at": [start + pd.Timedelta(minutes=4)], "depth": [0.21], "volume_ratio": [3.4],
+                          "peak_price": [100.0], "trough_price": [79.0]})
+    with psycopg.connect(store) as conn:
+        write_alerts(conn, alert, interval_end=datetime(2024, 3, 5, 14, 10, tzinfo=UTC))
+        n = conn.execute("SELECT count(*) FROM ml.flash_crashes WHERE symbol = 'SOL/USDT'").fetchone()[0]
+    s = _samples(get(api, "/metrics").text)
+    key = '{exchange="binance",symbol="SOL/USDT"}'
+    assert s[f"flash_crash_alerts_total{key}"] == n == 1
+    assert s[f"flash_crash_last_depth{key}"] == pytest.approx(0.21)
+    assert s[f"flash_crash_last_detected_timestamp{key}"] == (start + pd.Timedelta(minutes=4)).timestamp()

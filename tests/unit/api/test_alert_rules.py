@@ -30,7 +30,7 @@ def test_promtool_check_rules() -> None:
     out = subprocess.run([_promtool(), "check", "rules", "alerts.yml"], cwd=MONITORING, capture_output=True,
                          text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 7 rules found" in out.stdout
+    assert "SUCCESS: 8 rules found" in out.stdout
 
 
 def test_promtool_unit_tests_every_rule() -> None:
@@ -40,7 +40,8 @@ def test_promtool_unit_tests_every_rule() -> None:
     tested = {t["alertname"] for case in yaml.safe_load((MONITORING / "tests" / "alerts_test.yml").read_text())["tests"]
               for t in case["alert_rule_test"]}
     rules = {r["alert"] for g in yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"] for r in g["rules"]}
-    assert rules == {"ModelAccuracyLow", "ModelStale", "InferenceLatencyHigh", "DataStale", "DriftHigh"}
+    assert rules == {"ModelAccuracyLow", "ModelStale", "InferenceLatencyHigh", "DataStale", "DriftHigh",
+                     "FlashCrash"}
     assert tested == rules
 
 
@@ -54,7 +55,8 @@ def _exported_names() -> set[str]:
     t = datetime(2024, 1, 1, tzinfo=UTC)
     snap = {"live": {("A/B", h): HitRate(20, 0.4, 20, 0.4, 0.5) for h in (7, 14, 30)}, "counts": {("A/B", 0): 1},
             "champions": {("A/B", 7): {"trained_at": t, "unproven": False}}, "candles": {"A/B": t},
-            "timeframe": "1d", "drift": {"f": 0.1}, "drift_as_of": t}
+            "timeframe": "1d", "drift": {"f": 0.1}, "drift_as_of": t,
+            "crashes": {("binance", "A/B"): (1, t, 0.2)}}
     reg = CollectorRegistry()
     latency_histogram(reg).labels("GET", "/", "200").observe(0.01)
     text = exposition(families(snap, [7, 14, 30]), reg).decode()
@@ -73,7 +75,8 @@ def test_rules_and_dashboard_use_only_exported_series() -> None:
     exported = _exported_names()
     assert {"model_accuracy_7d", "model_accuracy_14d", "model_accuracy_30d", "baseline_accuracy_7d",
             "predictions_total", "entasis_api_request_duration_seconds_bucket", "model_last_trained_timestamp",
-            "data_last_candle_timestamp", "feature_drift_psi", "model_champion_unproven"} <= exported
+            "data_last_candle_timestamp", "feature_drift_psi", "model_champion_unproven",
+            "flash_crash_alerts_total", "flash_crash_last_detected_timestamp", "flash_crash_last_depth"} <= exported
     exprs = [r["expr"] for g in yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"] for r in g["rules"]]
     dash = json.loads((MONITORING / "grafana-dashboard.json").read_text())
     exprs += [t["expr"] for p in dash["panels"] for t in p["targets"]]
