@@ -1,7 +1,8 @@
 """The ensemble: members stacked with the prior on out-of-fold rows, or a fixed weighted average.
 
 ``weights="stacked"`` (the default, what the product publishes): the members' purged out-of-fold
-probabilities and the probabilistic baselines (training class frequencies per asset and pooled) feed a
+probabilities and the probabilistic baselines (training class frequencies per asset and pooled, and the
+trailing-365-day frequencies of the labels known at t, from the labels the ensemble was fit on) feed a
 non-negative log-linear pool (:mod:`entasis.models.stacking`) fit on out-of-fold rows only, so when the
 members carry no skill the ensemble *is* the base rate. The out-of-fold rows come from the caller
 (``fit(..., oof=...)``: the walk-forward passes its earlier folds' forecasts whose labels are known) or
@@ -99,7 +100,7 @@ class EnsembleModel(Model):
                  member_params: Mapping[str, Mapping[str, Any]] | None = None,
                  features: Sequence[str] | None = None, pooled: bool = True, seed: int = 42,
                  decision: str = "argmax", oof_folds: int = 1, min_oof_rows: int = 300,
-                 stack_offsets: str = "none") -> None:
+                 stack_offsets: str = "shrunk") -> None:
         super().__init__(features=features, pooled=pooled, seed=seed)
         if not members:
             raise ModelError("an ensemble needs at least one member")

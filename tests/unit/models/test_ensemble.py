@@ -60,9 +60,9 @@ def test_probabilities_sum_to_one_and_follow_the_stack(ensemble: EnsembleModel, 
     inputs = {**raw, **prior_inputs(split.test["symbol"].to_numpy(), ensemble.freq, ensemble.base_rate,
                                     labels=ensemble.labels, ts=split.test["ts"].to_numpy())}
     assert ensemble.stacker is not None and ensemble.oof_source == "inner:1"
-    # the trailing frequencies known at t are a stacker input; the class offsets are off by default
+    # the trailing frequencies known at t are a stacker input; the class offsets are shrunk hard by default
     assert "prior:trailing_freq" in ensemble.stacker.names
-    assert ensemble.stacker.offsets == "none" and not ensemble.stacker.b.any()
+    assert ensemble.stacker.offsets == "shrunk" and np.abs(ensemble.stacker.b).max() < 0.1
     np.testing.assert_allclose(p[ok].to_numpy(), ensemble.stacker.predict(inputs)[ok.to_numpy()], atol=1e-12)
     # the fixed preset (specification weights over temperature-scaled members) is shown beside it
     members = ensemble.member_proba(split.test, history=split.frame)
