@@ -113,6 +113,9 @@ class Decision:
 
 
 # -- the rule ----------------------------------------------------------------------------------------
+_MARGIN_TOLERANCE = 1e-12
+
+
 def decide(challenger: Scores, champion: Scores | None, baselines: Mapping[str, Scores], *,
            margin: float = 0.01) -> tuple[str, bool, bool | None, str, dict[str, Any]]:
     """(action, promoted, unproven, reason, facts) for one challenger. Pure; see the module docstring."""
@@ -143,7 +146,9 @@ def decide(challenger: Scores, champion: Scores | None, baselines: Mapping[str, 
                 f"first model for this asset and horizon; promoted as champion but UNPROVEN: it does not beat the "
                 f"naive baselines ({vs_base})", facts)
     worse_by = challenger.log_loss - champion.log_loss
-    if worse_by > margin:
+    # "worse by exactly the margin" passes: 1.03 - 1.02 is 0.010000000000000009 in binary floating point,
+    # so differences within 1e-12 of the margin count as equal to it
+    if worse_by > margin + _MARGIN_TOLERANCE:
         return ("keep", False, None,
                 f"kept the champion: challenger log-loss {challenger.log_loss:.4f} is worse than the champion's "
                 f"{champion.log_loss:.4f} by {worse_by:.4f} > margin {margin:.4f}", facts)
