@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,7 @@ def _use_airflow_store(*needs: str) -> None:
     database) lack a shared server, naming the missing setting, instead of falling back to local state."""
     from entasis.deploy.production import ProductionConfigError, require
 
+    use_airflow_connection: Callable[..., bool] | None
     try:
         from entasis_airflow.hooks import use_airflow_connection
     except ImportError:  # not running under Airflow (CLI, tests)
