@@ -29,13 +29,15 @@ collect; it is kept in the config for when we do and is not applied here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from entasis.config import FlashCrashConfig
 
 MINUTE_NS = 60 * 10**9
 _EPS = 1e-12
@@ -57,6 +59,12 @@ class CrashRule:
     min_volume_bars: int = 30
     recovery_minutes: int = 15
     onset_tolerance: float = 0.01
+
+    @classmethod
+    def from_config(cls, cfg: FlashCrashConfig) -> CrashRule:
+        """The rule from settings, field by field by name (config fields the detector does not use are left)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in cfg.model_dump().items() if k in names})
 
     def __post_init__(self) -> None:
         if not 0 < self.drop < 1:
@@ -84,6 +92,7 @@ class CrashRule:
 def _arrays(candles: pd.DataFrame) -> tuple[np.ndarray, ...]:
     """ts (ns), open, high, low, close, volume of one series; a clear error for bad input."""
     import pandas as pd
+
 
     need = ["ts", "open", "high", "low", "close", "volume"]
     missing = [c for c in need if c not in candles.columns]
@@ -195,6 +204,7 @@ def detect(candles: pd.DataFrame, rule: CrashRule | None = None) -> pd.DataFrame
     """Flash crashes in one series of 1-minute candles (ts = bar open, UTC): one row per event."""
     import pandas as pd
 
+
     ts, o, h, low, c, v = _arrays(candles)
     ev = detect_arrays(ts, o, h, low, c, v, rule)
     out = pd.DataFrame(ev)
@@ -206,6 +216,7 @@ def detect(candles: pd.DataFrame, rule: CrashRule | None = None) -> pd.DataFrame
 def detect_many(candles: pd.DataFrame, rule: CrashRule | None = None) -> pd.DataFrame:
     """:func:`detect` per (exchange, symbol) of a long frame; those key columns lead the result."""
     import pandas as pd
+
 
     keys = [k for k in ("exchange", "symbol") if k in candles.columns]
     if not keys:
@@ -225,6 +236,7 @@ def detect_many(candles: pd.DataFrame, rule: CrashRule | None = None) -> pd.Data
 def in_interval(events: pd.DataFrame, column: str, start: Any, end: Any) -> pd.DataFrame:
     """Events whose ``column`` time lies in (start, end]: each event belongs to exactly one interval."""
     import pandas as pd
+
 
     lo, hi = pd.Timestamp(start), pd.Timestamp(end)
     sel = (events[column] > lo) & (events[column] <= hi)

@@ -31,9 +31,7 @@ def crash_rule(settings: Settings | None = None) -> CrashRule:
     from entasis.config import get_settings
     from entasis.signals.flashcrash import CrashRule
 
-    f = (settings or get_settings()).signals.flash_crash
-    return CrashRule(f.drop, f.window_minutes, f.volume_ratio, f.volume_lookback_minutes, f.min_volume_bars,
-                     f.recovery_minutes, f.onset_tolerance)
+    return CrashRule.from_config((settings or get_settings()).signals.flash_crash)
 
 
 def watched(settings: Settings | None = None) -> tuple[str, list[str]]:

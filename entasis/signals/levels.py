@@ -26,7 +26,7 @@ Definition, for the bar t (levels as of its close; only bars <= t are read):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -65,8 +65,8 @@ class LevelParams:
 
     @classmethod
     def from_config(cls, cfg: LevelsConfig) -> LevelParams:
-        return cls(cfg.lookback_bars, cfg.pivot_bars, cfg.atr_bars, cfg.tolerance_atr, cfg.halflife_bars,
-                   cfg.profile_bins, min_strength=cfg.min_strength)
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in cfg.model_dump().items() if k in names})
 
     @property
     def min_bars(self) -> int:

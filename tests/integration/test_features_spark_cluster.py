@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import pandas as pd
 import pytest
 
 from entasis.config import get_settings
+from entasis.deploy.airflow_stack import free_port
 from entasis.features import registry
 from entasis.store.db import connect
 from entasis.store.market import table_checksum, write_candles, write_funding
@@ -31,12 +31,6 @@ from tests.unit.features._data import candles, funding
 
 pytestmark = pytest.mark.spark
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cluster_json(ui: int) -> dict[str, Any]:
@@ -56,7 +50,7 @@ def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     tmp = tmp_path_factory.mktemp("spark_cluster")
     env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(tmp),
            "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    port, ui = _free_port(), _free_port()
+    port, ui = free_port(), free_port()
     cls = str(home / "bin" / "spark-class")
     procs: list[subprocess.Popen[bytes]] = []
     with open(tmp / "master.log", "wb") as mlog, open(tmp / "worker.log", "wb") as wlog:
@@ -66,7 +60,7 @@ def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         master = f"spark://127.0.0.1:{port}"
         procs.append(subprocess.Popen(  # noqa: S603
             [cls, "org.apache.spark.deploy.worker.Worker", master, "--host", "127.0.0.1", "--cores", "2",
-             "--memory", "2g", "--webui-port", str(_free_port()), "--work-dir", str(tmp / "work")],
+             "--memory", "2g", "--webui-port", str(free_port()), "--work-dir", str(tmp / "work")],
             env=env, stdout=wlog, stderr=subprocess.STDOUT))
         try:
             deadline = time.monotonic() + 90

@@ -152,3 +152,24 @@ def test_detect_many_and_intervals() -> None:
     assert in_interval(ev, "detected_at", e["detected_at"], e["detected_at"] + pd.Timedelta(minutes=5)).empty
     with pytest.raises(ValueError, match="exchange"):
         detect_many(flat())
+
+
+def test_rule_and_level_params_take_every_config_field_by_name() -> None:
+    """Settings reach the detector and the level finder field by field, whatever their order."""
+    from dataclasses import asdict
+
+    from entasis.config import FlashCrashConfig, LevelsConfig
+    from entasis.signals.flashcrash import CrashRule
+    from entasis.signals.levels import LevelParams
+
+    cfg = FlashCrashConfig(drop=0.2, window_minutes=7, volume_ratio=3.0, volume_lookback_minutes=90,
+                           min_volume_bars=40, recovery_minutes=20, onset_tolerance=0.02)
+    rule = asdict(CrashRule.from_config(cfg))
+    assert rule == {k: v for k, v in cfg.model_dump().items() if k in rule}
+    assert set(rule) == set(cfg.model_dump()) - {"liquidity_impact"}  # not applied: needs order-book depth
+    lv = LevelsConfig(lookback_bars=300, pivot_bars=4, atr_bars=10, tolerance_atr=0.7, halflife_bars=30.0,
+                      profile_bins=30, min_strength=2.0)
+    params = asdict(LevelParams.from_config(lv))
+    assert {k: params[k] for k in lv.model_dump() if k in params} == {k: v for k, v in lv.model_dump().items()
+                                                                       if k in params}
+    assert params["min_strength"] == 2.0 and params["profile_bins"] == 30 and params["max_levels"] == 3
