@@ -44,7 +44,7 @@ from entasis.models.base import (
     proba_frame,
     register_model,
 )
-from entasis.models.calibration import apply_temperature, confidence, fit_temperature, fit_weights
+from entasis.models.weights import apply_temperature, confidence, fit_temperature, fit_weights
 from entasis.models.stacking import (
     OOF,
     PRIOR_TRAILING,

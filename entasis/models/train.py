@@ -178,7 +178,7 @@ def _vol_params(kind: str, members: Mapping[str, Mapping[str, Any]], given: Mapp
 def _eval_split(ens: EnsembleModel, part: pd.DataFrame, sp: Split, target: str, baselines: Any
                 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, dict[str, Any]], np.ndarray]:
     """Ensemble, member and baseline metrics on the rows that are labelled and eligible."""
-    from entasis.models.metrics import classification_metrics
+    from entasis.models.scoring import classification_metrics
 
     proba = ens.predict_proba(part, history=sp.frame).to_numpy()
     members = ens.member_proba(part, history=sp.frame)
@@ -201,7 +201,7 @@ def _train_unit(frame: pd.DataFrame, *, asset: str | None, horizon: int, members
                 progress: Progress | None) -> TrainResult:
     from entasis.models.datasets import data_hash, split_frame
     from entasis.models.ensemble import EnsembleModel
-    from entasis.models.metrics import Baselines, compare
+    from entasis.models.scoring import Baselines, compare
     from entasis.registry.models import model_name
 
     t0 = time.perf_counter()
@@ -260,7 +260,7 @@ def _track(result: TrainResult, ens: EnsembleModel, vol_model: Any, sp: Split, *
     import mlflow
     from mlflow.entities import Metric
 
-    from entasis.models.metrics import scalar_metrics
+    from entasis.models.scoring import scalar_metrics
     from entasis.registry import models as reg
     from entasis.registry.pyfunc import log_pyfunc
     from entasis.registry.tracking import client, code_version, ensure_experiment, package_version

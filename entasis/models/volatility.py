@@ -32,7 +32,7 @@ from entasis.models.datasets import (
     prepare_predict,
     tabular,
 )
-from entasis.models.metrics import lagged_label, regression_metrics
+from entasis.models.scoring import lagged_label, regression_metrics
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -89,7 +89,7 @@ def _utc(value: datetime | str | pd.Timestamp, what: str) -> datetime:
 
 def confidence_level(confidence: float) -> str:
     """high >= 70, medium >= 50, else low (confidence = max probability x 100)."""
-    from entasis.models.calibration import HIGH, MEDIUM
+    from entasis.models.weights import HIGH, MEDIUM
 
     return "high" if confidence >= HIGH else "medium" if confidence >= MEDIUM else "low"
 

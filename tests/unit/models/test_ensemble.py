@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from entasis.models.base import PROBA_COLUMNS, ModelError, build_model, load_model
-from entasis.models.calibration import (
+from entasis.models.weights import (
     apply_temperature,
     confidence,
     expected_calibration_error,

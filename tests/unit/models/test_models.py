@@ -19,7 +19,7 @@ from entasis.models.base import (
 )
 from entasis.models.datasets import split_frame
 from entasis.models.lstm import LSTMModel
-from entasis.models.metrics import classification_metrics
+from entasis.models.scoring import classification_metrics
 from entasis.models.trees import RandomForestModel
 
 from ._synth import FEATS, TARGET, TINY, labels

@@ -1,4 +1,4 @@
-"""Training-side adapters over the one evaluation module (:mod:`entasis.backtest.evaluation`).
+"""Training-side scoring adapters over the one evaluation module (:mod:`entasis.backtest.evaluation`).
 
 Training scores its validation and test splits with exactly the walk-forward's metrics, baselines and
 ``beats_baseline`` rule (log-loss decides); this module only adapts them to the ``split_frame`` frames

@@ -1,4 +1,4 @@
-"""Temperature scaling, ensemble weight learning and the confidence scale.
+"""Ensemble weights, temperature scaling and the confidence scale (was models/calibration.py).
 
 Temperature scaling keeps a model's ranking and only sharpens or softens its probabilities, so it can
 be fit on a small validation set without overfitting: one scalar ``T`` per member minimising the

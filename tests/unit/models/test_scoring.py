@@ -9,7 +9,7 @@ from sklearn.metrics import f1_score, precision_score
 from sklearn.metrics import log_loss as sk_log_loss
 
 from entasis.models.datasets import split_frame
-from entasis.models.metrics import Baselines, classification_metrics, compare, lagged_label, regression_metrics
+from entasis.models.scoring import Baselines, classification_metrics, compare, lagged_label, regression_metrics
 
 from ._synth import TARGET, labels
 
