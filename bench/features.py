@@ -33,7 +33,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from entasis.features import registry  # noqa: E402
+from entasis.features import catalog  # noqa: E402
 from entasis.features.compute import LabelParams, compute  # noqa: E402
 
 PARAMS = LabelParams(horizons=(7, 14, 30))
@@ -43,7 +43,7 @@ def simulate(n_symbols: int, years: float, timeframe: str, seed: int = 7) -> lis
     """Fast synthetic candles: log-price random walk with AR(1) log-volatility; valid OHLCV."""
     from scipy.signal import lfilter
 
-    step = pd.Timedelta(seconds=registry.timeframe_seconds(timeframe))
+    step = pd.Timedelta(seconds=catalog.timeframe_seconds(timeframe))
     n = int(years * 365 * 86_400 / step.total_seconds())
     start = pd.Timestamp("2019-01-01", tz="UTC")
     ts = pd.DatetimeIndex(start + step * np.arange(n))
@@ -81,7 +81,7 @@ def raw_talib(df: pd.DataFrame, timeframe: str) -> int:
     talib.STDDEV(lr, 20, 1.0)
     talib.ATR(h, lo, c, 14)
     for hd in PARAMS.horizons:
-        talib.STDDEV(lr, registry.horizon_bars(hd, timeframe), 1.0)
+        talib.STDDEV(lr, catalog.horizon_bars(hd, timeframe), 1.0)
     return len(c)
 
 

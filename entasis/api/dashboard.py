@@ -126,7 +126,7 @@ def volatility_figure(latest: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 async def _asset_page(sv: Serving, asset: str, horizon: int) -> str:
-    from entasis.features.registry import timeframe_seconds
+    from entasis.features.catalog import timeframe_seconds
 
     st, s = sv.store, sv.settings
     latest = []
@@ -205,7 +205,7 @@ def mount(app: FastAPI, serving: Callable[[Request], Serving]) -> None:
     async def index(request: Request) -> Response:
         """Overview: every asset's latest predictions and each model's live record."""
         sv = serving(request)
-        return await cached_html(sv, await sv.store.generation(), ("index",), lambda: _index_page(sv))
+        return await cached_html(sv, await sv.watch.current(), ("index",), lambda: _index_page(sv))
 
     @app.get("/assets/{asset_symbol}", response_class=HTMLResponse, tags=["dashboard"])
     async def asset_page(asset_symbol: str, request: Request, horizon: str | None = None) -> Response:
@@ -215,6 +215,6 @@ def mount(app: FastAPI, serving: Callable[[Request], Serving]) -> None:
             h = service.parse_horizon(horizon, sv.horizons) if horizon else sv.horizons[0]
         except ValueError as e:
             return HTMLResponse(f"<p>{html.escape(str(e))}</p>", status_code=422)
-        gen = await sv.store.generation()
+        gen = await sv.watch.current()
         asset = await sv.asset(gen, asset_symbol)
         return await cached_html(sv, gen, ("asset", asset, h), lambda: _asset_page(sv, asset, h))

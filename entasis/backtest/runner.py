@@ -134,7 +134,7 @@ def load_db_inputs(conn: psycopg.Connection, *, assets: Sequence[str] | None, ti
     one bar after ``end``, and the linear perpetual's funding rates when collected."""
     import pandas as pd
 
-    from entasis.features.registry import pair_of, perp_of
+    from entasis.features.catalog import pair_of, perp_of
     from entasis.features.store import load_bars
 
     s = settings

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from entasis.features import registry
+from entasis.features import catalog
 from entasis.features.compute import Extras, LabelParams, compute
 from entasis.features.joins import EXTRAS_LOOKBACK_DAYS
 from entasis.features.store import (
@@ -117,17 +117,17 @@ def config_hash(params: LabelParams, sentiment_source: str) -> str:
     """Everything that changes stored values; a change makes the next build recompute everything."""
     blob = json.dumps(
         {
-            "feature_version": registry.FEATURE_VERSION,
-            "features": registry.FEATURE_COLUMNS,
+            "feature_version": catalog.FEATURE_VERSION,
+            "features": catalog.FEATURE_COLUMNS,
             "horizons": list(params.horizons),
             "neutral_band": params.neutral_band,
             "band_mode": params.band_mode,
             "vol_scale": params.vol_scale,
             "sentiment_source": sentiment_source,
-            "warmup": registry.BASE_WARMUP_BARS,
-            "block": registry.BASE_BLOCK_BARS,
-            "min_history": registry.BASE_MIN_HISTORY,
-            "momentum_days": list(registry.MOMENTUM_DAYS),
+            "warmup": catalog.BASE_WARMUP_BARS,
+            "block": catalog.BASE_BLOCK_BARS,
+            "min_history": catalog.BASE_MIN_HISTORY,
+            "momentum_days": list(catalog.MOMENTUM_DAYS),
         },
         sort_keys=True,
     )
@@ -162,8 +162,8 @@ def _sources(
 def block_start(ts: datetime, timeframe: str) -> datetime:
     import pandas as pd
 
-    step = registry.timeframe_seconds(timeframe) * 10**9
-    B = registry.block_bars(timeframe)
+    step = catalog.timeframe_seconds(timeframe) * 10**9
+    B = catalog.block_bars(timeframe)
     ns = pd.Timestamp(ts).as_unit("ns").value
     return pd.Timestamp((ns // (B * step)) * B * step, tz="UTC").to_pydatetime()
 
@@ -186,7 +186,7 @@ def plan_build(
 
     s = settings or get_settings()
     for tf in timeframes or []:
-        registry.timeframe_seconds(tf)
+        catalog.timeframe_seconds(tf)
     where, args = "", []
     if timeframes:
         where, args = "WHERE c.timeframe = ANY(%s)", [list(timeframes)]
@@ -204,7 +204,7 @@ def plan_build(
     all_groups = {(str(r[0]), str(r[1]), str(r[2])) for r in rows}
     funding = _sources(conn, "market.funding_rates")
     oi = _sources(conn, "market.open_interest")
-    H = {tf: max(registry.horizon_bars(h, tf) for h in params.horizons) for tf in {r[2] for r in rows}}
+    H = {tf: max(catalog.horizon_bars(h, tf) for h in params.horizons) for tf in {r[2] for r in rows}}
     plans: list[GroupPlan] = []
     for ex, sym, tf, first, last, count, upto, st_first, st_last, st_n, st_hash in rows:
         if symbols is not None and sym not in symbols:
@@ -233,22 +233,22 @@ def plan_build(
             p.mode, p.reason = "incremental", "new candles"
             if row is not None:
                 p.write_from = row[0]
-                sec = registry.timeframe_seconds(tf)
+                sec = catalog.timeframe_seconds(tf)
                 # the block window's warm-up, and the pointwise features' history (ret_90d), whichever is earlier
                 p.read_from = min(
-                    block_start(row[0], tf) - pd.Timedelta(seconds=registry.warmup_bars(tf) * sec).to_pytimedelta(),
-                    row[0] - pd.Timedelta(seconds=registry.history_bars(tf) * sec).to_pytimedelta(),
+                    block_start(row[0], tf) - pd.Timedelta(seconds=catalog.warmup_bars(tf) * sec).to_pytimedelta(),
+                    row[0] - pd.Timedelta(seconds=catalog.history_bars(tf) * sec).to_pytimedelta(),
                 )
-        perp = registry.perp_of(sym)
+        perp = catalog.perp_of(sym)
         prefer_perp = [ex, s.universe.perp_exchange]
         p.funding_src = _pick(funding.get(perp, []), prefer_perp)
         p.oi_src = _pick(oi.get(perp, []), prefer_perp)
-        if registry.is_perp(sym):
-            leg_sym, prefer_leg = registry.pair_of(sym), [ex, s.universe.exchange]
+        if catalog.is_perp(sym):
+            leg_sym, prefer_leg = catalog.pair_of(sym), [ex, s.universe.exchange]
         else:
             leg_sym, prefer_leg = perp, prefer_perp
         p.leg_src = _pick([(g[0], g[1]) for g in all_groups if g[1] == leg_sym and g[2] == tf], prefer_leg)
-        p.underlying = registry.underlying_of(sym)
+        p.underlying = catalog.underlying_of(sym)
         plans.append(p)
     return plans
 
@@ -313,7 +313,7 @@ def extras_sql(plans: Sequence[GroupPlan], *, options: bool, sentiment_source: s
         f"FROM p JOIN market.sentiment s ON s.source = {_lit(sentiment_source)} AND s.ts >= p.read_from - {lb}",
     ]
     if options:
-        cols = ", ".join(f"o.{c}" for c in registry.OPTION_FEATURES)
+        cols = ", ".join(f"o.{c}" for c in catalog.OPTION_FEATURES)
         parts.append(
             f"SELECT {keys}, 'options', o.snapshot_ts, {cols} "
             f"FROM p JOIN {OPTION_FEATURES_TABLE} o ON o.underlying = p.underlying "
@@ -327,7 +327,7 @@ def options_available(conn: psycopg.Connection) -> bool:
     cols = set(table_columns(conn, OPTION_FEATURES_TABLE))
     if not cols:
         return False
-    need = {"underlying", "snapshot_ts", *registry.OPTION_FEATURES}
+    need = {"underlying", "snapshot_ts", *catalog.OPTION_FEATURES}
     if not need <= cols:
         log.warning("%s lacks %s; option features stay NaN", OPTION_FEATURES_TABLE, sorted(need - cols))
         return False
@@ -357,7 +357,7 @@ def extras_from_long(df: pd.DataFrame | None) -> Extras:
             out.sentiment = pd.DataFrame({"ts": ts, "value": g["v1"].to_numpy(dtype=float)})
         elif kind == "options":
             d = {"snapshot_ts": ts}
-            for i, c in enumerate(registry.OPTION_FEATURES, start=1):
+            for i, c in enumerate(catalog.OPTION_FEATURES, start=1):
                 d[c] = g[f"v{i}"].to_numpy(dtype=float)
             out.options = pd.DataFrame(d)
         else:
@@ -374,7 +374,7 @@ def make_group_fn(
         import pandas as pd
 
         if candles.empty:
-            return pd.DataFrame({c: [] for c in registry.series_columns(params.horizons)})
+            return pd.DataFrame({c: [] for c in catalog.series_columns(params.horizons)})
         k = (str(key[0]), str(key[1]), str(key[2]))
         out = compute(candles, extras_from_long(extras), exchange=k[0], symbol=k[1], timeframe=k[2],
                       labels=params, **compute_kw)
@@ -396,8 +396,8 @@ def merge_stage(
 
     The cross-sectional columns are not in the stage: :func:`merge_cross_stage` sets them after.
     """
-    cols = registry.series_columns(horizons)
-    non_key = [c for c in cols if c not in registry.KEY_COLUMNS]
+    cols = catalog.series_columns(horizons)
+    non_key = [c for c in cols if c not in catalog.KEY_COLUMNS]
     from psycopg import sql
 
     from entasis.store.upsert import ident, idents, table_ident
@@ -497,7 +497,7 @@ def cross_cutoffs(plans: Sequence[GroupPlan]) -> dict[tuple[str, str], datetime 
 
     out: dict[tuple[str, str], datetime | None] = {}
     for p in plans:
-        if p.mode == "skip" or registry.is_perp(p.symbol):
+        if p.mode == "skip" or catalog.is_perp(p.symbol):
             continue
         k = (p.exchange, p.timeframe)
         w = p.write_from if p.mode == "incremental" else None
@@ -545,7 +545,7 @@ def merge_cross_stage(conn: psycopg.Connection, stage: str, *, ts_micros: bool) 
 
     from entasis.store.upsert import ident, table_ident
 
-    cols = registry.CROSS_FEATURES
+    cols = catalog.CROSS_FEATURES
     ts = sql.SQL("timestamptz 'epoch' + x.ts_us * interval '1 microsecond'" if ts_micros else "x.ts")
     cur = conn.execute(
         sql.SQL("UPDATE {bars} b SET {sets} FROM {stage} x WHERE b.exchange = x.exchange "
@@ -567,19 +567,19 @@ def _cross_pass_pandas(conn: psycopg.Connection, plans: Sequence[GroupPlan]) -> 
     sql = cross_inputs_sql(plans, None)
     if sql is None:
         return 0
-    inputs = _read_frame(conn, sql, [*registry.KEY_COLUMNS, *INPUTS])
+    inputs = _read_frame(conn, sql, [*catalog.KEY_COLUMNS, *INPUTS])
     if inputs.empty:
         return 0
     for c in INPUTS:
         inputs[c] = inputs[c].astype("float64")
     xs = cross_sectional(inputs)
-    cols = [*registry.KEY_COLUMNS, *registry.CROSS_FEATURES]
+    cols = [*catalog.KEY_COLUMNS, *catalog.CROSS_FEATURES]
     conn.execute(
         "CREATE TEMP TABLE _xs_stage (exchange text, symbol text, timeframe text, ts timestamptz, "
-        + ", ".join(f"{c} double precision" for c in registry.CROSS_FEATURES) + ") ON COMMIT DROP"
+        + ", ".join(f"{c} double precision" for c in catalog.CROSS_FEATURES) + ") ON COMMIT DROP"
     )
-    arr = xs[registry.CROSS_FEATURES].to_numpy(dtype=np.float64)
-    keys = xs[registry.KEY_COLUMNS[:3]].astype(str).to_numpy()
+    arr = xs[catalog.CROSS_FEATURES].to_numpy(dtype=np.float64)
+    keys = xs[catalog.KEY_COLUMNS[:3]].astype(str).to_numpy()
     ts = xs["ts"].tolist()
     from psycopg import sql as psql
 
@@ -627,7 +627,7 @@ def _run_pandas(
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     summary.rows_computed = len(out)
     if len(out):
-        res = upsert_frame(conn, BARS_TABLE, out, registry.KEY_COLUMNS)
+        res = upsert_frame(conn, BARS_TABLE, out, catalog.KEY_COLUMNS)
         summary.inserted, summary.updated, summary.unchanged = res.inserted, res.updated, res.unchanged
 
 
@@ -687,7 +687,7 @@ def build_features(
             summary.groups = len(todo)
             summary.symbols = sorted({p.symbol for p in todo})
             for p in todo:
-                mh = registry.min_history(p.timeframe)
+                mh = catalog.min_history(p.timeframe)
                 if p.n_candles < mh:
                     msg = (f"{p.exchange} {p.symbol} {p.timeframe}: only {p.n_candles} candle(s), fewer than the "
                            f"{mh} a bar needs; all its rows are marked warmup")

@@ -87,7 +87,7 @@ def load_sentiment(
 def columns() -> None:
     """The feature columns in their stable order, with what each means."""
     from entasis.config import get_settings
-    from entasis.features.registry import FEATURES, label_columns
+    from entasis.features.catalog import FEATURES, label_columns
 
     t = Table("column", "meaning")
     for name, desc in FEATURES.items():

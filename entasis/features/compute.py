@@ -2,7 +2,7 @@
 
 ``compute`` is pure (pandas + numpy + TA-Lib): the pandas path, the Spark job
 (``groupBy(exchange, symbol, timeframe)`` + ``applyInPandas``) and the backtest all call it, so
-they cannot disagree. See :mod:`entasis.features.registry` for the column list and the time
+they cannot disagree. See :mod:`entasis.features.catalog` for the column list and the time
 convention (``ts`` is the bar's open; a bar's features use what is known at its close).
 
 Bounded history, exactly. EMA/Wilder indicators remember their whole past and TA-Lib's rolling
@@ -16,7 +16,7 @@ to the last bit or two; and every value depends only on its own block window, so
 window's start gives the same bits as reading everything. Features are causal inside the window, so
 appending later bars never changes an earlier one.
 
-Warm-up: a bar with fewer than ``registry.min_history`` bars in its window (itself included) is
+Warm-up: a bar with fewer than ``catalog.min_history`` bars in its window (itself included) is
 marked ``warmup = True``; its values are whatever the indicators give (often NaN), never filled.
 
 Labels, per horizon h days (``hb = h x bars per day`` bars): ``y_ret`` = close[t+hb] / close[t] - 1,
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from entasis.features import joins, registry
+from entasis.features import catalog, joins
 from entasis.features.extensions import extension_features
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ def _prepare(
     tf = _single(candles, "timeframe", timeframe)
     if not tf:
         raise ValueError("timeframe unknown: pass timeframe= or give candles a 'timeframe' column")
-    registry.timeframe_seconds(tf)
+    catalog.timeframe_seconds(tf)
     ex, sym = _single(candles, "exchange", exchange), _single(candles, "symbol", symbol)
     ts = joins.utc_ns(candles["ts"], f"candles {sym or ''} {tf}".strip())
     cols = {c: _floats(candles[c]) for c in ["open", "high", "low", "close", "volume"]}
@@ -198,7 +198,7 @@ def series_from_arrays(
         dup = np.flatnonzero(np.diff(ts) == 0)
         if len(dup):
             raise ValueError(f"candles {sym} {tf}: duplicate bar at ts={pd.Timestamp(ts[dup[0]], tz='UTC')}")
-    step = registry.timeframe_seconds(tf) * _NS
+    step = catalog.timeframe_seconds(tf) * _NS
     if (ts % step).any():
         off = np.flatnonzero(ts % step != 0)
         raise ValueError(
@@ -282,8 +282,8 @@ def candle_features(
             arr = dst[name] = np.empty(m)
         return arr
 
-    k24 = registry.bars_per_day(timeframe)
-    ann = registry.annualizer(timeframe)
+    k24 = catalog.bars_per_day(timeframe)
+    ann = catalog.annualizer(timeframe)
     with np.errstate(divide="ignore", invalid="ignore"):
         if lr is None:
             lr = _window_log_returns(c)
@@ -403,7 +403,7 @@ def _extra_features(s: _Series, extras: Extras | None) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     if extras is None:
         return out
-    close_ns = s.ts_ns + registry.timeframe_seconds(s.timeframe) * _NS
+    close_ns = s.ts_ns + catalog.timeframe_seconds(s.timeframe) * _NS
     tag = f"{s.symbol} {s.timeframe}"
     f = extras.funding
     if f is not None and not f.empty:
@@ -426,11 +426,11 @@ def _extra_features(s: _Series, extras: Extras | None) -> dict[str, np.ndarray]:
     if leg is not None and not leg.empty:
         other = joins.same_bar(s.ts_ns, joins.utc_ns(leg["ts"], f"other leg for {tag}"),
                                leg["close"].to_numpy(dtype=np.float64))
-        perp, spot = (s.c, other) if registry.is_perp(s.symbol) else (other, s.c)
+        perp, spot = (s.c, other) if catalog.is_perp(s.symbol) else (other, s.c)
         out["perp_basis"] = perp / spot - 1.0
     opt = extras.options
     if opt is not None and not opt.empty:
-        out.update(joins.asof_join(close_ns, opt, "snapshot_ts", registry.OPTION_FEATURES,
+        out.update(joins.asof_join(close_ns, opt, "snapshot_ts", catalog.OPTION_FEATURES,
                                    what=f"option features for {tag}"))
     sent = extras.sentiment
     if sent is not None and not sent.empty:
@@ -447,23 +447,23 @@ def compute_series(
     The pandas frame and the Arrow table (Spark) are both thin wrappers around this."""
     tf = s.timeframe
     n = len(s.ts_ns)
-    mh = registry.min_history(tf)
+    mh = catalog.min_history(tf)
     if n < mh:
         log.warning(
             "%s %s %s: only %d bar(s), fewer than the %d a bar needs; every row is marked warmup",
             s.exchange or "?", s.symbol or "?", tf, n, mh,
         )
-    B = block_bars or registry.block_bars(tf)
-    W = registry.warmup_bars(tf) if warmup_bars is None else warmup_bars
+    B = block_bars or catalog.block_bars(tf)
+    W = catalog.warmup_bars(tf) if warmup_bars is None else warmup_bars
     if B <= 0 or W < 0:
         raise ValueError(f"block_bars must be > 0 and warmup_bars >= 0, got {B}, {W}")
-    step = registry.timeframe_seconds(tf) * _NS
-    ann = registry.annualizer(tf)
-    hbars = {hd: registry.horizon_bars(hd, tf) for hd in params.horizons}
+    step = catalog.timeframe_seconds(tf) * _NS
+    ann = catalog.annualizer(tf)
+    hbars = {hd: catalog.horizon_bars(hd, tf) for hd in params.horizons}
     H = max(hbars.values())
 
     # Every float column in one (columns x rows) block, in output order, every cell written once.
-    float_cols = list(registry.SERIES_FEATURES)
+    float_cols = list(catalog.SERIES_FEATURES)
     for hd in params.horizons:
         float_cols += [f"y_ret_{hd}d", f"y_vol_{hd}d"]
     row = {c: j for j, c in enumerate(float_cols)}
@@ -481,7 +481,7 @@ def compute_series(
             lr = lr_all[i0:min(n, b + H)].copy()
             lr[0] = np.nan
             candle_features(s.h[sl], s.low[sl], s.c[sl], s.v[sl], s.qv[sl], tf, skip=a - i0,
-                            out={name: block[row[name], a:b] for name in registry.CANDLE_FEATURES},
+                            out={name: block[row[name], a:b] for name in catalog.CANDLE_FEATURES},
                             lr=lr[: b - i0])
             warm[a:b] = (np.arange(a - i0 + 1, b - i0 + 1)) < mh
             # forward vol needs up to H bars past the block; still a function of this block's window
@@ -489,7 +489,7 @@ def compute_series(
                 block[row[f"y_vol_{hd}d"], a:b] = forward_vol(lr, hb, ann)[a - i0:b - i0]
     # returns over d days: close now / close of the bar exactly d days earlier (NaN where that bar is
     # missing), so they need exactly d days of history whatever the gaps (the incremental read has it)
-    for d in registry.MOMENTUM_DAYS:
+    for d in catalog.MOMENTUM_DAYS:
         _return_over_time(s.ts_ns, s.c, d * 86_400 * _NS, block[row[f"ret_{d}d"]])
     classes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for hd, hb in hbars.items():
@@ -503,8 +503,8 @@ def compute_series(
     have = _extra_features(s, extras)
     if extensions:  # the extension point (entasis.features.extensions); off only to measure our own layer
         have.update(extension_features(s))
-    builtin = {*registry.CANDLE_FEATURES, *registry.MOMENTUM_FEATURES}
-    for name in registry.SERIES_FEATURES:
+    builtin = {*catalog.CANDLE_FEATURES, *catalog.MOMENTUM_FEATURES}
+    for name in catalog.SERIES_FEATURES:
         if name in builtin:
             continue
         if name in have:
@@ -531,7 +531,7 @@ def compute(
 
     ``candles``: ts (bar open, UTC; naive means UTC), open, high, low, close, volume, optional
     quote_volume / exchange / symbol / timeframe. Returns one row per candle, sorted by ts, with
-    ``registry.series_columns(horizons)`` (the cross-sectional columns come from the second pass,
+    ``catalog.series_columns(horizons)`` (the cross-sectional columns come from the second pass,
     :mod:`entasis.features.cross`, which needs the whole universe). ``block_bars`` /
     ``warmup_bars`` override the bounded-history windows (tests use small ones); keep the
     defaults for anything stored. ``extensions=False`` leaves the extension columns NaN (benches
@@ -547,7 +547,7 @@ def compute(
     classes = {k: pd.arrays.IntegerArray(*v) for k, v in codes.items()}
     from pandas.api.internals import create_dataframe_from_blocks
 
-    cols = registry.series_columns(params.horizons)
+    cols = catalog.series_columns(params.horizons)
     pos = {c: i for i, c in enumerate(cols)}
     others: dict[str, Any] = {
         "exchange": _const_str(s.exchange, n),
@@ -615,7 +615,7 @@ def compute_many(
         k = (str(key[0]), str(key[1]), str(key[2]))
         frames.append(compute(grp, (extras or {}).get(k), labels=params, **kw))
     if not frames:
-        return pd.DataFrame(columns=registry.series_columns(params.horizons))
+        return pd.DataFrame(columns=catalog.series_columns(params.horizons))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -627,7 +627,7 @@ def compute_universe(
     **kw: Any,
 ) -> pd.DataFrame:
     """What features.bars holds for these candles: ``compute_many`` plus the cross-sectional pass
-    (:mod:`entasis.features.cross`) over every series given; ``registry.output_columns`` order."""
+    (:mod:`entasis.features.cross`) over every series given; ``catalog.output_columns`` order."""
     from entasis.features.cross import with_cross_sectional
 
     return with_cross_sectional(compute_many(candles, extras, labels=labels, **kw))
@@ -642,7 +642,7 @@ def infer_timeframe(ts: pd.Series) -> str:
     vals, counts = np.unique(d[d > 0], return_counts=True)
     step = int(vals[np.argmax(counts)]) // _NS
     for tf in ("1m", "5m", "15m", "1h", "4h", "1d"):
-        if registry.timeframe_seconds(tf) == step:
+        if catalog.timeframe_seconds(tf) == step:
             return tf
     raise ValueError(f"bars are {step}s apart, which is no known timeframe; pass timeframe=")
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from entasis.features import registry
+from entasis.features import catalog
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,7 +85,7 @@ def _row_mean(m: np.ndarray, cnt: np.ndarray) -> np.ndarray:
 
 def _btc_column(symbols: np.ndarray) -> int | None:
     for j, s in enumerate(symbols):  # symbols are sorted
-        if not registry.is_perp(str(s)) and registry.underlying_of(str(s)) == "BTC":
+        if not catalog.is_perp(str(s)) and catalog.underlying_of(str(s)) == "BTC":
             return j
     return None
 
@@ -136,17 +136,17 @@ def cross_sectional(frame: pd.DataFrame) -> pd.DataFrame:
     """The cross-sectional columns for every row of ``frame``, in its row order.
 
     ``frame``: exchange, symbol, timeframe, ts and :data:`INPUTS`, any number of timestamps, any
-    order. Returns the key columns and ``registry.CROSS_FEATURES``. Two rows with the same key
+    order. Returns the key columns and ``catalog.CROSS_FEATURES``. Two rows with the same key
     are an error (they would make a bar's cross-section ambiguous).
     """
     import pandas as pd
 
-    missing = [c for c in [*registry.KEY_COLUMNS, *INPUTS] if c not in frame.columns]
+    missing = [c for c in [*catalog.KEY_COLUMNS, *INPUTS] if c not in frame.columns]
     if missing:
         raise ValueError(f"cross_sectional needs column(s) {missing}")
     n = len(frame)
-    out = np.full((len(registry.CROSS_FEATURES), n), np.nan)
-    col = {c: i for i, c in enumerate(registry.CROSS_FEATURES)}
+    out = np.full((len(catalog.CROSS_FEATURES), n), np.nan)
+    col = {c: i for i, c in enumerate(catalog.CROSS_FEATURES)}
     if n:
         symbols = frame["symbol"].astype(str)
         sym = symbols.to_numpy()
@@ -171,18 +171,18 @@ def cross_sectional(frame: pd.DataFrame) -> pd.DataFrame:
                 mats[c] = m
             for name, m in _matrix_features(mats, _btc_column(np.asarray(s_uni))).items():
                 out[col[name], rows] = m[t_codes, s_codes]
-    res = frame[registry.KEY_COLUMNS].reset_index(drop=True)
-    for name in registry.CROSS_FEATURES:
+    res = frame[catalog.KEY_COLUMNS].reset_index(drop=True)
+    for name in catalog.CROSS_FEATURES:
         res[name] = out[col[name]]
     return res
 
 
 def with_cross_sectional(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` (per-series columns, e.g. from ``compute_many``) with the cross-sectional columns
-    filled in, columns in ``registry.output_columns`` order (labels kept as they are)."""
+    filled in, columns in ``catalog.output_columns`` order (labels kept as they are)."""
     xs = cross_sectional(frame)
-    out = frame.drop(columns=[c for c in registry.CROSS_FEATURES if c in frame.columns]).reset_index(drop=True)
-    for c in registry.CROSS_FEATURES:
+    out = frame.drop(columns=[c for c in catalog.CROSS_FEATURES if c in frame.columns]).reset_index(drop=True)
+    for c in catalog.CROSS_FEATURES:
         out[c] = xs[c].to_numpy()
-    lead = [*registry.KEY_COLUMNS, *registry.FEATURE_COLUMNS, registry.WARMUP_COLUMN]
+    lead = [*catalog.KEY_COLUMNS, *catalog.FEATURE_COLUMNS, catalog.WARMUP_COLUMN]
     return out[lead + [c for c in out.columns if c not in lead]]

@@ -1,7 +1,7 @@
 """Extension point: per-series feature modules outside ``compute`` (e.g. support/resistance distance).
 
-How to add one (the registry stays the one contract):
-1. add its columns to ``registry.FEATURES`` (after the built-in per-series groups, before the
+How to add one (the catalogue stays the one contract):
+1. add its columns to ``catalog.FEATURES`` (after the built-in per-series groups, before the
    cross-sectional ones) and a migration in 0300-0399 that adds them to features.bars;
 2. write a pure function ``fn(series) -> {column: array}`` in its own module, where ``series`` has
    ``ts_ns, o, h, low, c, v, qv`` (numpy, sorted, one row per bar) and ``timeframe``;
@@ -9,7 +9,7 @@ How to add one (the registry stays the one contract):
 
 Rules the build relies on: the function is causal (a bar's value uses that bar and earlier ones
 only: the look-ahead tests truncate the series and compare) and reaches back at most
-``registry.history_bars(timeframe)`` bars, so an incremental build (which reads that much history
+``catalog.history_bars(timeframe)`` bars, so an incremental build (which reads that much history
 before its first rewritten bar) gives the same bits as a full one. Columns it does not return are NaN.
 """
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from entasis.features import registry
+from entasis.features import catalog
 from entasis.features.build import (
     BuildSummary,
     GroupKey,
@@ -156,16 +156,16 @@ INPUT_SCHEMA = "sid int, kind int, ts timestamp, x1 double, x2 double, x3 double
 def stage_schema(horizons: Sequence[int]) -> str:
     """The Spark DDL of the per-series rows as the staging table takes them (ts as epoch microseconds)."""
     parts = ["exchange string", "symbol string", "timeframe string", "ts_us bigint"]
-    parts += [f"{c} double" for c in registry.SERIES_FEATURES]
+    parts += [f"{c} double" for c in catalog.SERIES_FEATURES]
     parts.append("warmup boolean")
-    for c in registry.label_columns(horizons):
+    for c in catalog.label_columns(horizons):
         parts.append(f"{c} smallint" if c.startswith("y_cls_") else f"{c} double")
     return ", ".join(parts)
 
 
 def cross_schema() -> str:
     parts = ["exchange string", "symbol string", "timeframe string", "ts_us bigint"]
-    return ", ".join(parts + [f"{c} double" for c in registry.CROSS_FEATURES])
+    return ", ".join(parts + [f"{c} double" for c in catalog.CROSS_FEATURES])
 
 
 def job_input_sql(plans: Sequence[GroupPlan], *, options: bool, sentiment_source: str) -> str:
@@ -283,9 +283,9 @@ def series_batches(
         fcol = {c: block[j, start:] for j, c in enumerate(float_cols)}
         arrays: list[Any] = [_str_array(k[0], m), _str_array(k[1], m), _str_array(k[2], m),
                              pa.array(s.ts_ns[start:] // 1000)]
-        arrays += [_nullable(fcol[c]) for c in registry.SERIES_FEATURES]
+        arrays += [_nullable(fcol[c]) for c in catalog.SERIES_FEATURES]
         arrays.append(pa.array(warm[start:]))
-        for c in registry.label_columns(params.horizons):
+        for c in catalog.label_columns(params.horizons):
             if c.startswith("y_cls_"):
                 cls, unknown = codes[c]
                 arrays.append(pa.array(cls[start:], mask=unknown[start:]))
@@ -299,9 +299,9 @@ def _arrow_stage_schema(horizons: Sequence[int]) -> Any:
 
     fields = [pa.field(c, pa.string()) for c in ("exchange", "symbol", "timeframe")]
     fields.append(pa.field("ts_us", pa.int64()))
-    fields += [pa.field(c, pa.float64()) for c in registry.SERIES_FEATURES]
+    fields += [pa.field(c, pa.float64()) for c in catalog.SERIES_FEATURES]
     fields.append(pa.field("warmup", pa.bool_()))
-    for c in registry.label_columns(horizons):
+    for c in catalog.label_columns(horizons):
         fields.append(pa.field(c, pa.int16() if c.startswith("y_cls_") else pa.float64()))
     return pa.schema(fields)
 
@@ -344,14 +344,14 @@ def _cross_table(t: Any) -> Any:
 
     from entasis.features.cross import INPUTS, cross_sectional
 
-    df = pd.DataFrame({c: t.column(c).to_pandas() for c in [*registry.KEY_COLUMNS, *INPUTS]})
+    df = pd.DataFrame({c: t.column(c).to_pandas() for c in [*catalog.KEY_COLUMNS, *INPUTS]})
     xs = cross_sectional(df)
     ts_us = pd.DatetimeIndex(pd.to_datetime(xs["ts"], utc=True)).as_unit("us").asi8
     arrays = [pa.array(xs[c].astype(str).to_numpy(), pa.string()) for c in ("exchange", "symbol", "timeframe")]
     arrays.append(pa.array(ts_us, pa.int64()))
-    arrays += [_nullable(xs[c].to_numpy(dtype=np.float64)) for c in registry.CROSS_FEATURES]
+    arrays += [_nullable(xs[c].to_numpy(dtype=np.float64)) for c in catalog.CROSS_FEATURES]
     return pa.Table.from_arrays(arrays, names=["exchange", "symbol", "timeframe", "ts_us",
-                                               *registry.CROSS_FEATURES])
+                                               *catalog.CROSS_FEATURES])
 
 
 def read_jdbc(spark: SparkSession, sql: str, *, partitions: int = 1, settings: Settings | None = None,

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from entasis.features import registry
+from entasis.features import catalog
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -92,21 +92,21 @@ def load_bars(
     """
     import pandas as pd
 
-    registry.timeframe_seconds(timeframe)
+    catalog.timeframe_seconds(timeframe)
     all_cols = table_columns(conn, BARS_TABLE)
     if not all_cols:
         raise RuntimeError("features.bars does not exist; run `entasis db upgrade`")
-    if columns is None:  # registry order (migrations append columns to the table), then the rest
-        lead = [*registry.KEY_COLUMNS, *registry.FEATURE_COLUMNS, registry.WARMUP_COLUMN]
+    if columns is None:  # catalogue order (migrations append columns to the table), then the rest
+        lead = [*catalog.KEY_COLUMNS, *catalog.FEATURE_COLUMNS, catalog.WARMUP_COLUMN]
         cols = [c for c in lead if c in all_cols] + [c for c in all_cols if c not in lead]
     else:
         cols = list(columns)
     unknown = [c for c in cols if c not in all_cols]
     if unknown:
         raise ValueError(f"features.bars has no column(s) {unknown}")
-    for k in registry.KEY_COLUMNS:
+    for k in catalog.KEY_COLUMNS:
         if k not in cols:
-            cols.insert(registry.KEY_COLUMNS.index(k), k)
+            cols.insert(catalog.KEY_COLUMNS.index(k), k)
     where = ["timeframe = %s"]
     params: list[Any] = [timeframe]
     if exchange is not None:
@@ -139,7 +139,7 @@ def load_bars(
             df[c] = df[c].astype("Int16")
         elif c == "warmup":
             df[c] = df[c].astype(bool)
-        elif c not in registry.KEY_COLUMNS:
+        elif c not in catalog.KEY_COLUMNS:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
     return df
 

@@ -76,10 +76,10 @@ def target_column(horizon: int) -> str:
 
 
 def default_features(frame: pd.DataFrame | None = None) -> list[str]:
-    """Feature columns: the features registry when importable, else the numeric non-label columns of frame."""
+    """Feature columns: the features catalogue when importable, else the numeric non-label columns of frame."""
     registry_cols: list[str] = []
     try:
-        from entasis.features.registry import FEATURE_COLUMNS  # type: ignore[import-not-found,unused-ignore]
+        from entasis.features.catalog import FEATURE_COLUMNS  # type: ignore[import-not-found,unused-ignore]
 
         registry_cols = list(FEATURE_COLUMNS)
     except ImportError:
@@ -92,7 +92,7 @@ def default_features(frame: pd.DataFrame | None = None) -> list[str]:
         if present:
             return present
     if frame is None:
-        raise ModelError("no feature list given and entasis.features.registry is not importable")
+        raise ModelError("no feature list given and entasis.features.catalog is not importable")
     import pandas as pd
 
     return [

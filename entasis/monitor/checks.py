@@ -75,7 +75,7 @@ def stale_series(latest: pd.DataFrame, now: datetime, stale_after_bars: float) -
     """Series whose newest candle is older than ``stale_after_bars`` bars (columns of ``latest`` + age_bars)."""
     import pandas as pd
 
-    from entasis.features.registry import timeframe_seconds
+    from entasis.features.catalog import timeframe_seconds
 
     if latest.empty:
         return latest.assign(age_bars=pd.Series(dtype=float))
@@ -146,7 +146,7 @@ def predicted_classes(conn: psycopg.Connection, lo: datetime, hi: datetime) -> d
 
 def run_checks(conn: psycopg.Connection, now: datetime, cfg: MonitorConfig, *, timeframe: str = "1d") -> MonitorReport:
     """Every check as of ``now``; the report says whether a retrain is warranted and why."""
-    from entasis.features.registry import FEATURE_COLUMNS
+    from entasis.features.catalog import FEATURE_COLUMNS
     from entasis.features.store import load_bars
 
     rep = MonitorReport(now=now.isoformat())

@@ -97,7 +97,7 @@ def confidence_level(confidence: float) -> str:
 def latest_complete_bar(conn: psycopg.Connection, *, exchange: str, symbol: str, timeframe: str,
                         as_of: datetime) -> datetime | None:
     """Open time of the newest features.bars row whose bar has closed by ``as_of`` (None if none)."""
-    from entasis.features.registry import timeframe_seconds
+    from entasis.features.catalog import timeframe_seconds
 
     step = timedelta(seconds=timeframe_seconds(timeframe))
     row = conn.execute(
@@ -143,7 +143,7 @@ def publish_predictions(
     import pandas as pd
 
     from entasis.config import get_settings
-    from entasis.features.registry import timeframe_seconds
+    from entasis.features.catalog import timeframe_seconds
     from entasis.features.store import load_bars
     from entasis.models.base import PROBA_COLUMNS, target_column
     from entasis.publish.factors import DEFAULT_TOP_K, Explainer

@@ -109,7 +109,7 @@ def reconcile_outcomes(
     them); older outcomes are final, which keeps a run's cost bounded however long the history.
     """
     from entasis.config import get_settings
-    from entasis.features.registry import timeframe_seconds
+    from entasis.features.catalog import timeframe_seconds
     from entasis.publish.predictions import _utc
 
     s = settings or get_settings()

@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from entasis.config import get_settings
-        from entasis.features.registry import timeframe_seconds
+        from entasis.features.catalog import timeframe_seconds
         from entasis.signals.levels import LevelParams, levels_at
 
         console = Console()

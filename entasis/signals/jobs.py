@@ -47,7 +47,7 @@ def load_candles(conn: psycopg.Connection, *, exchange: str, symbols: Sequence[s
     """Stored candles with start <= ts and ts + timeframe <= end (closed by ``end``), sorted."""
     import pandas as pd
 
-    from entasis.features.registry import timeframe_seconds
+    from entasis.features.catalog import timeframe_seconds
 
     last_open = end - timedelta(seconds=timeframe_seconds(timeframe))
     rows = conn.execute(
@@ -123,7 +123,7 @@ def levels_frame(candles: pd.DataFrame, *, asset: str, exchange: str, timeframe:
     import pandas as pd
 
     from entasis.config import get_settings
-    from entasis.features.registry import timeframe_seconds
+    from entasis.features.catalog import timeframe_seconds
     from entasis.signals.levels import LevelParams, levels_at
 
     p = LevelParams.from_config((settings or get_settings()).signals.levels)
@@ -150,7 +150,7 @@ def publish_levels(conn: psycopg.Connection, keys: Sequence[tuple[str, datetime]
                    timeframe: str, settings: Settings | None = None) -> int:
     """Nearest support/resistance for each published (asset, as_of) into ml.levels (joins ml.predictions)."""
     from entasis.config import get_settings
-    from entasis.features.registry import timeframe_seconds
+    from entasis.features.catalog import timeframe_seconds
     from entasis.signals.levels import LevelParams
     from entasis.signals.store import write_levels
 

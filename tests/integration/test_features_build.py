@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entasis.features import registry
+from entasis.features import catalog
 from entasis.features.build import build_features, config_hash, plan_build
 from entasis.features.compute import Extras, LabelParams, compute, compute_universe
 from entasis.features.store import load_bars, load_sentiment_csv
@@ -16,7 +16,7 @@ from entasis.store.db import connect
 from entasis.store.market import table_checksum, write_candles, write_funding
 from tests.unit.features._data import candles, fear_greed_csv, funding
 
-KEY = registry.KEY_COLUMNS
+KEY = catalog.KEY_COLUMNS
 P = LabelParams(horizons=(7, 14, 30))
 
 
@@ -76,7 +76,7 @@ def test_incremental_equals_full_and_reruns_change_nothing(db_url: str, shared_d
     fg = pd.read_csv(fear_greed_csv(shared_data))
     sent = pd.DataFrame({"ts": pd.to_datetime(fg["date"], utc=True), "value": fg["fng"].astype(float)})
     ref = compute(u["btc"], Extras(funding=fund[["ts", "funding_rate"]], sentiment=sent), labels=P)
-    cols = [c for c in registry.series_columns(P.horizons) if c not in KEY]
+    cols = [c for c in catalog.series_columns(P.horizons) if c not in KEY]
     pd.testing.assert_frame_equal(bars[cols].reset_index(drop=True), ref[cols].reset_index(drop=True),
                                   check_exact=True, check_dtype=False)
     # and the cross-sectional columns are the pandas pass over the daily universe (built incrementally)
@@ -85,7 +85,7 @@ def test_incremental_equals_full_and_reruns_change_nothing(db_url: str, shared_d
     uni = compute_universe(pd.concat([u["btc"], u["eth"], u["xmr"]]), labels=P)
     uni = uni.sort_values(KEY).reset_index(drop=True)
     assert daily["xs_rank_ret_90d"].notna().sum() > 1500
-    pd.testing.assert_frame_equal(daily[registry.CROSS_FEATURES], uni[registry.CROSS_FEATURES], check_exact=True)
+    pd.testing.assert_frame_equal(daily[catalog.CROSS_FEATURES], uni[catalog.CROSS_FEATURES], check_exact=True)
     assert bars["funding_rate"].notna().sum() > 1500 and bars["sentiment"].notna().sum() > 2000
     assert bars["y_cls_30d"].isna().sum() == 30  # NULL only where the future is unknown
     with connect() as conn:

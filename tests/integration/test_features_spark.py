@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entasis.features import registry
+from entasis.features import catalog
 from entasis.features.build import EXTRA_COLUMNS, build_features
 from entasis.features.compute import Extras, LabelParams, compute_many
 from entasis.features.store import load_sentiment_csv
@@ -40,7 +40,7 @@ def spark() -> Iterator[Any]:
 
 
 def _assert_frames_equal(a: pd.DataFrame, b: pd.DataFrame) -> None:
-    key = registry.KEY_COLUMNS
+    key = catalog.KEY_COLUMNS
     a = a.sort_values(key).reset_index(drop=True)
     b = b.sort_values(key).reset_index(drop=True)
     assert len(a) == len(b) and list(a.columns) == list(b.columns)
@@ -94,7 +94,7 @@ def test_spark_and_pandas_give_identical_frames_on_real_candles(spark: Any, shar
     _assert_frames_equal(plain, ref)
 
     # the second pass: Spark's grouping by timestamp bucket == the pandas function on everything
-    inputs = want[[*registry.KEY_COLUMNS, *INPUTS]]
+    inputs = want[[*catalog.KEY_COLUMNS, *INPUTS]]
     xs = _from_stage(apply_cross(spark.createDataFrame(inputs)).toPandas())
     want_xs = cross_sectional(inputs)
     assert want_xs["xs_rank_ret_30d"].notna().sum() > 3000
@@ -103,7 +103,7 @@ def test_spark_and_pandas_give_identical_frames_on_real_candles(spark: Any, shar
 
 def _checksum() -> str:
     with connect() as conn:
-        return table_checksum(conn, "features.bars", registry.KEY_COLUMNS)
+        return table_checksum(conn, "features.bars", catalog.KEY_COLUMNS)
 
 
 def test_spark_job_incremental_equals_full_and_is_idempotent(spark: Any, db_url: str, shared_data: Path) -> None:

@@ -24,7 +24,7 @@ import pytest
 
 from entasis.config import get_settings
 from entasis.deploy.airflow_stack import free_port
-from entasis.features import registry
+from entasis.features import catalog
 from entasis.store.db import connect
 from entasis.store.market import table_checksum, write_candles, write_funding
 from tests.unit.features._data import candles, funding
@@ -87,7 +87,7 @@ def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
 
 def _checksum() -> str:
     with connect() as conn:
-        return table_checksum(conn, "features.bars", registry.KEY_COLUMNS)
+        return table_checksum(conn, "features.bars", catalog.KEY_COLUMNS)
 
 
 def test_job_on_a_standalone_cluster_writes_the_rows_local_mode_writes(

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entasis.features import registry
+from entasis.features import catalog
 from entasis.features.compute import LabelParams, compute, compute_from_candles_csv, compute_many, infer_timeframe
 
 from ._data import candles, synthetic
@@ -69,18 +69,18 @@ def test_short_history_warns_and_marks_every_row(caplog: pytest.LogCaptureFixtur
 
 def test_empty_and_tiny_inputs() -> None:
     empty = compute(synthetic(0, "1d"), timeframe="1d", labels=P)
-    assert list(empty.columns) == registry.series_columns((7,)) and len(empty) == 0
+    assert list(empty.columns) == catalog.series_columns((7,)) and len(empty) == 0
     one = compute(synthetic(1, "1d"), labels=P)
     assert len(one) == 1 and bool(one["warmup"].iloc[0]) and one["y_cls_7d"].isna().all()
 
 
 def test_output_columns_and_types() -> None:
     f = compute(synthetic(200, "4h"), labels=LabelParams(horizons=(7, 14)))
-    assert list(f.columns) == registry.series_columns((7, 14))
+    assert list(f.columns) == catalog.series_columns((7, 14))
     assert str(f["ts"].dtype) == "datetime64[ns, UTC]"
     assert f["warmup"].dtype == bool
     assert all(str(f[c].dtype) == "Int16" for c in ("y_cls_7d", "y_cls_14d"))
-    assert all(f[c].dtype == np.float64 for c in registry.SERIES_FEATURES)
+    assert all(f[c].dtype == np.float64 for c in catalog.SERIES_FEATURES)
 
 
 def test_naive_timestamps_are_utc_and_unsorted_input_is_sorted() -> None:

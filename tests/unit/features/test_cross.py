@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entasis.features import registry
+from entasis.features import catalog
 from entasis.features.cross import INPUTS, cross_sectional
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
@@ -41,7 +41,7 @@ def test_values_at_one_bar() -> None:
     # above the SMA 50 <=> sma_50_rel < 0 <=> ret_7d > 0 here: BTC, SOL, DOGE of 4
     assert xs["mkt_breadth_50"].tolist() == [0.75] * 4
     assert xs["btc_qv_share"].tolist() == pytest.approx([0.6] * 4)
-    assert list(xs.columns) == ["exchange", "timeframe", "ts", *registry.CROSS_FEATURES]
+    assert list(xs.columns) == ["exchange", "timeframe", "ts", *catalog.CROSS_FEATURES]
 
 
 def test_perps_other_venues_and_lone_assets_stay_nan() -> None:
@@ -49,8 +49,8 @@ def test_perps_other_venues_and_lone_assets_stay_nan() -> None:
     lone = _rows([("ETH/USDT", 0.2, 0.6, 10.0)], ts=T0 + pd.Timedelta("1D"))
     other = _rows([("BTC/USDT", 0.1, 0.5, 10.0), ("ETH/USDT", 0.2, 0.6, 10.0)]).assign(exchange="y")
     xs = cross_sectional(pd.concat([a, lone, other], ignore_index=True))
-    assert xs.loc[2, registry.CROSS_FEATURES].isna().all()  # the perpetual
-    assert xs.loc[3, registry.CROSS_FEATURES].isna().all()  # one asset at that bar: no cross-section
+    assert xs.loc[2, catalog.CROSS_FEATURES].isna().all()  # the perpetual
+    assert xs.loc[3, catalog.CROSS_FEATURES].isna().all()  # one asset at that bar: no cross-section
     assert xs.loc[0, "xs_rank_ret_7d"] == 0.0 and xs.loc[1, "xs_rank_ret_7d"] == 1.0  # the perp is not ranked
     assert xs.loc[4, "xs_rank_ret_7d"] == 0.0 and xs.loc[5, "btc_qv_share"] == 0.5  # venue y on its own
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entasis.features import registry
+from entasis.features import catalog
 from entasis.features.compute import Extras, LabelParams, compute
 from entasis.features.joins import window_mean
 
@@ -105,7 +105,7 @@ def test_option_snapshot_features_join_as_of_the_close() -> None:
     assert math.isnan(day("2024-01-09")["pc_oi_ratio"])    # closes 01-10 00:00: 4.5 days old, a second early
     assert day("2024-01-10")["rr25_30d"] == 0.03
     assert math.isnan(day("2024-01-20")["term_slope"])     # stale after 3 days
-    assert set(registry.OPTION_FEATURES) <= set(f.columns)
+    assert set(catalog.OPTION_FEATURES) <= set(f.columns)
 
 
 def test_option_features_from_the_options_stage_plug_in() -> None:
@@ -114,9 +114,9 @@ def test_option_features_from_the_options_stage_plug_in() -> None:
     empty = surface.snapshot_features(pd.DataFrame({
         c: pd.Series(dtype="datetime64[ns, UTC]" if c in ("snapshot_ts", "expiry") else object)
         for c in [*surface.REQUIRED_COLUMNS, "mark_iv"]}))
-    assert list(empty.columns) == ["underlying", "snapshot_ts", *registry.OPTION_FEATURES]
+    assert list(empty.columns) == ["underlying", "snapshot_ts", *catalog.OPTION_FEATURES]
     f = compute(synthetic(10, "1d"), Extras(options=empty), labels=P)
-    assert f[registry.OPTION_FEATURES].isna().all().all()
+    assert f[catalog.OPTION_FEATURES].isna().all().all()
 
 
 def test_sentiment_published_at_midnight_is_seen_by_the_bar_closing_then() -> None:
@@ -135,7 +135,7 @@ def test_sentiment_published_at_midnight_is_seen_by_the_bar_closing_then() -> No
 
 def test_missing_extras_give_nan_not_errors() -> None:
     f = compute(_bars(), Extras(), labels=P)
-    extra_cols = [*registry.PERP_FEATURES, *registry.OPTION_FEATURES, *registry.SENTIMENT_FEATURES]
+    extra_cols = [*catalog.PERP_FEATURES, *catalog.OPTION_FEATURES, *catalog.SENTIMENT_FEATURES]
     assert f[extra_cols].isna().all().all()
     with pytest.raises(ValueError, match="funding for SYN/USDT 1h: lacks column"):
         compute(_bars(), Extras(funding=pd.DataFrame({"ts": [pd.Timestamp("2022-03-02", tz="UTC")],

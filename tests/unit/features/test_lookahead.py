@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entasis.features import registry
+from entasis.features import catalog
 from entasis.features.compute import Extras, LabelParams, compute
 
 from ._data import candles, funding
 
 PARAMS = LabelParams(horizons=(7, 30))
-FEATS = [*registry.SERIES_FEATURES, "warmup"]
+FEATS = [*catalog.SERIES_FEATURES, "warmup"]
 
 
 def _same(a: pd.DataFrame, b: pd.DataFrame, cols: list[str]) -> None:
@@ -60,9 +60,9 @@ def test_bounded_history_reproduces_the_full_computation(shared_data: Path) -> N
     B, W = 512, 200
     kw: dict[str, Any] = {"labels": PARAMS, "block_bars": B, "warmup_bars": W}
     full = compute(c, **kw)
-    cols = registry.series_columns(PARAMS.horizons)
+    cols = catalog.series_columns(PARAMS.horizons)
     step = pd.Timedelta("1h")
-    history = registry.history_bars("1h") * step  # ret_90d reaches further back than the warm-up
+    history = catalog.history_bars("1h") * step  # ret_90d reaches further back than the warm-up
     for tail in (c["ts"].iloc[2500], c["ts"].iloc[4100], c["ts"].iloc[5990]):
         ns = tail.value
         block_start = pd.Timestamp((ns // (B * step.value)) * B * step.value, tz="UTC")
@@ -71,7 +71,7 @@ def test_bounded_history_reproduces_the_full_computation(shared_data: Path) -> N
         keep_full = full[full["ts"] >= block_start].reset_index(drop=True)
         keep_part = part[part["ts"] >= block_start].reset_index(drop=True)
         assert len(keep_full) == len(keep_part) > 0
-        _same(keep_full, keep_part, [x for x in cols if x not in registry.KEY_COLUMNS])
+        _same(keep_full, keep_part, [x for x in cols if x not in catalog.KEY_COLUMNS])
     # and a start that is too late does change values: the guarantee is not vacuous
     late = compute(c[c["ts"] >= block_start - 10 * step], **kw)
     a = full.loc[full["ts"] >= block_start, "ema_50_rel"].to_numpy()
@@ -85,7 +85,7 @@ def test_block_boundaries_barely_move_values(shared_data: Path) -> None:
     blocked = compute(c, labels=PARAMS, block_bars=512, warmup_bars=1000)
     one = compute(c, labels=PARAMS, block_bars=10**6)
     live = ~blocked["warmup"]
-    for col in registry.CANDLE_FEATURES:
+    for col in catalog.CANDLE_FEATURES:
         np.testing.assert_allclose(blocked.loc[live, col], one.loc[live, col], rtol=1e-9, atol=1e-12, err_msg=col)
 
 
@@ -115,7 +115,7 @@ def test_cross_sectional_features_use_only_their_own_bar(shared_data: Path) -> N
         a = full[full["ts"] == t].sort_values("symbol").reset_index(drop=True)
         b = cut[cut["ts"] == t].sort_values("symbol").reset_index(drop=True)
         assert len(a) == len(b) > 0
-        _same(a, b, [*registry.FEATURE_COLUMNS, "warmup"])
+        _same(a, b, [*catalog.FEATURE_COLUMNS, "warmup"])
 
 
 def test_cross_sectional_pass_on_a_tail_equals_the_full_pass(shared_data: Path) -> None:
@@ -130,8 +130,8 @@ def test_cross_sectional_pass_on_a_tail_equals_the_full_pass(shared_data: Path) 
     cutoff = pd.Timestamp("2022-03-01", tz="UTC")
     tail = per[per["ts"] >= cutoff].sample(frac=1.0, random_state=3)  # shuffled rows
     part = cross_sectional(tail)
-    key = registry.KEY_COLUMNS
+    key = catalog.KEY_COLUMNS
     a = full[full["ts"] >= cutoff].sort_values(key).reset_index(drop=True)
     b = part.sort_values(key).reset_index(drop=True)
     assert len(a) == len(b) > 1000
-    _same(a, b, registry.CROSS_FEATURES)
+    _same(a, b, catalog.CROSS_FEATURES)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from entasis.features import registry
+from entasis.features import catalog
 from entasis.features.compute import LabelParams
 from entasis.features.store import (
     ensure_label_columns,
@@ -24,16 +24,16 @@ from entasis.store.upsert import upsert_frame
 from ._data import fear_greed_csv, synthetic
 
 
-def test_table_matches_the_registry(db_url: str) -> None:
+def test_table_matches_the_catalog(db_url: str) -> None:
     with connect() as conn:
         cols = table_columns(conn, "features.bars")
         # same columns; later migrations append theirs at the end of the table
-        assert sorted(cols) == sorted(registry.output_columns([7, 14, 30]))
+        assert sorted(cols) == sorted(catalog.output_columns([7, 14, 30]))
         pk = conn.execute(
             "SELECT array_agg(a.attname ORDER BY array_position(i.indkey, a.attnum)) FROM pg_index i "
             "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
             "WHERE i.indrelid = 'features.bars'::regclass AND i.indisprimary").fetchone()
-        assert pk is not None and list(pk[0]) == registry.KEY_COLUMNS
+        assert pk is not None and list(pk[0]) == catalog.KEY_COLUMNS
         typ = conn.execute("SELECT data_type FROM information_schema.columns WHERE table_schema = 'features' "
                            "AND table_name = 'bars' AND column_name = 'ts'").fetchone()
         assert typ == ("timestamp with time zone",)
@@ -47,7 +47,7 @@ def _store(conn: object) -> pd.DataFrame:
     c = pd.concat([synthetic(150, "1d", symbol="B/USDT", seed=1), synthetic(150, "1d", symbol="A/USDT", seed=2),
                    synthetic(60, "4h", symbol="A/USDT", seed=3)])
     out = compute_universe(c, labels=LabelParams())
-    upsert_frame(conn, "features.bars", out, registry.KEY_COLUMNS)  # type: ignore[arg-type]
+    upsert_frame(conn, "features.bars", out, catalog.KEY_COLUMNS)  # type: ignore[arg-type]
     return out
 
 
@@ -57,14 +57,14 @@ def test_load_bars_filters_sorts_and_keeps_nulls(db_url: str) -> None:
         df = load_bars(conn, exchange="sim", timeframe="1d")
         assert len(df) == 300 and list(df["symbol"].unique()) == ["A/USDT", "B/USDT"]
         assert df.groupby("symbol")["ts"].apply(lambda s: s.is_monotonic_increasing).all()
-        assert list(df.columns) == registry.output_columns([7, 14, 30])
+        assert list(df.columns) == catalog.output_columns([7, 14, 30])
         assert str(df["y_cls_7d"].dtype) == "Int16" and df["y_cls_7d"].isna().sum() == 14
         assert str(df["ts"].dtype).startswith("datetime64") and str(df["ts"].dt.tz) == "UTC"
         ref = out[(out["timeframe"] == "1d")].sort_values(["symbol", "ts"]).reset_index(drop=True)
         pd.testing.assert_frame_equal(df, ref, check_dtype=False, check_exact=True)
         some = load_bars(conn, symbols=["B/USDT"], start="2021-02-01", end=pd.Timestamp("2021-02-10"),
                          columns=["rsi_14", "y_cls_30d"])
-        assert list(some.columns) == [*registry.KEY_COLUMNS, "rsi_14", "y_cls_30d"]
+        assert list(some.columns) == [*catalog.KEY_COLUMNS, "rsi_14", "y_cls_30d"]
         assert len(some) == 10 and some["ts"].min() == pd.Timestamp("2021-02-01", tz="UTC")
         assert len(load_bars(conn, timeframe="4h")) == 60
         with pytest.raises(ValueError, match=r"no column\(s\) \['nope'\]"):

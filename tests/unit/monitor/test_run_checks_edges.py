@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from entasis.config import MonitorConfig
-from entasis.features.registry import FEATURE_COLUMNS
+from entasis.features.catalog import FEATURE_COLUMNS
 from entasis.monitor.checks import run_checks
 from entasis.store.upsert import upsert_frame
 

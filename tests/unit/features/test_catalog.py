@@ -1,10 +1,10 @@
-"""The registry is the binding contract with the models and publish stages."""
+"""The feature catalogue is the binding contract with the models and publish stages."""
 
 from __future__ import annotations
 
 import pytest
 
-from entasis.features import registry
+from entasis.features import catalog
 
 # Pinned: reordering or renaming breaks trained models; change it on purpose, with a migration.
 PINNED = [
@@ -20,32 +20,32 @@ PINNED = [
 
 
 def test_feature_columns_are_pinned() -> None:
-    assert registry.FEATURE_COLUMNS == PINNED
-    groups = [registry.CANDLE_FEATURES, registry.MOMENTUM_FEATURES, registry.PERP_FEATURES,
-              registry.OPTION_FEATURES, registry.SENTIMENT_FEATURES, registry.LEVEL_FEATURES,
-              registry.CROSS_FEATURES]
+    assert catalog.FEATURE_COLUMNS == PINNED
+    groups = [catalog.CANDLE_FEATURES, catalog.MOMENTUM_FEATURES, catalog.PERP_FEATURES,
+              catalog.OPTION_FEATURES, catalog.SENTIMENT_FEATURES, catalog.LEVEL_FEATURES,
+              catalog.CROSS_FEATURES]
     assert sorted(c for g in groups for c in g) == sorted(PINNED)  # each column in exactly one group
-    assert registry.SERIES_FEATURES + registry.CROSS_FEATURES == PINNED
+    assert catalog.SERIES_FEATURES + catalog.CROSS_FEATURES == PINNED
 
 
 def test_label_columns() -> None:
-    assert registry.label_columns([30, 7, 14, 7]) == [
+    assert catalog.label_columns([30, 7, 14, 7]) == [
         "y_cls_7d", "y_ret_7d", "y_vol_7d", "y_cls_14d", "y_ret_14d", "y_vol_14d",
         "y_cls_30d", "y_ret_30d", "y_vol_30d"]
     with pytest.raises(ValueError, match="positive whole number of days"):
-        registry.label_columns([0])
+        catalog.label_columns([0])
 
 
 def test_timeframe_arithmetic() -> None:
-    assert registry.horizon_bars(7, "1h") == 168 and registry.horizon_bars(7, "1d") == 7
-    assert registry.horizon_bars(30, "4h") == 180
-    assert registry.min_history("1m") == 1441 and registry.min_history("1d") == 100
-    assert registry.block_bars("1h") >= 8 * registry.warmup_bars("1h")
+    assert catalog.horizon_bars(7, "1h") == 168 and catalog.horizon_bars(7, "1d") == 7
+    assert catalog.horizon_bars(30, "4h") == 180
+    assert catalog.min_history("1m") == 1441 and catalog.min_history("1d") == 100
+    assert catalog.block_bars("1h") >= 8 * catalog.warmup_bars("1h")
     with pytest.raises(ValueError, match="unknown timeframe '1w'"):
-        registry.bars_per_day("1w")
+        catalog.bars_per_day("1w")
 
 
 def test_symbol_mapping() -> None:
-    assert registry.underlying_of("BTC/USDT") == registry.underlying_of("BTC/USDT:USDT") == "BTC"
-    assert registry.perp_of("ETH/USDT") == "ETH/USDT:USDT" and registry.perp_of("ETH/USDT:USDT") == "ETH/USDT:USDT"
-    assert registry.pair_of("SOL/USDT:USDT") == "SOL/USDT"
+    assert catalog.underlying_of("BTC/USDT") == catalog.underlying_of("BTC/USDT:USDT") == "BTC"
+    assert catalog.perp_of("ETH/USDT") == "ETH/USDT:USDT" and catalog.perp_of("ETH/USDT:USDT") == "ETH/USDT:USDT"
+    assert catalog.pair_of("SOL/USDT:USDT") == "SOL/USDT"

@@ -1,4 +1,4 @@
-"""The one registry of feature and label columns, and the time conventions they rest on.
+"""The one catalogue of feature and label columns, and the time conventions they rest on.
 
 Time convention (binding for every stage): a bar's ``ts`` is its OPEN time, as in
 ``market.candles``. A bar's features use only data known at its CLOSE, ``ts + timeframe``:
