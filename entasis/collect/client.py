@@ -4,8 +4,8 @@ Every collector talks to an exchange through :class:`ExchangeClient` so that ret
 classification and the simulated-exchange redirect live in one place:
 
 * transient errors (``ccxt.NetworkError`` and all its subclasses: rate limits, DDoS protection,
-  timeouts, exchange not available) are retried with exponential backoff and jitter, honouring a
-  ``Retry-After`` header when the venue sends one;
+  timeouts, exchange not available) are retried by ``tenacity`` with exponential backoff and jitter
+  (:class:`RetryPolicy`), honouring a ``Retry-After`` header when the venue sends one;
 * everything else fails at once. ``AuthenticationError``, ``BadSymbol`` and ``BadRequest`` become
   :class:`FatalExchangeError` with a message that says what to fix;
 * with ``exchange.sim_url`` (env ``ENTASIS_SIM_URL``) set, every ccxt base URL
@@ -257,42 +257,70 @@ class ExchangeClient:
 
         fn = getattr(ex, method)
         label = f"{self.id} {method}({what})" if what else f"{self.id} {method}"
-        attempt = 0
-        while True:
-            t = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            except ccxt.NetworkError as e:
-                if attempt >= self.policy.max_retries:
-                    raise RetriesExhausted(
-                        f"{label}: gave up after {attempt + 1} attempts; last error "
-                        f"{type(e).__name__}: {_short(e)}"
-                    ) from e
-                wait = self.policy.delay(attempt, _retry_after_s(getattr(ex, "last_response_headers", None)))
-                log.warning("%s: %s (%s); retry %d/%d in %.2fs", label, type(e).__name__, _short(e),
-                            attempt + 1, self.policy.max_retries, wait)
-                with self._stats_lock:
-                    self.stats.retries += 1
-                attempt += 1
-                self._sleep(wait)
-            except ccxt.AuthenticationError as e:
-                raise FatalExchangeError(
-                    f"{label}: authentication failed ({type(e).__name__}: {_short(e)}); check "
-                    "ENTASIS_EXCHANGE__API_KEY / ENTASIS_EXCHANGE__API_SECRET (public data needs no key)"
-                ) from e
-            except ccxt.BadSymbol as e:
-                raise FatalExchangeError(
-                    f"{label}: the exchange does not know this symbol ({_short(e)}); use ccxt's unified "
-                    "form, 'BTC/USDT' for spot or 'BTC/USDT:USDT' for perpetuals"
-                ) from e
-            except ccxt.BadRequest as e:
-                raise FatalExchangeError(f"{label}: request rejected ({type(e).__name__}: {_short(e)})") from e
-            except ccxt.BaseError as e:
-                raise CollectError(f"{label}: {type(e).__name__}: {_short(e)}") from e
-            finally:
-                with self._stats_lock:
-                    self.stats.calls += 1
-                    self.stats.call_s += time.perf_counter() - t
+        try:
+            return self._retrying(ex, label)(self._attempt, fn, *args, **kwargs)
+        except ccxt.AuthenticationError as e:
+            raise FatalExchangeError(
+                f"{label}: authentication failed ({type(e).__name__}: {_short(e)}); check "
+                "ENTASIS_EXCHANGE__API_KEY / ENTASIS_EXCHANGE__API_SECRET (public data needs no key)"
+            ) from e
+        except ccxt.BadSymbol as e:
+            raise FatalExchangeError(
+                f"{label}: the exchange does not know this symbol ({_short(e)}); use ccxt's unified "
+                "form, 'BTC/USDT' for spot or 'BTC/USDT:USDT' for perpetuals"
+            ) from e
+        except ccxt.BadRequest as e:
+            raise FatalExchangeError(f"{label}: request rejected ({type(e).__name__}: {_short(e)})") from e
+        except ccxt.BaseError as e:
+            raise CollectError(f"{label}: {type(e).__name__}: {_short(e)}") from e
+
+    def _retrying(self, ex: Any, label: str) -> Any:
+        """tenacity's loop with our policy: only ``ccxt.NetworkError`` (and subclasses) is retried,
+        ``max_retries`` retries after the first attempt, ``RetryPolicy.delay`` waits (jittered
+        backoff, the venue's Retry-After header as a floor), ``RetriesExhausted`` at the end.
+        Everything else leaves the loop at once and is mapped by ``_call``."""
+        import ccxt
+        import tenacity
+
+        policy = self.policy
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            return policy.delay(state.attempt_number - 1,
+                                _retry_after_s(getattr(ex, "last_response_headers", None)))
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            e = state.outcome.exception() if state.outcome else None
+            # the label and the exception text only: ccxt puts neither keys nor signatures in them
+            log.warning("%s: %s (%s); retry %d/%d in %.2fs", label, type(e).__name__,
+                        _short(e) if e else "", state.attempt_number, policy.max_retries, state.upcoming_sleep)
+            with self._stats_lock:
+                self.stats.retries += 1
+
+        def give_up(state: tenacity.RetryCallState) -> Any:
+            e = state.outcome.exception() if state.outcome else None
+            raise RetriesExhausted(
+                f"{label}: gave up after {state.attempt_number} attempts; last error "
+                f"{type(e).__name__}: {_short(e) if e else ''}"
+            ) from e
+
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(ccxt.NetworkError),
+            stop=tenacity.stop_after_attempt(policy.max_retries + 1),
+            wait=wait,
+            sleep=self._sleep,
+            before_sleep=before_sleep,
+            retry_error_callback=give_up,
+        )
+
+    def _attempt(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One try of ``fn``, counted and timed for ``stats``."""
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with self._stats_lock:
+                self.stats.calls += 1
+                self.stats.call_s += time.perf_counter() - t
 
     def call_many(self, method: str, arg_list: list[tuple[Any, ...]], *, workers: int = 8,
                   what: Callable[[tuple[Any, ...]], str] = str) -> list[Any]:

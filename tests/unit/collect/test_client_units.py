@@ -1,13 +1,14 @@
 """The exchange client's pure parts: URL rewriting, backoff, Retry-After and row parsing.
 
-These use real ccxt exchange objects (no network); the HTTP behaviour is covered by the
-integration tests against the simulated exchange.
+These use real ccxt exchange objects; the retry tests (tenacity loop, Retry-After, fatal map) go over
+HTTP to a small simulated exchange. Collection end to end is covered by the integration tests.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterator
 
 import ccxt
 import numpy as np
@@ -23,6 +24,8 @@ from entasis.collect.client import (
     rewrite_urls,
 )
 from entasis.config import ExchangeConfig
+from entasis.sim.exchange import SimExchangeServer, start_server
+from entasis.sim.market import MarketSim
 
 SIM = "http://127.0.0.1:9999"
 
@@ -147,3 +150,67 @@ def test_shared_throttle_spaces_requests_across_threads() -> None:
         t.join()
     assert len(starts) == 20
     assert max(starts) - t0 >= 19 * 0.020  # 20 requests need 19 intervals, however many threads ask
+
+
+KLINES = "binance:/api/v3/klines"
+
+
+@pytest.fixture(scope="module")
+def sim_exchange() -> Iterator[SimExchangeServer]:
+    with start_server(market=MarketSim(seed=7, symbols=["BTC/USDT"], start="2023-01-01", end="2023-01-10"),
+                      option_currencies=()) as srv:
+        yield srv
+
+
+def _sim_client(srv: SimExchangeServer, sleeps: list[float], max_retries: int = 3,
+               max_s: float = 10.0) -> ExchangeClient:
+    cfg = ExchangeConfig(sim_url=srv.url, max_retries=max_retries, backoff_base_s=0.01, backoff_max_s=max_s)
+    return ExchangeClient("binance", config=cfg, sleep=sleeps.append)
+
+
+def test_retry_after_is_honoured_between_tenacity_attempts(sim_exchange: SimExchangeServer) -> None:
+    """Real 429s over HTTP: each wait is the venue's Retry-After (not the 0.01 s backoff), then the page lands."""
+    srv = sim_exchange
+    srv.faults.clear()
+    srv.faults.add(KLINES, "429", times=2, retry_after=3)
+    sleeps: list[float] = []
+    client = _sim_client(srv, sleeps)
+    since = 1672531200000  # 2023-01-01
+    df = client.fetch_ohlcv("BTC/USDT", "1h", since, since + 24 * 3_600_000, 1000)
+    assert len(df) == 24
+    assert sleeps == [3.0, 3.0]
+    assert client.stats.retries == 2
+
+
+def test_retry_after_is_capped_and_exhaustion_names_the_attempts(sim_exchange: SimExchangeServer,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    from entasis.collect.client import RetriesExhausted
+
+    srv = sim_exchange
+    srv.faults.clear()
+    srv.faults.add(KLINES, "429", times=None, retry_after=60)
+    sleeps: list[float] = []
+    client = _sim_client(srv, sleeps, max_retries=2, max_s=5.0)
+    client.load_markets()
+    caplog.set_level(logging.WARNING)
+    since = 1672531200000
+    try:
+        with pytest.raises(RetriesExhausted, match=r"gave up after 3 attempts; last error DDoSProtection"):
+            client.fetch_ohlcv("BTC/USDT", "1h", since, since + 3_600_000, 1000)
+    finally:
+        srv.faults.clear()
+    assert sleeps == [5.0, 5.0]  # Retry-After 60 s is capped at backoff_max_s
+    assert "retry 1/2 in 5.00s" in caplog.text and "retry 2/2 in 5.00s" in caplog.text
+
+
+def test_fatal_errors_are_not_retried(sim_exchange: SimExchangeServer) -> None:
+    from entasis.collect.client import FatalExchangeError
+
+    sleeps: list[float] = []
+    client = _sim_client(sim_exchange, sleeps)
+    with pytest.raises(FatalExchangeError, match="unknown symbol 'NOPE/USDT'"):
+        client.check_symbol("NOPE/USDT")
+    calls = client.stats.calls
+    with pytest.raises(FatalExchangeError, match="does not know this symbol"):
+        client.call("fetch_ohlcv", "NOPE/USDT", "1h")
+    assert sleeps == [] and client.stats.retries == 0 and client.stats.calls == calls + 1
