@@ -29,7 +29,7 @@ REFS = ("garch", "garch_t", "ewma")
 
 
 def load_candles(data: Path, assets: str) -> dict[str, Any]:
-    from entasis.features.compute import read_candle_csv
+    from entasis.features.csv_input import read_candle_csv
 
     files = sorted(data.glob("*USDT_1d.csv"))
     if not files:

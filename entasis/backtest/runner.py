@@ -78,7 +78,8 @@ def load_csv_inputs(csv: str | Path | Sequence[str | Path], *, assets: Sequence[
     """
     import pandas as pd
 
-    from entasis.features.compute import LabelParams, compute, read_candle_csv
+    from entasis.features.compute import LabelParams, compute
+    from entasis.features.csv_input import read_candle_csv
 
     s = settings
     if s is None:

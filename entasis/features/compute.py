@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -631,83 +630,3 @@ def compute_universe(
     from entasis.features.cross import with_cross_sectional
 
     return with_cross_sectional(compute_many(candles, extras, labels=labels, **kw))
-
-
-def infer_timeframe(ts: pd.Series) -> str:
-    """The timeframe whose bar length is the most common gap between consecutive bars."""
-    t = np.sort(joins.utc_ns(ts, "candles"))
-    if len(t) < 2:
-        raise ValueError("cannot infer a timeframe from fewer than 2 bars; pass timeframe=")
-    d = np.diff(t)
-    vals, counts = np.unique(d[d > 0], return_counts=True)
-    step = int(vals[np.argmax(counts)]) // _NS
-    for tf in ("1m", "5m", "15m", "1h", "4h", "1d"):
-        if catalog.timeframe_seconds(tf) == step:
-            return tf
-    raise ValueError(f"bars are {step}s apart, which is no known timeframe; pass timeframe=")
-
-
-def read_candle_csv(path: str | Path) -> pd.DataFrame:
-    """A candle CSV as ts, open, high, low, close, volume, quote_volume (``attrs``: symbol, timeframe).
-
-    Uses ``entasis.sim.replay.load_candle_csv`` (yanniedog, CryptoDataDownload, Kaggle CMC and
-    generic layouts) so the backtest and the features read CSVs the same way; falls back to a plain
-    reader of the shared-data layout when the sim stage is not installed.
-    """
-    import pandas as pd
-
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"candle CSV {p} does not exist")
-    try:
-        from entasis.sim.replay import load_candle_csv
-    except ImportError:
-        pass
-    else:
-        return load_candle_csv(p)
-    df = pd.read_csv(p)
-    df.columns = [c.strip().lower() for c in df.columns]
-    tcol = next((c for c in ("ts", "timestamp", "date", "time", "open_time") if c in df.columns), None)
-    if tcol is None:
-        raise ValueError(f"{p}: no timestamp column (expected one of ts, timestamp, date, open_time)")
-    t = df[tcol]
-    if pd.api.types.is_numeric_dtype(t):
-        unit = "ms" if t.abs().max() > 10**11 else "s"
-        df["ts"] = pd.to_datetime(t, unit=unit, utc=True)
-    else:
-        df["ts"] = pd.to_datetime(t, utc=True)
-    if tcol != "ts":
-        df = df.drop(columns=[tcol])
-    return df
-
-
-def compute_from_candles_csv(
-    path: str | Path,
-    *,
-    timeframe: str | None = None,
-    exchange: str = "csv",
-    symbol: str | None = None,
-    extras: Extras | None = None,
-    labels: LabelParams | None = None,
-) -> pd.DataFrame:
-    """Features straight from a candle CSV (for the backtest CLI): same ``compute``, no database.
-
-    The symbol defaults to what the file says, else its name ('BTCUSDT_1d.csv' -> 'BTC/USDT'); the
-    timeframe to what the name says, else the most common bar spacing. Duplicate or unsorted-and-
-    conflicting bars are an error (clean such files first; compute never guesses which row is right).
-    """
-    df = read_candle_csv(path)
-    tf = timeframe or (str(df["timeframe"].iloc[0]) if "timeframe" in df.columns and len(df) else None)
-    tf = tf or df.attrs.get("timeframe") or infer_timeframe(df["ts"])
-    sym = symbol or (str(df["symbol"].iloc[0]) if "symbol" in df.columns and len(df) else None)
-    sym = sym or df.attrs.get("symbol") or _symbol_from_name(path)
-    df = df.drop(columns=[c for c in ("exchange", "symbol", "timeframe") if c in df.columns])
-    return compute(df, extras, timeframe=tf, exchange=exchange, symbol=sym, labels=labels)
-
-
-def _symbol_from_name(path: str | Path) -> str:
-    stem = Path(path).stem.split("_")[0].upper()
-    for quote in ("USDT", "USDC", "BUSD", "USD", "BTC", "EUR"):
-        if stem.endswith(quote) and len(stem) > len(quote):
-            return f"{stem[: -len(quote)]}/{quote}"
-    return stem

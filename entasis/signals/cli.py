@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
         params = LevelParams.from_config(s.signals.levels)
         try:
             if csv is not None:
-                from entasis.features.compute import read_candle_csv
+                from entasis.features.csv_input import read_candle_csv
 
                 candles = read_candle_csv(csv)
             else:
@@ -143,7 +143,7 @@ def register_eval(app: typer.Typer) -> None:
         from rich.table import Table
 
         from entasis.config import get_settings
-        from entasis.features.compute import read_candle_csv
+        from entasis.features.csv_input import read_candle_csv
         from entasis.signals.evaluate import compare, touch_events
         from entasis.signals.levels import LevelParams
 

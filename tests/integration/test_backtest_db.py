@@ -15,7 +15,8 @@ from tests.unit.backtest.synth import tiny
 
 def _btc(shared_data: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Real BTC daily candles 2019-2021 and their features (computed in-process), plus real funding."""
-    from entasis.features.compute import compute, read_candle_csv
+    from entasis.features.compute import compute
+    from entasis.features.csv_input import read_candle_csv
 
     c = read_candle_csv(shared_data / "binance_spot_yanniedog" / "1d" / "BTCUSDT_1d.csv")
     c["ts"] = pd.to_datetime(c["ts"], utc=True)

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from entasis.backtest.baselines import BASELINES
 from entasis.config import get_settings
-from entasis.features.compute import LabelParams, compute, compute_from_candles_csv
+from entasis.features.compute import LabelParams, compute
+from entasis.features.csv_input import compute_from_candles_csv
 from entasis.models.base import ModelError
 from entasis.models.train import train_and_register
 from entasis.registry import models as reg

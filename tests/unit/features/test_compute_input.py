@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from entasis.features import catalog
-from entasis.features.compute import LabelParams, compute, compute_from_candles_csv, compute_many, infer_timeframe
+from entasis.features.compute import LabelParams, compute, compute_many
+from entasis.features.csv_input import compute_from_candles_csv, infer_timeframe
 
 from ._data import candles, synthetic
 

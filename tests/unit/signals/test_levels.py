@@ -99,7 +99,7 @@ def test_evaluation_finds_real_levels_in_a_ranging_market() -> None:
 
 
 def test_evaluation_on_real_candles_smoke(shared_data: Path) -> None:
-    from entasis.features.compute import read_candle_csv
+    from entasis.features.csv_input import read_candle_csv
 
     df = read_candle_csv(shared_data / "binance_spot_yanniedog" / "1d" / "BTCUSDT_1d.csv").tail(500)
     res = compare(touch_events(df, n_controls=2), n_boot=200)
