@@ -66,7 +66,8 @@ def _run(symbols: list[str]) -> int:
 
     from entasis.config import get_settings
     from entasis.features.compute import LabelParams, compute
-    from entasis.models.base import build_model, target_column
+    from entasis.models.base import target_column
+    from entasis.models.factory import build_model
     from entasis.publish.champions import Champion
     from entasis.publish.factors import Explainer
     from entasis.publish.predictions import publish_predictions

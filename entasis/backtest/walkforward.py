@@ -133,7 +133,8 @@ def resolve_specs(models: Sequence[ModelSpec]) -> list[_Spec]:
 
 
 def _build(spec: _Spec, features: list[str]) -> Model:
-    from entasis.models.base import ModelError, build_model
+    from entasis.models.base import ModelError
+    from entasis.models.factory import build_model
 
     params = dict(spec.params)
     params.setdefault("features", features)

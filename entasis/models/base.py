@@ -2,10 +2,10 @@
 
 The ensemble, the walk-forward backtest and the publisher all speak to a :class:`Model`:
 
-``model = build_model("lstm", seq_len=90, max_epochs=100)``  (or ``build_from_config({"name": "xgb", ...})``)
+``model = build_model("lstm", seq_len=90, max_epochs=100)``  (:mod:`entasis.models.factory`; or ``build_from_config``)
 ``model.fit(train, target="y_cls_7d", valid=valid)``
 ``proba = model.predict_proba(rows, history=earlier_rows)``
-``model.save(path)`` / ``load_model(path)`` (or ``ModelClass.load(path)``)
+``model.save(path)`` / ``factory.load_model(path)`` (or ``ModelClass.load(path)``)
 
 Input contract (identical for the sequence LSTM and the tabular trees)
 ----------------------------------------------------------------------
@@ -42,14 +42,15 @@ Gaps in time are not detected: windows count bars, not days (features.bars has o
 
 Persistence: ``save(path)`` writes a directory of native, non-executable formats (torch state dict
 loaded with ``weights_only=True``, xgboost UBJ/JSON, lightgbm text, skops for scikit-learn, ``.npz``
-for scalers, JSON for the spec). ``load_model(path)`` reads ``spec.json`` to pick the class.
+for scalers, JSON for the spec). ``factory.load_model(path)`` reads ``spec.json`` to pick the class; this
+module never imports its subclasses (the factory sits above them).
 """
 
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -192,10 +193,11 @@ class Model(ABC):
         """Rebuild a fitted model saved with :meth:`save`."""
         p = Path(path)
         spec = read_spec(p)
-        if cls.kind and spec["kind"] != cls.kind:
+        if not cls.kind:
+            raise ModelError("Model.load needs a concrete class; use entasis.models.factory.load_model")
+        if spec["kind"] != cls.kind:
             raise ModelError(f"{p} holds a {spec['kind']!r} model, not {cls.kind!r}")
-        klass = MODEL_CLASSES[spec["kind"]] if not cls.kind else cls
-        model = klass(**spec["params"])
+        model = cls(**spec["params"])
         st = spec.get("state", {})
         model.features = st.get("features")
         model.assets = list(st.get("assets") or [])
@@ -228,64 +230,14 @@ def _json_default(o: Any) -> Any:
 
 
 def read_spec(path: Path) -> dict[str, Any]:
+    """The saved model's spec.json (kind, params, state); an error naming the path when it is not one."""
     f = path / SPEC_FILE
     if not f.exists():
         raise ModelError(f"{path} is not a saved model (no {SPEC_FILE})")
     spec: dict[str, Any] = json.loads(f.read_text())
-    if spec.get("kind") not in MODEL_CLASSES:
-        _import_builtin_models()
-    if spec.get("kind") not in MODEL_CLASSES:
-        raise ModelError(f"{f}: unknown model kind {spec.get('kind')!r}")
+    if not isinstance(spec.get("kind"), str) or not spec["kind"]:
+        raise ModelError(f"{f}: no model kind")
     return spec
-
-
-# -- factory -------------------------------------------------------------------------------------
-MODEL_CLASSES: dict[str, type[Model]] = {}
-
-
-def register_model(cls: type[Model]) -> type[Model]:
-    """Class decorator: make a Model buildable by its ``kind`` name."""
-    if not cls.kind:
-        raise ModelError(f"{cls.__name__} needs a non-empty kind")
-    MODEL_CLASSES[cls.kind] = cls
-    return cls
-
-
-def _import_builtin_models() -> None:
-    # Imported lazily so `import entasis.models.base` stays light (no torch / xgboost at CLI start-up).
-    from entasis.models import ensemble, lstm, trees  # noqa: F401
-
-
-def available_models() -> list[str]:
-    _import_builtin_models()
-    return sorted(MODEL_CLASSES)
-
-
-def build_model(name: str, **params: Any) -> Model:
-    """A fresh, unfitted model by name: ``lstm``, ``rf``, ``xgb``, ``lgbm`` or ``ensemble``."""
-    _import_builtin_models()
-    if name not in MODEL_CLASSES:
-        raise ModelError(f"unknown model {name!r}; expected one of {', '.join(sorted(MODEL_CLASSES))}")
-    try:
-        return MODEL_CLASSES[name](**params)
-    except TypeError as e:
-        raise ModelError(f"bad parameters for model {name!r}: {e}") from None
-
-
-def build_from_config(config: Mapping[str, Any]) -> Model:
-    """Build from a dict such as ``{"name": "xgb", "n_estimators": 300}`` (``kind`` is accepted too)."""
-    cfg = dict(config)
-    name = cfg.pop("name", None) or cfg.pop("kind", None)
-    if not name:
-        raise ModelError(f"model config needs a 'name' key; got keys {sorted(config)}")
-    return build_model(str(name), **cfg)
-
-
-def load_model(path: str | Path) -> Model:
-    """Load any saved model, dispatching on the ``kind`` in its spec.json."""
-    p = Path(path)
-    spec = read_spec(p)
-    return MODEL_CLASSES[spec["kind"]].load(p)
 
 
 def empty_proba(index: pd.Index) -> pd.DataFrame:

@@ -37,14 +37,11 @@ from entasis.models.base import (
     PROBA_COLUMNS,
     Model,
     ModelError,
-    build_model,
     default_features,
     label_array,
-    load_model,
     proba_frame,
-    register_model,
 )
-from entasis.models.weights import apply_temperature, confidence, fit_temperature, fit_weights
+from entasis.models.lstm import LSTMModel
 from entasis.models.stacking import (
     OOF,
     PRIOR_TRAILING,
@@ -55,6 +52,8 @@ from entasis.models.stacking import (
     decide,
     prior_inputs,
 )
+from entasis.models.trees import LightGBMModel, RandomForestModel, XGBoostModel
+from entasis.models.weights import apply_temperature, confidence, fit_temperature, fit_weights
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -91,7 +90,20 @@ def resolve_weights(members: Sequence[str], weights: str | Mapping[str, float]) 
     return {m: v / total for m, v in raw.items()}
 
 
-@register_model
+# The models an ensemble can hold (the factory, above this module, builds the ensemble itself).
+MEMBER_CLASSES: dict[str, type[Model]] = {
+    cls.kind: cls for cls in (LSTMModel, RandomForestModel, XGBoostModel, LightGBMModel)}
+
+
+def member_class(name: str) -> type[Model]:
+    """The class of an ensemble member by name (a clear error naming the known ones otherwise)."""
+    try:
+        return MEMBER_CLASSES[name]
+    except KeyError:
+        raise ModelError(f"unknown ensemble member {name!r}; expected one of {', '.join(sorted(MEMBER_CLASSES))}"
+                         ) from None
+
+
 class EnsembleModel(Model):
     kind = "ensemble"
 
@@ -151,7 +163,10 @@ class EnsembleModel(Model):
     def _build(self, name: str) -> Model:
         params = {"features": self.features, "pooled": self.pooled, "seed": self.seed,
                   **self.member_params.get(name, {})}
-        return build_model(name, **params)
+        try:
+            return member_class(name)(**params)
+        except TypeError as e:
+            raise ModelError(f"bad parameters for member {name!r}: {e}") from None
 
     def fit(self, train: pd.DataFrame, target: str, *, valid: pd.DataFrame | None = None,
             history: pd.DataFrame | None = None,
@@ -354,7 +369,7 @@ class EnsembleModel(Model):
             m.save(path / MEMBER_DIR.format(name))
 
     def _load_state(self, path: Path, state: dict[str, Any]) -> None:
-        self.models = {name: load_model(path / MEMBER_DIR.format(name)) for name in self.members}
+        self.models = {name: member_class(name).load(path / MEMBER_DIR.format(name)) for name in self.members}
         self.weights = {k: float(v) for k, v in state["weights_fitted"].items()}
         self.temperatures = {k: float(v) for k, v in state["temperatures"].items()}
         st = state.get("stacker")

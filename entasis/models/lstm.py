@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from entasis.models.base import N_CLASSES, Model, ModelError, default_features, proba_frame, register_model
+from entasis.models.base import N_CLASSES, Model, ModelError, default_features, proba_frame
 from entasis.models.datasets import Standardizer, asset_onehot, class_weights, prepare_fit, prepare_predict
 
 if TYPE_CHECKING:
@@ -211,7 +211,6 @@ class TorchSeqTrainer:
         return torch.cat(outs) if outs else torch.zeros((0, 1))
 
 
-@register_model
 class LSTMModel(Model):
     """Stacked-LSTM direction classifier (see the module docstring; contract in ``entasis.models.base``)."""
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from entasis.models.base import N_CLASSES, Model, ModelError, default_features, proba_frame, register_model
+from entasis.models.base import N_CLASSES, Model, ModelError, default_features, proba_frame
 from entasis.models.datasets import (
     Prepared,
     Standardizer,
@@ -141,7 +141,6 @@ RF_FILE = "rf.skops"
 _RF_TRUSTED_PREFIXES = ("sklearn.", "numpy.")
 
 
-@register_model
 class RandomForestModel(TabularModel):
     kind = "rf"
 
@@ -194,7 +193,6 @@ class RandomForestModel(TabularModel):
 XGB_FILE = "xgb.ubj"
 
 
-@register_model
 class XGBoostModel(TabularModel):
     kind = "xgb"
 
@@ -271,7 +269,6 @@ class XGBoostModel(TabularModel):
 LGBM_FILE = "lgbm.txt"
 
 
-@register_model
 class LightGBMModel(TabularModel):
     kind = "lgbm"
 

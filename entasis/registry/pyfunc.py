@@ -49,8 +49,8 @@ class EntasisPyfunc(PythonModel):
         self.load_dir(Path(context.artifacts[ARTIFACT]))
 
     def load_dir(self, root: Path) -> None:
-        from entasis.models.base import load_model
         from entasis.models.ensemble import EnsembleModel
+        from entasis.models.factory import load_model
         from entasis.models.volatility import VolatilityModel
 
         self.spec = json.loads((root / SPEC).read_text())

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entasis.models.base import ModelError, build_model, default_features
+from entasis.models.base import ModelError, default_features
 from entasis.models.datasets import Standardizer, make_context, split_frame, tabular
+from entasis.models.factory import build_model
 from entasis.models.trees import LightGBMModel
 
 from ._synth import FEATS, TARGET, TINY

@@ -8,7 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entasis.models.base import PROBA_COLUMNS, ModelError, build_model, load_model
+from entasis.models.base import PROBA_COLUMNS, ModelError
+from entasis.models.datasets import Split, split_frame
+from entasis.models.ensemble import DEFAULT_WEIGHTS, EnsembleModel, resolve_weights
+from entasis.models.factory import build_model, load_model
 from entasis.models.weights import (
     apply_temperature,
     confidence,
@@ -17,8 +20,6 @@ from entasis.models.weights import (
     fit_weights,
     log_loss,
 )
-from entasis.models.datasets import Split, split_frame
-from entasis.models.ensemble import DEFAULT_WEIGHTS, EnsembleModel, resolve_weights
 
 from ._synth import FEATS, TARGET, TINY, labels
 

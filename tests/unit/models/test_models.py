@@ -8,16 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entasis.models.base import (
-    PROBA_COLUMNS,
-    Model,
-    ModelError,
-    available_models,
-    build_from_config,
-    build_model,
-    load_model,
-)
+from entasis.models.base import PROBA_COLUMNS, Model, ModelError
 from entasis.models.datasets import split_frame
+from entasis.models.factory import available_models, build_from_config, build_model, load_model
 from entasis.models.lstm import LSTMModel
 from entasis.models.scoring import classification_metrics
 from entasis.models.trees import RandomForestModel

@@ -40,8 +40,9 @@ def test_random_forest_contributions_add_up_exactly():
 @pytest.mark.parametrize("kind", ["lgbm", "xgb"])
 def test_boosted_tree_shap_explains_the_iterations_predict_uses(kind):
     """softmax(E[margin] + sum of SHAP) reproduces the model's own probabilities (best iteration)."""
-    from entasis.models.base import build_model, target_column
+    from entasis.models.base import target_column
     from entasis.models.datasets import prepare_predict
+    from entasis.models.factory import build_model
     from entasis.publish.factors import Explainer
 
     rows = md.training_rows(7)
@@ -93,7 +94,7 @@ def test_asset_one_hot_is_one_factor_valued_by_symbol():
 
 
 def test_occlusion_fallback_for_models_without_trees():
-    from entasis.models.base import build_model
+    from entasis.models.factory import build_model
     from entasis.publish.factors import Explainer
 
     # a model without tree members (an LSTM, unfitted here: choosing the method needs no weights)
