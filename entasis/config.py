@@ -1,9 +1,10 @@
 """One validated place for every setting.
 
 Values come, in order of precedence, from init kwargs, ``ENTASIS_*`` environment variables
-(nested with ``__``, e.g. ``ENTASIS_SPARK__MASTER``; the common ones also have flat aliases such
-as ``ENTASIS_DATABASE_URL``), an optional YAML file (``ENTASIS_CONFIG`` or ``./entasis.yaml``),
-then the defaults below. Secrets are ``SecretStr`` and never printed.
+(nested with ``__``, e.g. ``ENTASIS_SPARK__MASTER``; the common ones also have flat names such
+as ``ENTASIS_DATABASE_URL``, read through ``AliasChoices`` and beaten by the nested name), an
+optional YAML file (``ENTASIS_CONFIG`` or ``./entasis.yaml``, pydantic-settings' own YAML source),
+then the defaults below. Sources merge field by field. Secrets are ``SecretStr`` and never printed.
 """
 
 from __future__ import annotations
@@ -13,8 +14,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
 EXCHANGES = ("binance", "binanceusdm", "bybit", "deribit")
@@ -239,28 +245,6 @@ class Settings(BaseSettings):
     api: ApiConfig = Field(default_factory=ApiConfig)
     signals: SignalsConfig = Field(default_factory=SignalsConfig)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _flat_aliases(cls, data: Any) -> Any:
-        """Accept the documented flat env names (ENTASIS_DATABASE_URL, ...) beside nested ones."""
-        if not isinstance(data, dict):
-            return data
-        aliases = {
-            "ENTASIS_DATABASE_URL": ("database", "url"),
-            "ENTASIS_MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
-            "ENTASIS_SPARK_MASTER": ("spark", "master"),
-            "ENTASIS_JDBC_JAR": ("spark", "jdbc_jar"),
-            "ENTASIS_SIM_URL": ("exchange", "sim_url"),
-            "ENTASIS_REDIS_URL": ("api", "redis_url"),
-        }
-        for env, (section, key) in aliases.items():
-            val = os.environ.get(env)
-            if val:
-                sec = dict(data.get(section) or {})
-                sec.setdefault(key, val)
-                data[section] = sec
-        return data
-
     @classmethod
     def settings_customise_sources(
         cls,
@@ -270,7 +254,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, _FlatEnvFilter(env_settings), _YamlSource(settings_cls))
+        """init kwargs > nested env > flat env names > YAML file > defaults (sources are deep-merged)."""
+        return (init_settings, env_settings, _FlatEnvSource(settings_cls), _yaml_source(settings_cls))
 
     def masked(self) -> dict[str, Any]:
         """A printable dict: secrets become '**********', never their value."""
@@ -281,42 +266,49 @@ class Settings(BaseSettings):
         return self.database.url.get_secret_value() if self.database.url else None
 
 
-class _FlatEnvFilter(PydanticBaseSettingsSource):
-    """Env source that ignores the flat aliases handled in ``_flat_aliases``."""
+class _FlatEnv(BaseSettings):
+    """The documented flat env names (ENTASIS_DATABASE_URL, ...), read by pydantic-settings through
+    each field's ``AliasChoices``. A field named ``section__key`` sets that nested field; the nested
+    name (``ENTASIS_DATABASE__URL``) wins when both are set, and either beats the YAML file."""
 
-    _FLAT = {"database_url", "mlflow_tracking_uri", "spark_master", "jdbc_jar", "sim_url", "config", "redis_url"}
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
 
-    def __init__(self, inner: PydanticBaseSettingsSource) -> None:
-        super().__init__(inner.settings_cls)
-        self.inner = inner
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
-        return self.inner.get_field_value(field, field_name)
-
-    def __call__(self) -> dict[str, Any]:
-        data = self.inner()
-        return {k: v for k, v in data.items() if k not in self._FLAT}
+    database__url: str | None = Field(None, validation_alias=AliasChoices("ENTASIS_DATABASE_URL"))
+    mlflow__tracking_uri: str | None = Field(None, validation_alias=AliasChoices("ENTASIS_MLFLOW_TRACKING_URI"))
+    spark__master: str | None = Field(None, validation_alias=AliasChoices("ENTASIS_SPARK_MASTER"))
+    spark__jdbc_jar: str | None = Field(None, validation_alias=AliasChoices("ENTASIS_JDBC_JAR"))
+    exchange__sim_url: str | None = Field(None, validation_alias=AliasChoices("ENTASIS_SIM_URL"))
+    api__redis_url: str | None = Field(None, validation_alias=AliasChoices("ENTASIS_REDIS_URL"))
 
 
-class _YamlSource(PydanticBaseSettingsSource):
-    """Optional YAML file: ENTASIS_CONFIG, else ./entasis.yaml when it exists."""
+class _FlatEnvSource(PydanticBaseSettingsSource):
+    """The flat env names as nested settings ({"database": {"url": ...}})."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        path = os.environ.get("ENTASIS_CONFIG")
-        p = Path(path) if path else Path("entasis.yaml")
-        if not p.exists():
-            if path:
-                raise ConfigError(f"ENTASIS_CONFIG points at {p}, which does not exist")
-            return {}
-        import yaml
+        out: dict[str, dict[str, Any]] = {}
+        for name, value in _FlatEnv().model_dump(exclude_none=True).items():
+            section, key = name.split("__", 1)
+            out.setdefault(section, {})[key] = value
+        return out
 
-        data = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: top level must be a mapping")
-        return data
+
+def _yaml_source(settings_cls: type[BaseSettings]) -> YamlConfigSettingsSource:
+    """pydantic-settings' YAML source on ENTASIS_CONFIG (which must exist), else ./entasis.yaml if present."""
+    path = os.environ.get("ENTASIS_CONFIG")
+    p = Path(path) if path else Path("entasis.yaml")
+    if path and not p.is_file():
+        raise ConfigError(f"ENTASIS_CONFIG points at {p}, which does not exist")
+    import yaml
+
+    try:
+        return YamlConfigSettingsSource(settings_cls, yaml_file=p)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: not valid YAML ({err})") from None
+    except (TypeError, ValueError, AttributeError):
+        raise ConfigError(f"{p}: top level must be a mapping of settings") from None
 
 
 def _format_error(err: ValidationError) -> str:
