@@ -167,7 +167,8 @@ def load_db_inputs(conn: psycopg.Connection, *, assets: Sequence[str] | None, ti
         perps = {perp_of(x): x for x in syms}
         with conn.cursor() as cur:
             cur.execute("SELECT symbol, ts, funding_rate FROM market.funding_rates WHERE exchange = %s "
-                        "AND symbol = ANY(%s) ORDER BY symbol, ts", (s.universe.perp_exchange, list(perps)))
+                        "AND symbol = ANY(%s) AND ts <= %s ORDER BY symbol, ts",
+                    (s.universe.perp_exchange, list(perps), (t_end + step).to_pydatetime()))
             fund = pd.DataFrame(cur.fetchall(), columns=["symbol", "ts", "funding_rate"])
         if len(fund):
             fund["symbol"] = fund["symbol"].map(lambda x: perps.get(x, pair_of(x)))
@@ -179,10 +180,13 @@ def load_db_inputs(conn: psycopg.Connection, *, assets: Sequence[str] | None, ti
 
 
 def blank_unknown_labels(frame: pd.DataFrame, known_by: object, timeframe: str) -> pd.DataFrame:
-    """NULL every label whose outcome (the close of bar t + h) comes after ``known_by``.
+    """The rows as known at ``known_by``: rows of bars not closed by then (a bar opening at ``t``
+    closes at ``t + timeframe``) are dropped, and every label whose outcome (the close of bar t + h)
+    comes after ``known_by`` is NULLed.
 
-    A backtest re-run for a past interval then scores exactly what was knowable at its end, whatever
-    the database holds today (the same rule the train job applies to its training rows).
+    A backtest, training or promotion re-run for a past interval then sees exactly what was knowable at
+    its end, whatever the database holds today: a daily bar that opened at 00:00 is not known at 02:00
+    the same day, even when the database has it (and its features) by the time of the re-run.
     """
     import re
 
@@ -192,7 +196,9 @@ def blank_unknown_labels(frame: pd.DataFrame, known_by: object, timeframe: str) 
     step = pd.Timedelta(timeframe)
     per_day = max(1, int(pd.Timedelta(days=1) / step))
     ts = pd.to_datetime(frame["ts"], utc=True)
-    out = frame.copy()
+    closed = (ts + step <= cut).to_numpy()
+    out = frame.loc[closed].copy()
+    ts = ts[closed]
     for col in frame.columns:
         m = re.fullmatch(r"y_(?:cls|ret|vol)_(\d+)d", str(col))
         if m:

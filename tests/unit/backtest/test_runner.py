@@ -17,10 +17,16 @@ def test_labels_after_the_cutoff_are_blanked() -> None:
     f = pd.DataFrame({"symbol": "A/USDT", "ts": ts, "rsi_14": 50.0,
                       "y_cls_7d": pd.array([1] * 12, dtype="Int16"), "y_ret_7d": 0.01, "y_cls_2d": 2.0})
     out = blank_unknown_labels(f, "2021-01-10", "1d")
+    # bars not closed by 01-10 00:00 are not known at all: the bar of 01-09 closes at 01-10 (kept),
+    # the bars of 01-10 .. 01-12 close after it (dropped, features and all)
+    assert out["ts"].max() == pd.Timestamp("2021-01-09", tz="UTC") and len(out) == 9
     # the 7-day label of day t is known at the close of day t+7, i.e. t + 8 days <= 01-10 -> t <= 01-02
-    assert out["y_cls_7d"].notna().tolist() == [True, True] + [False] * 10
+    assert out["y_cls_7d"].notna().tolist() == [True, True] + [False] * 7
     assert out["y_ret_7d"].notna().sum() == 2
     assert out["y_cls_2d"].notna().sum() == 7           # t + 3 days <= 01-10
+    # a cut-off during the day (the train DAG's Sunday 02:00): the bar that opened at 00:00 is still open
+    assert blank_unknown_labels(f, "2021-01-10 02:00", "1d")["ts"].max() == pd.Timestamp("2021-01-09", tz="UTC")
+    assert len(blank_unknown_labels(f, "2021-01-11", "1d")) == 10
     assert (out["rsi_14"] == 50.0).all()                # features untouched
     assert f["y_cls_7d"].notna().all()                  # input not modified
 
