@@ -19,6 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from entasis.domain import CLASS_NAMES
+
 app = typer.Typer(help="Entasis Engine: batch ML pipeline for crypto markets.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 db_app = typer.Typer(help="The PostgreSQL store.", no_args_is_help=True)
@@ -132,7 +134,7 @@ def demo(
     wide = Console(width=max(console.width, 180))  # the tables are wide; don't squeeze them into 80 columns
     t = Table("asset", "h", "as_of", "model", "class", "p_bear", "p_neut", "p_bull", "conf", "level", "target",
               "actual", "correct", title="ml.predictions (latest first)")
-    names = {0: "bearish", 1: "neutral", 2: "bullish"}
+    names = dict(enumerate(CLASS_NAMES))
     for r in res["predictions"]:
         t.add_row(r[0], str(r[1]), f"{r[2]:%Y-%m-%d}", str(r[3]), names.get(r[4], "?"), str(r[5]), str(r[6]),
                   str(r[7]), str(r[8]), r[9], f"{r[10]:%Y-%m-%d}", "" if r[11] is None else names[r[11]],

@@ -135,7 +135,7 @@ class BandRule:
 
     def band(self, horizon: int, rvol_20: Any = None) -> Any:
         """The band for this horizon: a float (fixed), or per ``rvol_20`` value (array in, array out;
-        NaN where the volatility is unknown, None for a scalar None)."""
+        NaN where the volatility is unknown; None for an unknown scalar)."""
         if self.band_mode == "fixed":
             return self.neutral_band
         if rvol_20 is None:
@@ -144,7 +144,7 @@ class BandRule:
         # this exact order of operations: the stored labels were computed with it (bit-identical rebuilds)
         if np.ndim(rvol_20) == 0:
             v = float(rvol_20)
-            return self.vol_scale * v * root if math.isfinite(v) else float("nan")
+            return self.vol_scale * v * root if math.isfinite(v) else None
         return self.vol_scale * np.asarray(rvol_20, dtype=np.float64) * root
 
 
@@ -243,6 +243,7 @@ def bars_per_year(timeframe: str, known: Iterable[str] | None = None) -> float:
 
 # --- time ----------------------------------------------------------------------------------------
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ISO_HINT = "use ISO 8601 with a zone, e.g. 2024-05-01 (a UTC day) or 2024-05-01T06:00:00+00:00"
 
 
 def utc_timestamp(value: Any, what: str = "time") -> pd.Timestamp:
@@ -254,22 +255,21 @@ def utc_timestamp(value: Any, what: str = "time") -> pd.Timestamp:
     if value is None or value is pd.NaT:
         raise ValueError(f"{what} is missing")
     if isinstance(value, bool) or not isinstance(value, str | datetime | np.datetime64):
-        raise ValueError(f"{what}={value!r} is not a time (give an ISO 8601 string or an aware datetime)")
+        raise ValueError(f"{what}={value!r} is not a timestamp; {_ISO_HINT}")
     if isinstance(value, str):
         text = value.strip()
         if _DATE_ONLY.match(text):
             text += "T00:00:00+00:00"
-        try:
-            t = pd.Timestamp(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+        try:  # strictly ISO 8601 (pandas alone would read 'June 1st')
+            t = pd.Timestamp(datetime.fromisoformat(text))
         except (TypeError, ValueError):
-            raise ValueError(f"{what}={value!r} is not an ISO 8601 time (e.g. 2024-05-01 or "
-                             "2024-05-01T06:00:00+00:00)") from None
+            raise ValueError(f"{what}={value!r} is not a timestamp; {_ISO_HINT}") from None
     else:
         t = pd.Timestamp(value)
     if t is pd.NaT:
         raise ValueError(f"{what} is missing")
     if t.tzinfo is None:
-        raise ValueError(f"{what}={value!r} has no time zone; give a UTC-aware time (e.g. with +00:00 or Z)")
+        raise ValueError(f"{what}={value!r} has no time zone; {_ISO_HINT}")
     return t.tz_convert("UTC")
 
 

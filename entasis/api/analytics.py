@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-CLASS_NAMES = ("bearish", "neutral", "bullish")
+from entasis import domain
+
 BASELINE_NAME = "trailing_majority"
 LIVE_WINDOW_DAYS = 30  # as ml.model_status: reconciled predictions with target date in the 30 days to the last
 
@@ -36,11 +37,7 @@ class Outcome:
 
 
 def class_name(c: int | None) -> str | None:
-    if c is None:
-        return None
-    if c not in (0, 1, 2):
-        raise ValueError(f"class must be 0, 1 or 2; got {c!r}")
-    return CLASS_NAMES[c]
+    return None if c is None else domain.class_name(c)
 
 
 def majority(classes: Iterable[int]) -> int | None:

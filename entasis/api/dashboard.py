@@ -20,6 +20,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from entasis.api import analytics, service
 from entasis.api.cache import cache_key
+from entasis.domain import CLASS_NAMES, class_code
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -64,7 +65,7 @@ def _layout(title: str, **kw: Any) -> dict[str, Any]:
 def probabilities_figure(latest: list[dict[str, Any]]) -> dict[str, Any]:
     x = [p["timeframe"] for p in latest]
     data = [{"type": "bar", "name": c, "x": x, "y": [p["probabilities"][c] for p in latest],
-             "marker": {"color": CLASS_COLOURS[c]}} for c in analytics.CLASS_NAMES]
+             "marker": {"color": CLASS_COLOURS[c]}} for c in CLASS_NAMES]
     return {"data": data, "layout": _layout("Latest prediction: class probabilities", barmode="group",
                                             yaxis={"range": [0, 1], "title": {"text": "probability"}})}
 
@@ -146,10 +147,10 @@ async def _asset_page(sv: Serving, asset: str, horizon: int) -> str:
             "AND ts >= %(lo)s ORDER BY ts",
             {"ex": s.universe.exchange, "a": asset, "tf": s.universe.model_timeframe, "lo": start - 30 * step})]
     outcomes = [analytics.Outcome(asset=asset, horizon=horizon, as_of=p["predicted_at"], target_date=p["target_date"],
-                                  predicted_class=analytics.CLASS_NAMES.index(p["predicted_class"]),
+                                  predicted_class=class_code(p["predicted_class"]),
                                   confidence=p["confidence"],
                                   actual_class=None if p["actual_class"] is None
-                                  else analytics.CLASS_NAMES.index(p["actual_class"]))
+                                  else class_code(p["actual_class"]))
                 for p in preds]
     calls = analytics.baseline_calls(outcomes)
     champs = await st.fetch(

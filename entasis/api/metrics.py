@@ -16,7 +16,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from entasis.api.analytics import BASELINE_NAME, CLASS_NAMES
+from entasis.api.analytics import BASELINE_NAME
+from entasis.domain import CLASS_NAMES
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 REQUEST_SECONDS = "entasis_api_request_duration_seconds"

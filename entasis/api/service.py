@@ -22,11 +22,10 @@ from entasis.api.analytics import (
     hit_rate,
     live_hit_rate,
 )
+from entasis.domain import POOLED
 
 if TYPE_CHECKING:
     from entasis.api.store import ReaderStore
-
-POOLED = "pooled"
 
 
 class UnknownAsset(LookupError):

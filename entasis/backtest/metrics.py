@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from entasis.backtest.folds import BacktestError
+from entasis.domain import CLASS_NAMES, HIGH_CONFIDENCE, MEDIUM_CONFIDENCE, confidence_levels
 
 if TYPE_CHECKING:
     import pandas as pd
 
 EPS = 1e-12
-CLASS_NAMES = ("bearish", "neutral", "bullish")
-HIGH, MEDIUM = 0.70, 0.50
+HIGH, MEDIUM = HIGH_CONFIDENCE, MEDIUM_CONFIDENCE  # probability scale (entasis.domain)
 N_BINS = 10
 
 
@@ -98,8 +98,8 @@ def ece(p: np.ndarray, y: np.ndarray, pred: np.ndarray | None = None, n_bins: in
 
 
 def confidence_level(p: np.ndarray) -> np.ndarray:
-    conf = np.asarray(p, dtype=np.float64).max(axis=1)
-    return np.where(conf >= HIGH, "high", np.where(conf >= MEDIUM, "medium", "low"))
+    """The level of each row's top-class probability (:func:`entasis.domain.confidence_levels`)."""
+    return confidence_levels(np.asarray(p, dtype=np.float64).max(axis=1))
 
 
 def classification_metrics(p: np.ndarray, y: np.ndarray, pred: np.ndarray | None = None) -> dict[str, Any]:

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from entasis.domain import POOLED, from_ms, utc_datetime
+
 if TYPE_CHECKING:
     import psycopg
 
     from entasis.config import Settings
     from entasis.models.base import Model
 
-POOLED = "pooled"
 
 
 class ChampionError(LookupError):
@@ -206,24 +207,19 @@ def champion_from_tags(model: Model, *, model_name: str, version: str, horizon: 
 
 
 def _ms_to_utc(ms: Any) -> datetime | None:
-    from datetime import UTC
-
     try:
-        return datetime.fromtimestamp(int(ms) / 1000.0, tz=UTC) if ms else None
+        return from_ms(int(ms)) if ms else None
     except (TypeError, ValueError, OverflowError):
         return None
 
 
 def _iso_to_utc(value: str | None) -> datetime | None:
-    from datetime import UTC
-
     if not value:
         return None
     try:
-        t = datetime.fromisoformat(value)
-    except ValueError:
-        raise ChampionError(f"registry tag trained_at={value!r} is not an ISO timestamp") from None
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+        return utc_datetime(value, "registry tag trained_at")
+    except ValueError as e:
+        raise ChampionError(str(e)) from None
 
 
 def registry_loader(settings: Settings | None = None) -> ChampionLoader:

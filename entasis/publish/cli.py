@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from entasis.domain import CLASS_NAMES, utc_datetime
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -39,15 +41,15 @@ def _fail(msg: str) -> None:
 
 
 def _when(text: str | None, what: str) -> datetime:
-    """Parse an ISO time (naive = UTC); the wall clock when none is given."""
+    """An ISO time with a zone (or a bare UTC date; :func:`entasis.domain.utc_datetime`); the wall clock
+    when none is given."""
     if not text:
         return datetime.now(UTC)
     try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        _fail(f"{what} {text!r} is not an ISO 8601 time (e.g. 2024-05-01T06:00:00+00:00)")
+        return utc_datetime(text, what)
+    except ValueError as e:
+        _fail(str(e))
         raise
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -72,8 +74,6 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 
 def predictions_table(df: pd.DataFrame) -> Table:
-    from entasis.publish.predictions import CLASS_NAMES
-
     t = Table(title="Recent predictions (ml.predictions)")
     for c in ("asset", "h", "as of", "model", "call", "p bear/neut/bull", "conf", "target", "top factor",
               "actual", "correct"):

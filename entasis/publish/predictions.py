@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from entasis.domain import PROBA_COLUMNS, confidence, target_column, timeframe_seconds, utc_datetime
 from entasis.publish.champions import Champion, ChampionError, ChampionLoader, record_from, registry_loader
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 
 PREDICTIONS_TABLE = "ml.predictions"
 PREDICTION_KEY = ["asset", "horizon", "as_of", "model_version"]
-CLASS_NAMES = ("bearish", "neutral", "bullish")
 # Context bars loaded beyond the model's min_history: covers a few missing bars without starving it.
 CONTEXT_SLACK_BARS = 30
 
@@ -72,33 +72,9 @@ class PublishSummary:
         }
 
 
-def _utc(value: datetime | str | pd.Timestamp, what: str) -> datetime:
-    """A tz-aware UTC datetime; naive or unparsable input is refused (no silent timezone guess)."""
-    import pandas as pd
-
-    try:
-        t = pd.Timestamp(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what}={value!r} is not a timestamp") from None
-    if t is pd.NaT:
-        raise ValueError(f"{what} is missing (NaT)")
-    if t.tzinfo is None:
-        raise ValueError(f"{what}={value!r} has no timezone; pass a UTC-aware timestamp")
-    return t.tz_convert("UTC").to_pydatetime()
-
-
-def confidence_level(confidence: float) -> str:
-    """high >= 70, medium >= 50, else low (confidence = max probability x 100)."""
-    from entasis.models.weights import HIGH, MEDIUM
-
-    return "high" if confidence >= HIGH else "medium" if confidence >= MEDIUM else "low"
-
-
 def latest_complete_bar(conn: psycopg.Connection, *, exchange: str, symbol: str, timeframe: str,
                         as_of: datetime) -> datetime | None:
     """Open time of the newest features.bars row whose bar has closed by ``as_of`` (None if none)."""
-    from entasis.features.catalog import timeframe_seconds
-
     step = timedelta(seconds=timeframe_seconds(timeframe))
     row = conn.execute(
         "SELECT max(ts) FROM features.bars WHERE exchange = %s AND symbol = %s AND timeframe = %s "
@@ -143,15 +119,13 @@ def publish_predictions(
     import pandas as pd
 
     from entasis.config import get_settings
-    from entasis.features.catalog import timeframe_seconds
     from entasis.features.store import load_bars
-    from entasis.models.base import PROBA_COLUMNS, target_column
     from entasis.publish.factors import DEFAULT_TOP_K, Explainer
     from entasis.store.upsert import upsert_frame
 
     s = settings or get_settings()
-    now = _utc(as_of, "as_of")
-    pub_fixed = _utc(published_at, "published_at") if published_at is not None else None
+    now = utc_datetime(as_of, "as_of")
+    pub_fixed = utc_datetime(published_at, "published_at") if published_at is not None else None
     assets = list(assets) if assets is not None else list(s.universe.symbols)
     horizons = sorted({int(h) for h in (horizons if horizons is not None else s.labels.horizons)})
     if not assets:
@@ -219,7 +193,8 @@ def publish_predictions(
                     f"than {model.min_history} bars of history)"))
                 continue
             cls = int(np.argmax(proba))
-            conf = float(proba[cls] * 100.0)
+            pct, level = confidence(proba[None, :])
+            conf = float(pct[0])
             ex = explainers.get(id(model))
             if ex is None:
                 ex = explainers[id(model)] = Explainer(model, top_k=top_k or DEFAULT_TOP_K)
@@ -227,7 +202,7 @@ def publish_predictions(
             rows.append({
                 "asset": asset, "horizon": h, "as_of": bar_close, "model_version": champ.model_version,
                 "predicted_class": cls, "p_bearish": float(proba[0]), "p_neutral": float(proba[1]),
-                "p_bullish": float(proba[2]), "confidence": conf, "confidence_level": confidence_level(conf),
+                "p_bullish": float(proba[2]), "confidence": conf, "confidence_level": str(level[0]),
                 "target_date": bar_close + timedelta(days=h), "factors": factors, "run_id": champ.run_id,
                 "data_hash": _input_hash(ctx, feats), "published_at": pub_fixed or bar_close,
             })

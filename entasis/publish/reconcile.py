@@ -15,10 +15,10 @@ computation, e.g. after a revised candle) are written; re-running changes nothin
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
+
+from entasis.domain import BandRule, classify_return, timeframe_seconds, utc_datetime
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,37 +27,6 @@ if TYPE_CHECKING:
     from entasis.config import Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BandRule:
-    """The labels' neutral band: fixed, or scaled by the bar's realized volatility."""
-
-    neutral_band: float = 0.02
-    band_mode: str = "fixed"
-    vol_scale: float = 0.5
-
-    @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> BandRule:
-        from entasis.config import get_settings
-
-        lab = (settings or get_settings()).labels
-        return cls(lab.neutral_band, lab.band_mode, lab.vol_scale)
-
-    def band(self, horizon: int, rvol_20: float | None) -> float | None:
-        """The band for this horizon (None when vol-scaled and the volatility is unknown)."""
-        if self.band_mode == "fixed":
-            return self.neutral_band
-        if rvol_20 is None or not math.isfinite(rvol_20):
-            return None
-        return self.vol_scale * rvol_20 * math.sqrt(horizon / 365.0)
-
-
-def classify_return(r: float, band: float) -> int:
-    """2 bullish if r > band, 0 bearish if r < -band, else 1 neutral (the edge itself is neutral)."""
-    if not math.isfinite(r):
-        raise ValueError(f"cannot classify a non-finite return {r!r}")
-    return 2 if r > band else 0 if r < -band else 1
 
 
 def _due(conn: psycopg.Connection, *, now: datetime, exchange: str, timeframe: str, step: timedelta,
@@ -109,16 +78,14 @@ def reconcile_outcomes(
     them); older outcomes are final, which keeps a run's cost bounded however long the history.
     """
     from entasis.config import get_settings
-    from entasis.features.catalog import timeframe_seconds
-    from entasis.publish.predictions import _utc
 
     s = settings or get_settings()
-    t_now = _utc(now, "now")
+    t_now = utc_datetime(now, "now")
     if max_delay_bars < 1:
         raise ValueError(f"max_delay_bars must be >= 1; got {max_delay_bars}")
     if recheck_days < 0:
         raise ValueError(f"recheck_days must be >= 0; got {recheck_days}")
-    rule = BandRule.from_settings(s)
+    rule = BandRule.from_labels(s.labels)
     exchange = exchange or s.universe.exchange
     step = timedelta(seconds=timeframe_seconds(timeframe))
     rows = _due(conn, now=t_now, exchange=exchange, timeframe=timeframe, step=step,

@@ -108,11 +108,13 @@ def test_cli_reports_bad_input_and_missing_champions(db_url):
 
     runner = CliRunner()
     res = runner.invoke(app, ["publish", "run", "--as-of", "June 1st"])
-    assert res.exit_code == 1 and "not an ISO 8601 time" in res.output
-    res = runner.invoke(app, ["publish", "run", "--as-of", "2023-06-01T06:00:00", "--horizons", "x"])
+    assert res.exit_code == 1 and "is not a timestamp" in res.output
+    res = runner.invoke(app, ["publish", "run", "--as-of", "2023-06-01T06:00:00"])  # naive: refused
+    assert res.exit_code == 1 and "has no time zone" in res.output
+    res = runner.invoke(app, ["publish", "run", "--as-of", "2023-06-01T06:00:00Z", "--horizons", "x"])
     assert res.exit_code == 1 and "--horizons" in res.output
     # an empty registry and no features: nothing is published, and the CLI says why
-    res = runner.invoke(app, ["publish", "run", "--as-of", "2023-06-01T06:00:00", "--assets", "BTC/USDT"])
+    res = runner.invoke(app, ["publish", "run", "--as-of", "2023-06-01T06:00:00+00:00", "--assets", "BTC/USDT"])
     assert res.exit_code == 1 and "skipped" in res.output and "no complete 1d bar" in res.output
     res = runner.invoke(app, ["publish", "show"])
     assert res.exit_code == 0 and "no predictions published yet" in res.output

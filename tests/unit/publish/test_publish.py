@@ -161,7 +161,7 @@ def test_bad_input_is_named(db_url):
     from entasis.store.db import connect
 
     with connect() as conn:
-        with pytest.raises(ValueError, match="no timezone"):
+        with pytest.raises(ValueError, match="no time zone"):
             publish_predictions(conn, as_of=datetime(2023, 6, 1), loader=md.loader())
         with pytest.raises(ValueError, match="not a timestamp"):
             publish_predictions(conn, as_of="yesterday-ish", loader=md.loader())

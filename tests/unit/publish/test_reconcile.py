@@ -70,7 +70,7 @@ def _outcomes(conn):
 
 
 def test_classify_return_edges():
-    from entasis.publish.reconcile import BandRule, classify_return
+    from entasis.domain import BandRule, classify_return
 
     assert classify_return(0.02, 0.02) == 1 and classify_return(-0.02, 0.02) == 1
     assert classify_return(0.0200001, 0.02) == 2 and classify_return(-0.0200001, 0.02) == 0
