@@ -15,6 +15,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from entasis import domain
+from entasis.domain import label_columns
+
 KEY_COLUMNS: list[str] = ["exchange", "symbol", "timeframe", "ts"]
 
 # name -> what it is (the description is what publish/explainability show for a factor).
@@ -100,7 +103,6 @@ WARMUP_COLUMN = "warmup"
 # Bump when a definition changes: the build then recomputes every row (the state's config hash changes).
 FEATURE_VERSION = "3"
 
-_TIMEFRAME_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14_400, "1d": 86_400}
 
 # A bar needs this many bars of history (itself included) before it leaves warm-up: twice the
 # longest window (50), so the EMA seeds weigh under 2%; and at least 24h plus one bar.
@@ -109,16 +111,6 @@ BASE_MIN_HISTORY = 100
 # seeds have decayed below float precision, (49/51)^950 < 1e-16.
 BASE_WARMUP_BARS = 1000
 BASE_BLOCK_BARS = 16_384
-
-
-def label_columns(horizons: Iterable[int]) -> list[str]:
-    """Label columns for these horizons (days), in the binding order y_cls, y_ret, y_vol per horizon."""
-    out: list[str] = []
-    for h in sorted(set(horizons)):
-        if int(h) != h or h <= 0:
-            raise ValueError(f"label horizon must be a positive whole number of days, got {h!r}")
-        out += [f"y_cls_{h}d", f"y_ret_{h}d", f"y_vol_{h}d"]
-    return out
 
 
 def output_columns(horizons: Iterable[int]) -> list[str]:
@@ -132,12 +124,8 @@ def series_columns(horizons: Iterable[int]) -> list[str]:
 
 
 def timeframe_seconds(timeframe: str) -> int:
-    try:
-        return _TIMEFRAME_SECONDS[timeframe]
-    except KeyError:
-        raise ValueError(
-            f"unknown timeframe {timeframe!r}; expected one of {', '.join(_TIMEFRAME_SECONDS)}"
-        ) from None
+    """Bar length of a timeframe features are built for (:data:`entasis.domain.PIPELINE_TIMEFRAMES`)."""
+    return domain.timeframe_seconds(timeframe, domain.PIPELINE_TIMEFRAMES)
 
 
 def bars_per_day(timeframe: str) -> int:

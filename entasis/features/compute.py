@@ -23,19 +23,20 @@ Labels, per horizon h days (``hb = h x bars per day`` bars): ``y_ret`` = close[t
 ``y_cls`` = 2 (bullish) if y_ret > band, 0 (bearish) if y_ret < -band, else 1 (a return exactly at
 the band edge is neutral); ``y_vol`` = population sd of the log returns of bars t+1 .. t+hb,
 annualized like ``rvol_20``. The band is ``neutral_band`` (fixed mode) or
-``vol_scale x rvol_20[t] x sqrt(h / 365)`` (vol_scaled mode, NULL while rvol_20 is undefined).
+``vol_scale x rvol_20[t] x sqrt(h / 365)`` (vol_scaled mode, NULL while rvol_20 is undefined): the one
+rule :class:`entasis.domain.BandRule`, which also settles published predictions.
 Labels are NULL while bar t+hb does not exist yet; gaps are not filled, so "h days" means hb bars.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from entasis.domain import BandRule, check_horizon, classify_returns, label_column
 from entasis.features import catalog, joins
 from entasis.features.extensions import extension_features
 
@@ -60,14 +61,15 @@ class LabelParams:
     vol_scale: float = 0.5
 
     def __post_init__(self) -> None:
-        if not self.horizons or any(int(h) != h or h <= 0 for h in self.horizons):
+        if not self.horizons:
             raise ValueError(f"label horizons must be positive whole days, got {self.horizons!r}")
-        if self.band_mode not in ("fixed", "vol_scaled"):
-            raise ValueError(f"band_mode must be 'fixed' or 'vol_scaled', got {self.band_mode!r}")
-        if not 0 <= self.neutral_band < 1:
-            raise ValueError(f"neutral_band must be in [0, 1), got {self.neutral_band!r}")
-        if self.vol_scale <= 0:
-            raise ValueError(f"vol_scale must be positive, got {self.vol_scale!r}")
+        for h in self.horizons:
+            check_horizon(h)
+        self.band_rule  # noqa: B018 - validates the band settings
+
+    @property
+    def band_rule(self) -> BandRule:
+        return BandRule(self.neutral_band, self.band_mode, self.vol_scale)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> LabelParams:
@@ -379,21 +381,6 @@ def forward_vol(lr: np.ndarray, hb: int, ann: float) -> np.ndarray:
     return out
 
 
-def label_classes(r: np.ndarray, band: np.ndarray | float) -> Any:
-    """0 bearish (r < -band), 1 neutral (|r| <= band, edges included), 2 bullish (r > band); NULL if unknown."""
-    import pandas as pd
-
-    return pd.arrays.IntegerArray(*label_codes(r, band))
-
-
-def label_codes(r: np.ndarray, band: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-    """(int16 classes, unknown mask) of :func:`label_classes`."""
-    with np.errstate(invalid="ignore"):
-        cls = np.add(r > band, 1, dtype=np.int16)
-        cls -= r < -band
-    return cls, np.isnan(r) | np.isnan(band)
-
-
 def _extra_features(s: _Series, extras: Extras | None) -> dict[str, np.ndarray]:
     """Funding, open interest, basis, options and sentiment, each joined point-in-time on the close.
 
@@ -459,12 +446,13 @@ def compute_series(
     step = catalog.timeframe_seconds(tf) * _NS
     ann = catalog.annualizer(tf)
     hbars = {hd: catalog.horizon_bars(hd, tf) for hd in params.horizons}
+    rule = params.band_rule
     H = max(hbars.values())
 
     # Every float column in one (columns x rows) block, in output order, every cell written once.
     float_cols = list(catalog.SERIES_FEATURES)
     for hd in params.horizons:
-        float_cols += [f"y_ret_{hd}d", f"y_vol_{hd}d"]
+        float_cols += [label_column("ret", hd), label_column("vol", hd)]
     row = {c: j for j, c in enumerate(float_cols)}
     block = np.empty((len(float_cols), n))
     warm = np.ones(n, dtype=bool)
@@ -485,20 +473,16 @@ def compute_series(
             warm[a:b] = (np.arange(a - i0 + 1, b - i0 + 1)) < mh
             # forward vol needs up to H bars past the block; still a function of this block's window
             for hd, hb in hbars.items():
-                block[row[f"y_vol_{hd}d"], a:b] = forward_vol(lr, hb, ann)[a - i0:b - i0]
+                block[row[label_column("vol", hd)], a:b] = forward_vol(lr, hb, ann)[a - i0:b - i0]
     # returns over d days: close now / close of the bar exactly d days earlier (NaN where that bar is
     # missing), so they need exactly d days of history whatever the gaps (the incremental read has it)
     for d in catalog.MOMENTUM_DAYS:
         _return_over_time(s.ts_ns, s.c, d * 86_400 * _NS, block[row[f"ret_{d}d"]])
     classes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for hd, hb in hbars.items():
-        r = block[row[f"y_ret_{hd}d"]]
+        r = block[row[label_column("ret", hd)]]
         _pointwise_return(s.c, hb, r, forward=True)
-        if params.band_mode == "fixed":
-            band: np.ndarray | float = params.neutral_band
-        else:
-            band = params.vol_scale * block[row["rvol_20"]] * math.sqrt(hd / 365.0)
-        classes[f"y_cls_{hd}d"] = label_codes(r, band)
+        classes[label_column("cls", hd)] = classify_returns(r, rule.band(hd, block[row["rvol_20"]]))
     have = _extra_features(s, extras)
     if extensions:  # the extension point (entasis.features.extensions); off only to measure our own layer
         have.update(extension_features(s))
