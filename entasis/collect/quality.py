@@ -3,8 +3,9 @@
 The store's rules (``entasis.store.validate``: OHLC consistency, NaN, non-positive prices,
 negative volume, ...) are reused through ``find_violations``; the rules only a collector can judge
 (is a bar on its timeframe grid, did a page come back in order, is a return absurd given the
-series' own volatility) are pandera schemas here. Both give (row, reason) pairs, so bad rows are
-quarantined with every reason they broke while good rows still land.
+series' own volatility) are pandera schemas here. Both run on the one engine
+(``entasis.store.validate.schema_failures``, pandera) and give (row, reason) pairs, so bad rows
+are quarantined with every reason they broke while good rows still land.
 
 Outliers are judged on log returns scaled by a rolling, robust volatility estimate:
 ``scale = 1.4826 * rolling median |close-to-close log return|`` (a MAD about zero, so a handful of
@@ -27,8 +28,9 @@ from entasis.store.validate import (
     FUNDING_RULES,
     OPEN_INTEREST_RULES,
     OPTION_RULES,
-    Rule,
+    RuleSet,
     find_violations,
+    schema_failures,
 )
 
 if TYPE_CHECKING:
@@ -70,24 +72,7 @@ def duplicate_bad(df: pd.DataFrame) -> pd.Series:
 
 
 def _schema_failures(schema: pa.DataFrameSchema, df: pd.DataFrame) -> pd.DataFrame:
-    """(row, rule) pairs for every failed pandera check, lazily (all checks run)."""
-    import pandas as pd
-    import pandera.pandas as pa
-
-    empty = pd.DataFrame({"row": pd.Series(dtype=object), "rule": pd.Series(dtype=str)})
-    if df.empty:
-        return empty
-    try:
-        schema.validate(df, lazy=True)
-    except pa.errors.SchemaErrors as err:
-        fc = err.failure_cases
-        structural = fc[fc["index"].isna()]
-        if len(structural):
-            shape = structural[["column", "check"]].to_dict("records")
-            raise ValueError(f"collected frame has the wrong shape: {shape}") from None
-        out = pd.DataFrame({"row": fc["index"].to_numpy(), "rule": fc["check"].astype(str).to_numpy()})
-        return out.drop_duplicates(ignore_index=True)
-    return empty
+    return schema_failures(schema, df, "collected frame")
 
 
 def structure_schema(step_ms: int | None, timeframe: str = "") -> pa.DataFrameSchema:
@@ -149,7 +134,7 @@ def outlier_schema(context_close: np.ndarray) -> pa.DataFrameSchema:
     )
 
 
-def _store_rule_failures(df: pd.DataFrame, rules: dict[str, Rule], key_cols: Iterable[str]) -> pd.DataFrame:
+def _store_rule_failures(df: pd.DataFrame, rules: RuleSet, key_cols: Iterable[str]) -> pd.DataFrame:
     v = find_violations(df, rules, key_cols=key_cols)
     return v[["row", "rule"]]
 

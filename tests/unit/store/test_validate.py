@@ -104,3 +104,26 @@ def test_funding_rules(db_url: str) -> None:
     df.loc[1, "funding_rate"] = -0.0003
     with connect() as conn:
         assert write_funding(conn, df).inserted == 3
+
+
+def test_violations_come_in_rule_order_with_every_rule_a_row_broke() -> None:
+    """pandera runs every check lazily; the report keeps the rule order of the rule set."""
+    from entasis.store.validate import FUNDING_RULES
+
+    df = pd.DataFrame({"symbol": ["BTC/USDT:USDT"] * 3, "funding_rate": [np.nan, 0.1, 2.0],
+                       "ts": [pd.NaT, pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-01-02", tz="UTC")]})
+    v = find_violations(df, FUNDING_RULES, known_symbols={"ETH/USDT:USDT"})
+    assert list(v["rule"]) == ["timestamp must be timezone-aware (UTC)", "NaN or non-numeric funding_rate",
+                               "funding_rate outside ±100%", "unknown symbol", "unknown symbol", "unknown symbol"]
+    assert list(v["row"]) == [0, 0, 2, 0, 1, 2]
+    assert v["key"].iloc[0] == "BTC/USDT:USDT NaT"  # a missing time is named, not a crash
+    assert find_violations(df.iloc[[1]], FUNDING_RULES).empty
+
+
+def test_a_rule_that_cannot_run_names_the_table_and_the_missing_column() -> None:
+    from entasis.store.validate import OPTION_RULES, require_valid
+
+    df = pd.DataFrame({"instrument": ["BTC-1"], "strike": [1.0], "kind": ["call"],
+                       "snapshot_ts": pd.date_range("2024-01-01", periods=1, tz="UTC")})
+    with pytest.raises(ValueError, match=r"market.option_quotes has the wrong shape.*bid above ask.*'bid'"):
+        require_valid(df, OPTION_RULES, "market.option_quotes", key_cols=("instrument",))
