@@ -209,8 +209,11 @@ class ApiConfig(BaseModel):
     cache_enabled: bool = True  # false: every request reads the store (bench/api.py's uncached run)
     pool_size: int = 8
     db_timeout_s: float = 2.0  # a request waits this long for the database before answering 503
+    # The cache generation comes from one LISTEN connection (NOTIFY entasis_serving); false = one query per request.
+    generation_listen: bool = True
+    generation_poll_s: float = 5.0  # the listener re-reads the generation this often (fallback, liveness)
 
-    @field_validator("cache_ttl_s", "db_timeout_s")
+    @field_validator("cache_ttl_s", "db_timeout_s", "generation_poll_s")
     @classmethod
     def _positive(cls, v: float) -> float:
         if not v > 0:

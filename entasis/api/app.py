@@ -1,9 +1,15 @@
 """The FastAPI app: REST under /api/v1/ml, /healthz, /metrics and the analyst dashboard at /.
 
 Every answer is read from the store as ``entasis_reader`` and cached under the store's serving
-generation (see :mod:`entasis.api.cache`): each request asks the store for that generation (one tiny
-query), so a database that is down answers 503 with a reason instead of a stale cached body, and a
-publish is visible on the very next request.
+generation (see :mod:`entasis.api.cache`). The generation is held in memory, advanced by the store's
+NOTIFY on every publish (:mod:`entasis.api.generation`), so a cached answer costs no database round trip
+and a publish is visible as soon as it commits. While that listener is down each request reads the
+generation from the store instead, so a database that is down answers 503 with a reason, never a stale
+cached body.
+
+A cache hit of ``POST /predict`` is answered by :class:`PredictFastPath` before FastAPI's routing and
+body validation (the profile of the cached path was dominated by them); anything it cannot answer from
+the cache, it hands to the full app unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from entasis.api import service
 from entasis.api.cache import Cache, cache_key, make_cache
+from entasis.api.generation import GenerationWatch
 from entasis.api.store import DatabaseUnavailable, ReaderStore, reader_url
 from entasis.config import Settings, get_settings
 
@@ -57,13 +64,41 @@ def _json(body: bytes, status: int = 200, cache: str = "miss") -> Response:
 class Serving:
     """Per-app state: settings, the reader store, the cache."""
 
-    def __init__(self, settings: Settings, store: ReaderStore, cache: Cache) -> None:
+    def __init__(self, settings: Settings, store: ReaderStore, cache: Cache,
+                 watch: GenerationWatch | None = None) -> None:
         self.settings, self.store, self.cache = settings, store, cache
+        self.watch = watch or GenerationWatch(store, poll_s=settings.api.generation_poll_s)
         self.horizons = list(settings.labels.horizons)
         self._has_vol = False
         self._vol_checked_at: float | None = None
         self.metrics_memo: tuple[int, dict[str, Any]] | None = None
         self._known: tuple[int, list[str]] | None = None
+
+    @property
+    def cache_on(self) -> bool:
+        return self.cache.kind != "off"
+
+    def predict_key(self, gen: int, body: bytes) -> str | None:
+        """The cache key the full /predict handler would use for ``body`` under ``gen``, when that is certain
+        without the store (a body PredictRequest accepts as is, an asset this generation knows); else None."""
+        try:
+            req = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        if type(req) is not dict or req.keys() != PREDICT_FIELDS:
+            return None
+        asset, tf = req["asset_symbol"], req["timeframe"]
+        if type(asset) is not str or type(tf) is not str or not 1 <= len(asset) <= 40 or tf not in TIMEFRAMES:
+            return None
+        known = self._known
+        if known is None or known[0] != gen:
+            return None
+        try:
+            h = service.parse_horizon(tf, self.horizons)
+            name = service.resolve_asset(asset, known[1])
+        except (ValueError, service.UnknownAsset):
+            return None
+        return cache_key(gen, "predict", name, h)
 
     async def cached(self, gen: int, parts: tuple[object, ...], compute: Callable[[], Awaitable[Any]]) -> Response:
         """The response for ``parts`` under generation ``gen``, computing and storing it on a miss."""
@@ -95,6 +130,64 @@ class Serving:
         return service.resolve_asset(value, self._known[1])
 
 
+PREDICT_PATH = f"{API}/predict"
+PREDICT_FIELDS = frozenset({"asset_symbol", "timeframe"})
+TIMEFRAMES = frozenset({"7d", "14d", "30d"})  # PredictRequest.timeframe's literals
+
+
+class PredictFastPath:
+    """Pure ASGI layer that answers a cache hit of ``POST /predict`` without FastAPI's routing and pydantic.
+
+    It only answers when everything is known without the store: the generation is trusted in memory (the
+    listener is up), the body is a JSON object PredictRequest would accept as it is (the two fields, strings,
+    a known timeframe), the asset resolves against this generation's asset list, and the cache holds the
+    body under the same key the full handler uses. The answer is the cached bytes with the full handler's
+    headers. In every other case (a miss, a bad body, an unknown asset, the listener down) the request,
+    body included, goes to the full app unchanged, which validates, answers errors and fills the cache.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.route: Any = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[Any], Awaitable[None]]) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PREDICT_PATH:
+            await self.app(scope, receive, send)
+            return
+        sv: Serving | None = getattr(scope["app"].state, "serving", None)
+        gen = sv.watch.peek() if sv is not None and sv.cache_on else None
+        if gen is None or (b"content-type", b"application/json") not in scope["headers"]:
+            await self.app(scope, receive, send)
+            return
+        messages, body, more = [], b"", True
+        while more:
+            msg = await receive()
+            messages.append(msg)
+            if msg["type"] != "http.request":
+                break
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+        key = sv.predict_key(gen, body) if sv is not None else None
+        cached = await sv.cache.get(key) if sv is not None and key is not None else None
+        if cached is not None:
+            if self.route is None:
+                self.route = next((r for r in scope["app"].routes if getattr(r, "path", None) == PREDICT_PATH), None)
+            scope["route"] = self.route  # the latency histogram's label, as for the full handler
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-length", str(len(cached)).encode()), (b"content-type", JSON.encode()),
+                (b"x-cache", b"hit")]})
+            await send({"type": "http.response.body", "body": cached})
+            return
+        replay = iter(messages)
+
+        async def receive_again() -> Any:
+            msg = next(replay, None)
+            return msg if msg is not None else await receive()
+
+        await self.app(scope, receive_again, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the pool opens on startup without waiting, so it starts even with the store down."""
     from prometheus_client import CollectorRegistry
@@ -111,11 +204,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cache = make_cache(s.api.redis_url.get_secret_value() if s.api.redis_url else None, s.api.cache_ttl_s,
                            s.api.cache_enabled)
         await store.open()
-        app.state.serving = Serving(s, store, cache)
-        log.info("entasis api: cache=%s", cache.kind)
+        sv = Serving(s, store, cache)
+        if s.api.generation_listen:
+            sv.watch.start()
+        app.state.serving = sv
+        log.info("entasis api: cache=%s, generation from %s", cache.kind,
+                 "LISTEN entasis_serving" if s.api.generation_listen else "the store per request")
         try:
             yield
         finally:
+            await sv.watch.stop()
             await cache.close()
             await store.close()
 
@@ -125,6 +223,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Published crypto direction predictions, their outcomes and the models behind them (read-only).",
         lifespan=lifespan,
     )
+    # outermost first: the latency histogram sees fast-path hits too
+    app.add_middleware(PredictFastPath)  # type: ignore[arg-type]
     app.add_middleware(metrics.LatencyMiddleware, histogram=histogram)  # type: ignore[arg-type]
 
     @app.exception_handler(DatabaseUnavailable)
@@ -153,7 +253,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except ValueError as e:
             return JSONResponse({"detail": [{"loc": ["body", "timeframe"], "msg": str(e),
                                              "type": "value_error"}]}, status_code=422)
-        gen = await sv.store.generation()
+        gen = await sv.watch.current()
         asset = await sv.asset(gen, body.asset_symbol)
         return await sv.cached(gen, ("predict", asset, h), lambda: _predict(sv, asset, h))
 
@@ -173,7 +273,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             except ValueError as e:
                 return JSONResponse({"detail": [{"loc": ["query", "horizon"], "msg": str(e),
                                                  "type": "value_error"}]}, status_code=422)
-        gen = await sv.store.generation()
+        gen = await sv.watch.current()
         asset = await sv.asset(gen, asset_symbol)
         return await sv.cached(gen, ("history", asset, h, limit), lambda: service.history(sv.store, asset, h, limit))
 
@@ -181,13 +281,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def model_status(request: Request) -> Response:
         """Per asset and horizon: the champion, when trained, live vs baseline accuracy, data freshness."""
         sv = serving(request)
-        return await sv.cached(await sv.store.generation(), ("status",), lambda: service.model_status(
+        return await sv.cached(await sv.watch.current(), ("status",), lambda: service.model_status(
             sv.store, exchange=s.universe.exchange, timeframe=s.universe.model_timeframe))
 
     @app.get("/healthz", tags=["ops"], responses={503: {"model": ErrorOut}})
     async def healthz(request: Request) -> Response:
         """Store reachable and the age of the last publish (503 when the store is unreachable)."""
-        body = await service.health(serving(request).store, datetime.now(UTC))
+        sv = serving(request)
+        body = await service.health(sv.store, datetime.now(UTC))
+        # where the cache generation comes from: "listen" (NOTIFY, in memory) or "store" (read per request)
+        body["generation_source"] = "listen" if sv.watch.live else "store"
+        body["listener_sessions"] = sv.watch.connects
         return _json(_dumps(body), cache="none")
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
@@ -208,7 +312,7 @@ async def _predict(sv: Serving, asset: str, h: int) -> dict[str, Any]:
 
 async def _metrics_snapshot(sv: Serving) -> dict[str, Any]:
     st = sv.store
-    gen = await st.generation()
+    gen = await sv.watch.current()
     if sv.metrics_memo is None or sv.metrics_memo[0] != gen:  # what only a publish can change: once per generation
         live = await service.live_records(st)
         counts = {(str(a), int(c)): int(n) for a, c, n in await st.fetch(

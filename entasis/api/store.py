@@ -95,7 +95,7 @@ def reader_url(settings: Settings) -> str:
     return make_conninfo("", **info)
 
 
-def _safe_reason(err: BaseException) -> str:
+def safe_reason(err: BaseException) -> str:
     """A short reason for a 503 body: the error's first line, never a connection string."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return text[:200]
@@ -124,14 +124,20 @@ class ReaderStore:
         while self._idle:
             await self._idle.pop().close(timeout=1)
 
-    async def _connect(self) -> asyncpg.Connection:
+    @property
+    def timeout_s(self) -> float:
+        return self._timeout
+
+    async def connect(self, application_name: str = "entasis-api") -> asyncpg.Connection:
+        """A new connection of the reader (json/jsonb decoded by orjson); DatabaseUnavailable if it fails."""
         import asyncpg
         import orjson
 
         try:
-            conn = await asyncpg.connect(**self._connect_args, timeout=self._timeout)
+            conn = await asyncpg.connect(**self._connect_args, timeout=self._timeout,
+                                         server_settings={"application_name": application_name})
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            raise DatabaseUnavailable(f"cannot connect: {_safe_reason(e)}") from None
+            raise DatabaseUnavailable(f"cannot connect: {safe_reason(e)}") from None
         for t in ("json", "jsonb"):
             await conn.set_type_codec(t, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
                                       schema="pg_catalog")
@@ -152,7 +158,7 @@ class ReaderStore:
         try:
             for attempt in (1, 2):
                 reused = bool(self._idle)
-                conn = self._idle.pop() if reused else await self._connect()
+                conn = self._idle.pop() if reused else await self.connect()
                 try:
                     rows = await conn.fetch(query, *args, timeout=max(self._timeout, 30.0))
                 except (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
@@ -160,13 +166,13 @@ class ReaderStore:
                     conn.terminate()
                     # An idle connection broken by a server restart: retry once on a fresh one.
                     if attempt == 1 and reused:
-                        log.info("api store: reconnecting after: %s", _safe_reason(e))
+                        log.info("api store: reconnecting after: %s", safe_reason(e))
                         continue
-                    raise DatabaseUnavailable(f"database error: {_safe_reason(e)}") from None
+                    raise DatabaseUnavailable(f"database error: {safe_reason(e)}") from None
                 except (asyncpg.exceptions.UndefinedTableError, asyncpg.exceptions.UndefinedColumnError,
                         asyncpg.exceptions.InsufficientPrivilegeError) as e:
                     self._idle.append(conn)  # the connection is fine; the store is not what the API reads
-                    raise DatabaseUnavailable(f"{_safe_reason(e)} (is the schema migrated, `entasis db upgrade`, "
+                    raise DatabaseUnavailable(f"{safe_reason(e)} (is the schema migrated, `entasis db upgrade`, "
                                               "and entasis_reader granted ml.*?)") from None
                 except BaseException:
                     conn.terminate()

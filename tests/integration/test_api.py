@@ -8,6 +8,7 @@ store holds, read directly as the owner.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -45,8 +46,22 @@ def redis_url() -> Iterator[str]:
 def servers(store: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Two API servers on the same store: one caching in Redis, one in process."""
     home = tmp_path_factory.mktemp("api_home")
-    with api_server(store, redis_url=redis_url, home=home) as with_redis, api_server(store, home=home) as in_memory:
+    env = {"ENTASIS_API__GENERATION_POLL_S": "3600"}  # no poll: a publish can only arrive by its NOTIFY
+    with api_server(store, redis_url=redis_url, home=home, extra_env=env) as with_redis, \
+            api_server(store, home=home, extra_env=env) as in_memory:
+        for base in (with_redis, in_memory):  # the listener is up (else the cache tests test the fallback)
+            _wait_for(lambda base=base: get(base, "/healthz").json().get("generation_source") == "listen", 20)
         yield {"redis": with_redis, "memory": in_memory}
+
+
+def _wait_for(cond, timeout: float) -> float:  # type: ignore[no-untyped-def]
+    """Seconds until ``cond()`` held (polling every 5 ms); fails the test after ``timeout``."""
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            pytest.fail(f"not within {timeout}s")
+        time.sleep(0.005)
+    return time.monotonic() - t0
 
 
 @pytest.fixture(params=["redis", "memory"])
@@ -193,8 +208,12 @@ def test_model_status_agrees_with_the_store(api: str, store: str) -> None:
     assert models[("BTC/USDT", 7)]["data"]["last_candle_ts"] == _iso(last_candle)
 
 
+PUBLISH_VISIBLE_S = 2.0  # NOTIFY reaches the API's listener in milliseconds; this bound allows for a loaded machine
+
+
 def test_publish_and_reconcile_invalidate_the_cache(api: str, store: str) -> None:
-    """A new publish is served on the very next request (the cache key moves with ml.serving_state)."""
+    """A publish is served once it commits: the store's NOTIFY moves the in-memory generation (the servers
+    here never poll), so the next requests miss the cache; bounded wait, then the newest row exactly."""
     from entasis.publish.predictions import publish_predictions
     from entasis.publish.reconcile import reconcile_outcomes
 
@@ -207,17 +226,45 @@ def test_publish_and_reconcile_invalidate_the_cache(api: str, store: str) -> Non
         gen0 = conn.execute("SELECT generation FROM ml.serving_state").fetchone()[0]
         publish_predictions(conn, as_of=nxt, assets=["BTC/USDT"], horizons=[7],
                             loader=seed._loader("4", True))
-    after = post(api, PREDICT, json=body)
-    assert after.headers["x-cache"] == "miss"
+    seen: list = []
+    _wait_for(lambda: seen.append(r := post(api, PREDICT, json=body)) or r.json()["predicted_at"] != before[
+        "predicted_at"], PUBLISH_VISIBLE_S)
+    after = seen[-1]
+    assert after.headers["x-cache"] == "miss"  # the first answer under the new generation
     assert datetime.fromisoformat(after.json()["predicted_at"]) > as_of
     assert after.json()["predicted_at"] == _iso(_latest(store, "BTC/USDT", 7)[0])
+    assert all(r.json() == before for r in seen[:-1])  # nothing in between but the previous answer
     hist = get(api, "/api/v1/ml/predictions/BTC-USDT", params={"horizon": "7", "limit": 1}).json()
     assert hist["predictions"][0]["actual_class"] is None  # not reconciled yet
     with psycopg.connect(store) as conn, conn.transaction():
         reconcile_outcomes(conn, now=datetime(2023, 8, 1, tzinfo=UTC))
         assert conn.execute("SELECT generation FROM ml.serving_state").fetchone()[0] > gen0
-    hist = get(api, "/api/v1/ml/predictions/BTC-USDT", params={"horizon": "7", "limit": 1}).json()
-    assert hist["predictions"][0]["actual_class"] in CLASSES
+    _wait_for(lambda: get(api, "/api/v1/ml/predictions/BTC-USDT", params={"horizon": "7", "limit": 1}).json()[
+        "predictions"][0]["actual_class"] in CLASSES, PUBLISH_VISIBLE_S)
+
+
+def test_listener_killed_then_back_and_publishes_still_served(api: str, store: str) -> None:
+    """The listener's connection is terminated: the API reads the generation per request meanwhile, the
+    listener reconnects by itself, and a publish after that arrives by NOTIFY on the new session."""
+    from entasis.api.generation import APPLICATION_NAME
+    from entasis.publish.predictions import publish_predictions
+
+    body = {"asset_symbol": "SOL/USDT", "timeframe": "14d"}
+    sessions = get(api, "/healthz").json()["listener_sessions"]
+    before = post(api, PREDICT, json=body).json()
+    name = psycopg.conninfo.conninfo_to_dict(store)["dbname"]
+    with psycopg.connect(store, autocommit=True) as conn:
+        killed = conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s "
+                              "AND application_name = %s", (name, APPLICATION_NAME)).fetchone()[0]
+    assert killed >= 1  # this server's listener (and the other server's, when up)
+    assert post(api, PREDICT, json=body).json() == before  # served throughout
+    _wait_for(lambda: (h := get(api, "/healthz").json())["generation_source"] == "listen"
+              and h["listener_sessions"] == sessions + 1, 20)
+    with psycopg.connect(store) as conn, conn.transaction():
+        publish_predictions(conn, as_of=datetime.fromisoformat(before["predicted_at"]) + timedelta(days=5),
+                            assets=["SOL/USDT"], horizons=[14], loader=seed._loader("4", True))
+    _wait_for(lambda: post(api, PREDICT, json=body).json()["predicted_at"] == _iso(_latest(store, "SOL/USDT", 14)[0]),
+              PUBLISH_VISIBLE_S)
 
 
 def test_reads_as_entasis_reader(api: str, store: str) -> None:
@@ -233,6 +280,7 @@ def test_healthz_docs_and_openapi(api: str) -> None:
     h = get(api, "/healthz")
     assert h.status_code == 200 and h.json()["database"] == "reachable"
     assert h.json()["last_published"] is not None and h.json()["last_publish_age_s"] > 0
+    assert h.json()["generation_source"] == "listen" and h.json()["listener_sessions"] >= 1
     assert get(api, "/docs").status_code == 200
     paths = get(api, "/openapi.json").json()["paths"]
     assert {"/api/v1/ml/predict", "/api/v1/ml/predictions/{asset_symbol}", "/api/v1/ml/model/status",
@@ -270,6 +318,10 @@ def test_metrics_series(api: str, store: str) -> None:
     hist = [k for k in s if k.startswith("entasis_api_request_duration_seconds_count")
             and 'route="/api/v1/ml/predict"' in k and 'status="200"' in k]
     assert hist and s[hist[0]] >= 1
+    # cache hits answered by the fast path are observed under the same route label
+    for _ in range(3):
+        assert post(api, PREDICT, json={"asset_symbol": "BTC/USDT", "timeframe": "7d"}).headers["x-cache"] == "hit"
+    assert _samples(get(api, "/metrics").text)[hist[0]] == s[hist[0]] + 3
 
 
 def test_dashboard_renders_in_headless_chromium(servers: dict[str, str], store: str, tmp_path: Path) -> None:

@@ -60,10 +60,15 @@ def test_database_restart_gives_503_then_recovers(own_server: tuple[Path, object
         assert ok.status_code == 200, ok.text
         assert get(api, "/healthz").status_code == 200
 
+        # the listener is up: the cache generation comes from NOTIFY
+        assert _until(lambda: get(api, "/healthz").json()["generation_source"] == "listen" or None, 20)
+        assert post(api, seed_path, json=BODY).headers["x-cache"] == "hit"
+
         assert embedded.stop(home)
         t0 = time.monotonic()
-        down = post(api, seed_path, json=BODY)
-        assert down.status_code == 503
+        # the listener's lost connection makes every request read the store again: 503, not a cached body
+        down = _until(lambda: (r := post(api, seed_path, json=BODY)) and (r if r.status_code == 503 else None), 15)
+        assert down is not None, "still answering 200 from the cache with the database stopped"
         assert down.json()["detail"].startswith("store unavailable:") and len(down.json()["detail"]) > 20
         assert "Retry-After" in down.headers
         assert time.monotonic() - t0 < 15  # answers promptly, does not hang on the dead server
@@ -79,6 +84,16 @@ def test_database_restart_gives_503_then_recovers(own_server: tuple[Path, object
         assert back is not None, "the API did not recover after the database came back"
         assert back.json() == ok.json()
         assert get(api, "/healthz").status_code == 200
+        # the listener reconnects by itself (a second session) and a publish after the restart arrives by NOTIFY
+        health = _until(lambda: (h := get(api, "/healthz").json()).get("generation_source") == "listen"
+                        and h["listener_sessions"] >= 2 and h or None, 20)
+        assert health is not None, "the generation listener did not reconnect after the restart"
+        with connect() as conn:
+            publish_predictions(conn, as_of=datetime(2023, 6, 8, 6, tzinfo=UTC), assets=["ETH/USDT"], horizons=[7],
+                                loader=seed._loader("3", False))
+        newer = _until(lambda: (r := post(api, seed_path, json=BODY).json())["predicted_at"] != ok.json()[
+            "predicted_at"] and r or None, 5)
+        assert newer is not None and newer["predicted_at"].startswith("2023-06-08")
 
 
 def test_unmigrated_store_is_503_saying_what_to_do(pg_server: str, _template: str, tmp_path: Path) -> None:
