@@ -172,7 +172,7 @@ def reconcile(*, now: datetime | None) -> int:
 
 def monitor(*, now: datetime | None) -> dict[str, Any]:
     """Live accuracy, drift and stale data as of ``now``; rolls back failing champions; says if a retrain is due."""
-    from entasis.backtest.promotion import check_live_accuracy_and_rollback
+    from entasis.monitor.rollback import check_live_accuracy_and_rollback
     from entasis.config import get_settings
     from entasis.monitor.checks import run_checks
     from entasis.monitor.drift_log import record_feature_drift
@@ -207,7 +207,7 @@ def build_features(*, full: bool = False) -> dict[str, Any]:
     The same entry function ``spark_jobs/build_features.py`` runs, so the DAG runs that job.
     """
     from entasis.config import get_settings
-    from entasis.features.spark_job import run_features_job
+    from entasis.features.build import run_features_job
 
     _use_airflow_store()
     # only the configured timeframes: the flash-crash DAG stores 1m candles that get no features

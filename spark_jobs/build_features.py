@@ -2,7 +2,7 @@
 ``[--full] [--timeframe 1d ...]`` (the JDBC jar must be on the driver's classpath; settings as for
 ``entasis features build``, e.g. ENTASIS_DATABASE_URL).
 
-Thin on purpose: the logic is in entasis.features.build / spark_job; this runs the same job as
+Thin on purpose: the logic is in entasis.features.build / plan / spark_job; this runs the same job as
 ``entasis features build`` inside the session spark-submit created.
 """
 
@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from entasis.config import get_settings
-    from entasis.features.spark_job import run_features_job, spark_session
+    from entasis.features.build import run_features_job
+    from entasis.features.spark_job import spark_session
 
     # the configured timeframes, as the DAG task builds them: never the flash-crash DAG's 1m candles
     timeframes = args.timeframe or list(get_settings().universe.timeframes)

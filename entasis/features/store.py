@@ -38,28 +38,22 @@ def table_columns(conn: psycopg.Connection, table: str) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-def ensure_label_columns(conn: psycopg.Connection, horizons: Iterable[int]) -> list[str]:
-    """Add label columns for configured horizons the migration did not create (e.g. 60 days)."""
-    from psycopg import sql
+def require_label_columns(conn: psycopg.Connection, horizons: Iterable[int]) -> None:
+    """Fail before any work when features.bars has no columns for a configured label horizon.
 
-    from entasis.store.upsert import ident
-
+    The table's shape changes only through migrations (never at run time), so a horizon beyond the
+    migrated ones (7, 14, 30 days) needs a new migration in the features range (0300-0399).
+    """
     have = set(table_columns(conn, BARS_TABLE))
-    added = []
-    for h in sorted(set(horizons)):
-        specs = {
-            f"y_cls_{h}d": f"smallint CHECK (y_cls_{h}d IN (0, 1, 2))",
-            f"y_ret_{h}d": "double precision",
-            f"y_vol_{h}d": "double precision",
-        }
-        for col, typ in specs.items():
-            if col not in have:
-                conn.execute(sql.SQL("ALTER TABLE features.bars ADD COLUMN IF NOT EXISTS {} {}").format(
-                    ident(col), sql.SQL(typ)))  # typ: fixed text around an int horizon
-                added.append(col)
-    if added:
-        log.info("features.bars: added label column(s) %s", ", ".join(added))
-    return added
+    if not have:
+        raise RuntimeError("features.bars does not exist; run `entasis db upgrade`")
+    missing = [c for c in catalog.label_columns(horizons) if c not in have]
+    if missing:
+        raise ValueError(
+            f"features.bars has no column(s) {', '.join(missing)} for the configured label horizons; "
+            "add them with a migration in entasis/store/migrations (features range 0300-0399) or "
+            "configure only the migrated horizons (ENTASIS_LABELS__HORIZONS)"
+        )
 
 
 def _ts_param(v: datetime | str | pd.Timestamp | None, what: str) -> datetime | None:

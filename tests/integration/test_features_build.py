@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from entasis.features import catalog
-from entasis.features.build import build_features, config_hash, plan_build
+from entasis.features.build import build_features
 from entasis.features.compute import Extras, LabelParams, compute, compute_universe
+from entasis.features.plan import config_hash, plan_build
 from entasis.features.store import load_bars, load_sentiment_csv
 from entasis.store.db import connect
 from entasis.store.market import table_checksum, write_candles, write_funding

@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 
 from entasis.features import catalog
-from entasis.features.build import EXTRA_COLUMNS, build_features
+from entasis.features.build import build_features
 from entasis.features.compute import Extras, LabelParams, compute_many
+from entasis.features.plan import EXTRA_COLUMNS
 from entasis.features.store import load_sentiment_csv
 from entasis.store.db import connect
 from entasis.store.market import table_checksum, write_candles, write_funding

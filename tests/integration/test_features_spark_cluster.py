@@ -43,9 +43,9 @@ def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     """(master URL, master UI port, env for drivers) of a Master + one Worker; torn down after."""
     import pyspark
 
-    from entasis.features.spark_job import _ensure_java
+    from entasis.features.spark_job import ensure_java
 
-    _ensure_java()
+    ensure_java()
     home = Path(pyspark.__file__).parent
     tmp = tmp_path_factory.mktemp("spark_cluster")
     env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(tmp),

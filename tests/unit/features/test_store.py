@@ -11,10 +11,10 @@ import pytest
 from entasis.features import catalog
 from entasis.features.compute import LabelParams
 from entasis.features.store import (
-    ensure_label_columns,
     load_bars,
     load_sentiment_csv,
     read_sentiment_csv,
+    require_label_columns,
     table_columns,
 )
 from entasis.store.db import connect
@@ -37,8 +37,12 @@ def test_table_matches_the_catalog(db_url: str) -> None:
         typ = conn.execute("SELECT data_type FROM information_schema.columns WHERE table_schema = 'features' "
                            "AND table_name = 'bars' AND column_name = 'ts'").fetchone()
         assert typ == ("timestamp with time zone",)
-        assert ensure_label_columns(conn, [7, 60]) == ["y_cls_60d", "y_ret_60d", "y_vol_60d"]
-        assert ensure_label_columns(conn, [7, 60]) == []
+        require_label_columns(conn, [7, 14, 30])
+        require_label_columns(conn, [14])
+        # no schema change at run time: an unmigrated horizon is an error naming the columns, table unchanged
+        with pytest.raises(ValueError, match="y_cls_60d, y_ret_60d, y_vol_60d.*migration"):
+            require_label_columns(conn, [7, 60])
+        assert table_columns(conn, "features.bars") == cols
 
 
 def _store(conn: object) -> pd.DataFrame:
