@@ -36,6 +36,17 @@ Progress = Callable[[str, dict[str, Any]], None]
 SUSPICIOUS_EDGE = 0.05
 
 
+def is_edge_suspicious(comparison: Mapping[str, Any]) -> bool:
+    """True when the test accuracy beats the best naive baseline by more than ``SUSPICIOUS_EDGE``
+    (strictly): on real data a competent model wins by about a point, so far more is a leak (a feature
+    that sees the label) until proven otherwise. The promotion rule refuses such a challenger."""
+    edge = comparison.get("accuracy_edge")
+    try:
+        return edge is not None and float(edge) > SUSPICIOUS_EDGE
+    except (TypeError, ValueError):
+        return False
+
+
 @dataclass
 class TrainResult:
     """What one (asset or pooled, horizon) training produced."""
@@ -227,7 +238,7 @@ def _train_unit(frame: pd.DataFrame, *, asset: str | None, horizon: int, members
     comparison = compare(metrics["test"], baselines["test"])
     # On real data a competent model beats the best naive baseline by about a point; far more is a leak
     # until proven otherwise, so the registry carries the flag for the promotion rule to see.
-    comparison["edge_suspicious"] = bool(comparison.get("accuracy_edge", 0.0) > SUSPICIOUS_EDGE)
+    comparison["edge_suspicious"] = is_edge_suspicious(comparison)
     if comparison["edge_suspicious"]:
         log.warning("%s: test accuracy beats the best baseline by %.1f points; check for leakage before promoting",
                     name, 100 * comparison["accuracy_edge"])

@@ -64,3 +64,24 @@ def test_best_baseline_is_chosen_by_log_loss_not_accuracy() -> None:
 def test_bad_inputs_fail_clearly(baselines, margin, message) -> None:
     with pytest.raises(BacktestError, match=message):
         decide(S(1.0), S(1.0), baselines, margin=margin)
+
+
+# -- the training's leak flag the promotion rule refuses (entasis.models.train.is_edge_suspicious) --------
+@pytest.mark.parametrize(("comparison", "suspicious"), [
+    ({"accuracy_edge": 0.05}, False),                  # exactly the plausible edge: not suspicious
+    ({"accuracy_edge": 0.050001}, True),               # just above it (tags carry 6 decimals)
+    ({"accuracy_edge": 0.0499999}, False),
+    ({"accuracy_edge": 0.01}, False),                  # a real edge on real data: about a point
+    ({"accuracy_edge": -0.2}, False),
+    ({"accuracy_edge": 0.6}, True),                    # a label copy
+    ({"accuracy_edge": "0.3"}, True),                  # as read back from a registry tag
+    ({"accuracy_edge": math.nan}, False),
+    ({"accuracy_edge": None}, False),
+    ({}, False),                                       # no accuracy compared (e.g. no baselines)
+    ({"accuracy_edge": "n/a"}, False),
+])
+def test_edge_suspicious_boundary(comparison, suspicious) -> None:
+    from entasis.models.train import SUSPICIOUS_EDGE, is_edge_suspicious
+
+    assert SUSPICIOUS_EDGE == 0.05
+    assert is_edge_suspicious(comparison) is suspicious
