@@ -246,6 +246,8 @@ def evaluate_and_promote(asset: str | None, horizon: int, *, challenger_version:
     """
     from entasis.registry import models as reg
 
+    if margin < 0:  # before any walk-forward or record, also when the challenger is already champion
+        raise BacktestError(f"margin must be >= 0; got {margin}")
     name = reg.model_name(asset, horizon)
     scope = POOLED if asset is None else asset
     ch_mv = reg.get_version_by_alias(name, reg.CHALLENGER, settings) if challenger_version is None else None
@@ -288,12 +290,16 @@ def evaluate_and_promote(asset: str | None, horizon: int, *, challenger_version:
     facts_full = {**facts, "best_baseline": "baseline:" + facts["best_baseline"],
                   "best_accuracy_baseline": "baseline:" + facts["best_accuracy_baseline"],
                   "best_log_loss_baseline": "baseline:" + facts["best_log_loss_baseline"]}
-    if result.leakage.get("problems"):
+    leaks = list(result.leakage.get("problems") or [])
+    ch_tags = reg.get_version_tags(name, ch_v, settings)
+    if str(ch_tags.get("edge_suspicious", "")).lower() == "true":  # set by training (models.train)
+        leaks.append(f"training flagged v{ch_v} edge_suspicious (test accuracy beats the best baseline by "
+                     f"{ch_tags.get('accuracy_edge', '?')}, more than the plausible edge)")
+    if leaks:  # a leak blocks promotion, also of a first model (no "unproven" champion from a leak)
         action, promoted, unproven = "keep", False, None
-        reason = "kept the champion: the evaluation failed its leakage check: " + "; ".join(result.leakage["problems"])
+        reason = "kept the champion: the evaluation failed its leakage check: " + "; ".join(leaks)
         if champ_v is None:
-            reason = "not promoted (no champion yet): the evaluation failed its leakage check: " + \
-                "; ".join(result.leakage["problems"])
+            reason = "not promoted (no champion yet): the evaluation failed its leakage check: " + "; ".join(leaks)
     d = Decision(model_name=name, asset=scope, horizon=int(horizon), action=action, promoted=promoted,
                  reason=reason, unproven=unproven, challenger_version=ch_v, champion_version=champ_v,
                  new_champion_version=ch_v if promoted else champ_v, challenger=ch_scores, champion=champ_scores,
@@ -304,7 +310,7 @@ def evaluate_and_promote(asset: str | None, horizon: int, *, challenger_version:
                  details={"best_log_loss_baseline": facts["best_log_loss_baseline"],
                           "window_days": window_days, "refit_days": refit_days,
                           "baselines": {k: asdict(v) for k, v in base_scores.items()},
-                          "leakage": result.leakage.get("problems", [])})
+                          "leakage": leaks, "edge_suspicious": bool(leaks)})
     tags = {**_version_tags(result, ch_eval, facts_full), "promotion_decision": action,
             "promotion_reason": reason[:5000], "promotion_decided_at": decided_at.isoformat(timespec="seconds")}
     if promoted:
