@@ -172,7 +172,7 @@ def reconcile(*, now: datetime | None) -> int:
 
 def monitor(*, now: datetime | None) -> dict[str, Any]:
     """Live accuracy, drift and stale data as of ``now``; rolls back failing champions; says if a retrain is due."""
-    from entasis.backtest.promotion import check_live_accuracy_and_rollback
+    from entasis.monitor.rollback import check_live_accuracy_and_rollback
     from entasis.config import get_settings
     from entasis.monitor.checks import run_checks
     from entasis.monitor.drift_log import record_feature_drift

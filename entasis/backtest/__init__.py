@@ -6,8 +6,8 @@ Library entries for the DAGs (imported lazily so ``import entasis.backtest`` sta
 * :func:`run_walk_forward` (``entasis.backtest.runner``) — load, walk forward, record, report;
 * :func:`evaluate_and_promote` (``entasis.backtest.promotion``) — score @challenger vs @champion on the
   most recent window and move @champion when the rule says so;
-* :func:`check_live_accuracy_and_rollback` (``entasis.backtest.promotion``) — roll @champion back when
-  its reconciled live accuracy stays low.
+* :func:`check_live_accuracy_and_rollback` (``entasis.monitor.rollback``, re-exported here) — roll
+  @champion back when its reconciled live accuracy stays low.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ _LAZY = {
     "run_walk_forward": "entasis.backtest.runner",
     "walk_forward": "entasis.backtest.walkforward",
     "evaluate_and_promote": "entasis.backtest.promotion",
-    "check_live_accuracy_and_rollback": "entasis.backtest.promotion",
+    "check_live_accuracy_and_rollback": "entasis.monitor.rollback",
 }
 
 __all__ = sorted(_LAZY)

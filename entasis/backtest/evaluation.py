@@ -17,12 +17,19 @@ nothing else:
   reported beside it (the best baseline on each), never part of the verdict;
 * one live-accuracy definition: the SQL view ``ml.live_outcomes`` (migration
   ``0505_live_outcomes.sql``) — reconciled predictions per model version, asset, horizon and target
-  day — read by rollback (:func:`live_daily`), the monitor and ``ml.model_status``.
+  UTC day — aggregated over a window by one SQL function, ``ml.live_scores`` (migration
+  ``0506_live_window.sql``): the target days ``d`` with ``day(end) − window_days < d <= day(end)``,
+  accuracy = Σ n_correct / Σ n, log-loss = Σ sum_log_loss / Σ n, NULL (never 0) on an empty window.
+  Rollback (``entasis.monitor.rollback``) and the monitor (``entasis.monitor.checks``) call it through
+  :func:`live_scores`; ``ml.model_status`` (migration ``0603``) calls it in SQL. Each chooses only where
+  its window ends (the monitor: its ``now``; rollback: each of its last days; model_status: the latest
+  reconciled target date).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,11 +61,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BASELINES", "PROBABILISTIC", "FoldBaselines", "baseline_name", "beats_baseline", "block_bootstrap_diff",
-    "brier", "classification_metrics", "default_block", "ece", "is_baseline", "live_daily", "log_loss",
-    "reliability", "row_log_loss", "rule_signals", "scalar", "trailing_counts",
+    "brier", "classification_metrics", "default_block", "ece", "is_baseline", "log_loss",
+    "live_last_day", "live_scores", "reliability", "row_log_loss", "rule_signals", "scalar", "trailing_counts",
 ]
 
 LIVE_VIEW = "ml.live_outcomes"
+LIVE_SCORES = "ml.live_scores"
+LIVE_COLUMNS = ["n", "n_correct", "accuracy", "log_loss"]
 
 
 def beats_baseline(model: Mapping[str, Any], baselines: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -95,24 +104,67 @@ def beats_baseline(model: Mapping[str, Any], baselines: Mapping[str, Mapping[str
     return out
 
 
-def live_daily(conn: psycopg.Connection, *, model_version: str | None = None, horizon: int | None = None,
-               asset: str | None = None) -> pd.DataFrame:
-    """Rows of ``ml.live_outcomes`` (model_version, asset, horizon, day, n, n_correct), oldest first."""
+def live_scores(conn: psycopg.Connection, ends: Sequence[datetime], *, window_days: int,
+                asset: str | None = None, horizon: int | None = None, model_version: str | None = None,
+                by_key: bool = False) -> pd.DataFrame:
+    """Live scores over the window of ``window_days`` target days ending on the UTC day of each of
+    ``ends``, from ``ml.live_scores`` (the one aggregation; see the module docstring).
+
+    ``asset`` / ``horizon`` / ``model_version`` filter (None: all). Without ``by_key``: one row per end
+    (window_end, n, n_correct, accuracy, log_loss; accuracy and log_loss None when n = 0). With
+    ``by_key``: one row per end and (asset, horizon) that has reconciled predictions in the window.
+    """
     import pandas as pd
 
-    where, params = [], []
-    for col, val in (("model_version", model_version), ("horizon", horizon), ("asset", asset)):
-        if val is not None:
-            where.append(f"{col} = %s")
-            params.append(val)
-    sql = f"SELECT model_version, asset, horizon, day, n, n_correct FROM {LIVE_VIEW}"  # noqa: S608 - fixed names
-    if where:
-        sql += " WHERE " + " AND ".join(where)
+    if isinstance(window_days, bool) or not isinstance(window_days, int | np.integer) or window_days < 1:
+        raise ValueError(f"window_days must be a positive whole number of days; got {window_days!r}")
+    stamps = []
+    for e in ends:
+        t = pd.Timestamp(e)  # type: ignore[arg-type]
+        if t.tzinfo is None:
+            raise ValueError(f"window end {e!r} has no timezone; pass UTC-aware timestamps")
+        stamps.append(t.to_pydatetime())
+    cols = ["window_end", *(["asset", "horizon"] if by_key else []), *LIVE_COLUMNS]
+    if not stamps:
+        return pd.DataFrame(columns=cols)
+    f = {"ends": stamps, "days": int(window_days), "asset": asset, "horizon": None if horizon is None else int(horizon),
+         "mv": model_version}
+    if by_key:
+        sql = f"""SELECT e.window_end, k.asset, k.horizon, l.n, l.n_correct, l.accuracy, l.log_loss
+            FROM unnest(%(ends)s::timestamptz[]) WITH ORDINALITY AS e(window_end, i)
+            CROSS JOIN (SELECT DISTINCT asset, horizon FROM {LIVE_VIEW}
+                        WHERE (%(asset)s::text IS NULL OR asset = %(asset)s::text)
+                          AND (%(horizon)s::integer IS NULL OR horizon = %(horizon)s::integer)
+                          AND (%(mv)s::text IS NULL OR model_version = %(mv)s::text)) k
+            CROSS JOIN LATERAL {LIVE_SCORES}(e.window_end, %(days)s::integer, k.asset, k.horizon, %(mv)s::text) l
+            WHERE l.n > 0 ORDER BY e.i, k.asset, k.horizon"""  # noqa: S608 - fixed names, values bound
+    else:
+        sql = f"""SELECT e.window_end, l.n, l.n_correct, l.accuracy, l.log_loss
+            FROM unnest(%(ends)s::timestamptz[]) WITH ORDINALITY AS e(window_end, i)
+            CROSS JOIN LATERAL {LIVE_SCORES}(e.window_end, %(days)s::integer, %(asset)s::text,
+                                             %(horizon)s::integer, %(mv)s::text) l
+            ORDER BY e.i"""  # noqa: S608 - fixed names, values bound
     with conn.cursor() as cur:
-        cur.execute(sql + " ORDER BY day", params)  # type: ignore[arg-type]
-        df = pd.DataFrame(cur.fetchall(), columns=["model_version", "asset", "horizon", "day", "n", "n_correct"])
-    df["day"] = pd.to_datetime(df["day"], utc=True)
+        cur.execute(sql, f)  # type: ignore[arg-type]
+        df = pd.DataFrame(cur.fetchall(), columns=cols)
+    df["window_end"] = pd.to_datetime(df["window_end"], utc=True)
+    df["n"] = df["n"].astype("int64")
+    df["n_correct"] = df["n_correct"].astype("int64")
+    for c in ("accuracy", "log_loss"):
+        df[c] = df[c].astype(object).where(df[c].notna(), None)
     return df
+
+
+def live_last_day(conn: psycopg.Connection, *, asset: str | None = None, horizon: int | None = None,
+                  model_version: str | None = None) -> datetime | None:
+    """The newest target UTC day with a reconciled prediction (filters as :func:`live_scores`), or None."""
+    sql = f"""SELECT max(day) FROM {LIVE_VIEW}
+              WHERE (%(asset)s::text IS NULL OR asset = %(asset)s::text)
+                AND (%(horizon)s::integer IS NULL OR horizon = %(horizon)s::integer)
+                AND (%(mv)s::text IS NULL OR model_version = %(mv)s::text)"""  # noqa: S608 - fixed names
+    row = conn.execute(sql, {"asset": asset, "horizon": None if horizon is None else int(horizon),  # type: ignore[arg-type]
+                             "mv": model_version}).fetchone()
+    return None if row is None else row[0]
 
 
 def score_window(predictions: pd.DataFrame, *, horizon: int, start: object | None = None, end: object | None = None,

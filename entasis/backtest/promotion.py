@@ -1,4 +1,4 @@
-"""Champion / challenger promotion and rollback: the decisions, their reasons, and their record.
+"""Champion / challenger promotion: the decisions, their reasons, and their record.
 
 The rule (:func:`decide`), on the most recent out-of-sample window:
 
@@ -19,12 +19,8 @@ purged as everywhere), beside the baselines, on the same folds and rows. Every d
 into ``ml.promotion_decisions`` and written as tags on the challenger version (``promotion_decision``,
 ``promotion_reason``, ``unproven`` and the ``wf_*`` comparison with the baselines).
 
-Rollback (:func:`check_live_accuracy_and_rollback`): the live accuracy of the champion comes from the
-view ``ml.live_outcomes`` (reconciled ``ml.predictions`` rows, ``model_version = '<name>/<version>'``). At each of
-the last ``days`` days ``d`` (anchored at the newest reconciled ``target_date``, not the wall clock), the
-accuracy of the predictions whose target date lies in ``(d − window_days, d]`` is computed; when it is
-below ``threshold`` on every one of those days (each with at least ``min_predictions``), ``@champion``
-moves back to the previous champion (``entasis.registry.models.rollback``).
+Rollback on live accuracy lives in :mod:`entasis.monitor.rollback` (it reuses :class:`Decision` and
+the same decisions table).
 """
 
 from __future__ import annotations
@@ -40,7 +36,6 @@ from entasis.backtest.folds import BacktestError, LeakageError
 
 if TYPE_CHECKING:
     import pandas as pd
-    import psycopg
 
     from entasis.backtest.runner import Inputs
     from entasis.backtest.walkforward import WalkForwardResult
@@ -384,138 +379,6 @@ def _mirror_champion(d: Decision, settings: Settings | None) -> None:
                         tags={"decision": d.action, "reason": d.reason[:500]})
 
 
-# -- rollback ------------------------------------------------------------------------------------------
-def live_accuracy(conn: psycopg.Connection, *, model_version: str, horizon: int, asset: str | None = None
-                  ) -> pd.DataFrame:
-    """Reconciled predictions of one model version per target day, from the one live-accuracy view
-    ``ml.live_outcomes`` (``entasis.backtest.evaluation``): target_date, n, n_correct (oldest first)."""
-    from entasis.backtest.evaluation import live_daily
-
-    d = live_daily(conn, model_version=model_version, horizon=int(horizon), asset=asset)
-    if asset is None and len(d):  # every asset of the version, summed per day
-        d = d.groupby("day", as_index=False)[["n", "n_correct"]].sum()
-    return d.rename(columns={"day": "target_date"})[["target_date", "n", "n_correct"]].reset_index(drop=True)
-
-
-def rolling_live_accuracy(df: pd.DataFrame, *, days: int, window_days: int, as_of: datetime | None = None
-                          ) -> pd.DataFrame:
-    """Accuracy over ``(d − window_days, d]`` for each of the ``days`` days ``d`` ending at ``as_of``
-    (default: the newest target date). ``df`` has target_date with either ``correct`` (one row per
-    prediction) or ``n`` / ``n_correct`` (per-day counts, as ``ml.live_outcomes`` gives). Columns: day,
-    n, accuracy."""
-    import numpy as np
-    import pandas as pd
-
-    if df.empty:
-        return pd.DataFrame(columns=["day", "n", "accuracy"])
-    end = pd.Timestamp(as_of) if as_of is not None else df["target_date"].max()
-    end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
-    t = df["target_date"].to_numpy(dtype="datetime64[ns]") if df["target_date"].dt.tz is None else \
-        df["target_date"].dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
-    if "n" in df.columns:
-        cnt = df["n"].to_numpy(dtype=np.float64)
-        c = df["n_correct"].to_numpy(dtype=np.float64)
-    else:
-        cnt = np.ones(len(df))
-        c = df["correct"].to_numpy(dtype=np.float64)
-    order = np.argsort(t, kind="stable")
-    t, c, cnt = t[order], c[order], cnt[order]
-    cs = np.concatenate([[0.0], np.cumsum(c)])
-    cn = np.concatenate([[0.0], np.cumsum(cnt)])
-    rows = []
-    for i in range(days):
-        d = (end - pd.Timedelta(days=i)).tz_convert(None).to_datetime64()
-        lo = d - np.timedelta64(window_days, "D")
-        a, b = np.searchsorted(t, lo, side="right"), np.searchsorted(t, d, side="right")
-        n = int(round(cn[b] - cn[a]))
-        rows.append({"day": pd.Timestamp(d, tz="UTC"), "n": n, "accuracy": (cs[b] - cs[a]) / n if n else np.nan})
-    return pd.DataFrame(rows[::-1])
-
-
-def check_live_accuracy_and_rollback(asset: str | None, horizon: int, *, threshold: float = 0.40,
-                                     days: int = 14, window_days: int = 30, min_predictions: int = 10,
-                                     as_of: datetime | None = None, dry_run: bool = False, record: bool = True,
-                                     settings: Settings | None = None, now: datetime | None = None) -> Decision:
-    """Roll @champion back when its live, reconciled accuracy stays below ``threshold`` for ``days`` days."""
-    from entasis.registry import models as reg
-    from entasis.store.db import connect
-
-    if not 0 < threshold < 1:
-        raise BacktestError(f"threshold must be in (0, 1); got {threshold}")
-    if days < 1 or window_days < 1 or min_predictions < 1:
-        raise BacktestError("days, window_days and min_predictions must be >= 1")
-    name = reg.model_name(asset, horizon)
-    scope = POOLED if asset is None else asset
-    decided_at = now or datetime.now(UTC)
-    champ = reg.get_version_by_alias(name, reg.CHAMPION, settings)
-    base: dict[str, Any] = {"model_name": name, "asset": scope, "horizon": int(horizon), "decided_at": decided_at}
-    if champ is None:
-        d = Decision(**base, action="no_rollback", promoted=False, reason=f"{name} has no @champion")
-        _record(d, settings, record)
-        return d
-    v = str(champ.version)
-    with connect(settings) as conn:
-        live = live_accuracy(conn, model_version=f"{name}/{v}", horizon=horizon,
-                             asset=None if asset is None else asset)
-    roll = rolling_live_accuracy(live, days=days, window_days=window_days, as_of=as_of)
-    details: dict[str, Any] = {"threshold": threshold, "days": days, "window_days": window_days,
-                               "min_predictions": min_predictions,
-                               "rolling": [{"day": str(r.day.date()), "n": int(r.n),
-                                            "accuracy": None if r.n == 0 else round(float(r.accuracy), 4)}
-                                           for r in roll.itertuples()]}
-    latest = float(roll["accuracy"].iloc[-1]) if len(roll) and roll["n"].iloc[-1] else None
-    enough = len(roll) == days and bool((roll["n"] >= min_predictions).all())
-    below = enough and bool((roll["accuracy"] < threshold).all())
-    common: dict[str, Any] = {**base, "challenger_version": None, "champion_version": v, "live_accuracy": latest,
-              "details": details}
-    if not enough:
-        d = Decision(**common, action="no_rollback", promoted=False, new_champion_version=v,
-                     reason=(f"not enough reconciled predictions of v{v}: need >= {min_predictions} in each "
-                             f"{window_days}-day window on each of the last {days} days"))
-    elif not below:
-        worst = float(roll["accuracy"].max())
-        d = Decision(**common, action="no_rollback", promoted=False, new_champion_version=v,
-                     reason=(f"live accuracy of v{v} reached {worst:.3f} >= threshold {threshold:.3f} within the "
-                             f"last {days} days; champion kept"))
-    else:
-        prev = None
-        try:
-            if not dry_run:
-                _, prev = reg.rollback(name, settings)
-            else:
-                prev = "(dry run)"
-            d = Decision(**common, action="rollback", promoted=False, new_champion_version=prev,
-                         reason=(f"live accuracy of v{v} stayed below {threshold:.3f} for {days} days "
-                                 f"(latest {latest:.3f} over {window_days} days); @champion rolled back to v{prev}"))
-        except reg.RegistryError as e:
-            d = Decision(**common, action="no_rollback", promoted=False, new_champion_version=v,
-                         reason=f"live accuracy of v{v} stayed below {threshold:.3f} for {days} days but {e}")
-    if not dry_run:
-        reg.set_version_tags(name, v, {"live_accuracy": "" if latest is None else round(latest, 6),
-                                       "live_check": d.action, "live_check_reason": d.reason[:5000],
-                                       "live_checked_at": decided_at.isoformat(timespec="seconds")}, settings)
-        _record(d, settings, record)
-        if d.action == "rollback" and record and d.new_champion_version:
-            _mirror_rollback(name, d, settings)
-    return d
-
-
-def _mirror_rollback(name: str, d: Decision, settings: Settings | None) -> None:
-    try:
-        from entasis.publish.champions import record_champion
-    except ImportError:  # pragma: no cover
-        return
-    from entasis.registry import models as reg
-    from entasis.store.db import connect
-
-    tags = reg.get_version_tags(name, str(d.new_champion_version), settings)
-    with connect(settings) as conn:
-        record_champion(conn, asset=None if d.asset == POOLED else d.asset, horizon=d.horizon, model_name=name,
-                        version=str(d.new_champion_version), promoted_at=d.decided_at,
-                        unproven=str(tags.get("unproven", "false")).lower() == "true",
-                        tags={"decision": "rollback", "reason": d.reason[:500]})
-
-
 def recorded_decisions(model_name: str | None = None, settings: Settings | None = None) -> Sequence[dict[str, Any]]:
     """ml.promotion_decisions rows as dicts, oldest first (for the CLI and tests)."""
     from entasis.backtest.store import read_decisions
@@ -525,5 +388,5 @@ def recorded_decisions(model_name: str | None = None, settings: Settings | None 
         return list(read_decisions(conn, model_name).to_dict("records"))
 
 
-__all__ = ["Decision", "LeakageError", "PromotionError", "Scores", "check_live_accuracy_and_rollback", "decide",
-           "evaluate_and_promote", "evaluate_versions", "rolling_live_accuracy"]
+__all__ = ["Decision", "LeakageError", "PromotionError", "Scores", "decide", "evaluate_and_promote",
+           "evaluate_versions"]

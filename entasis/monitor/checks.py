@@ -110,17 +110,15 @@ class MonitorReport:
 
 
 def live_accuracy(conn: psycopg.Connection, now: datetime, window_days: int) -> pd.DataFrame:
-    """Reconciled accuracy per asset and horizon over predictions whose target date fell in the window."""
-    import pandas as pd
+    """Live accuracy and log-loss per asset and horizon (every model version together) over the
+    ``window_days`` target days ending on the day of ``now``: the one aggregation,
+    :func:`entasis.backtest.evaluation.live_scores`. Columns asset, horizon, n, accuracy, log_loss; only
+    (asset, horizon) with reconciled predictions in the window."""
+    from entasis.backtest.evaluation import live_scores
 
-    rows = conn.execute(
-        """SELECT asset, horizon, count(*) AS n, avg(correct::int)::float AS accuracy
-           FROM ml.predictions
-           WHERE correct IS NOT NULL AND target_date <= %s AND target_date > %s
-           GROUP BY asset, horizon ORDER BY asset, horizon""",
-        (now, now - timedelta(days=window_days)),
-    ).fetchall()
-    return pd.DataFrame(rows, columns=["asset", "horizon", "n", "accuracy"])
+    df = live_scores(conn, [now], window_days=window_days, by_key=True)
+    out = df[["asset", "horizon", "n", "accuracy", "log_loss"]].reset_index(drop=True)
+    return out.astype({"accuracy": "float64", "log_loss": "float64"})  # n > 0 on every row: never None
 
 
 def latest_candles(conn: psycopg.Connection, now: datetime) -> pd.DataFrame:

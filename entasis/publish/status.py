@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 STATUS_COLUMNS = [
     "asset", "horizon", "champion_scope", "model_name", "champion_version", "run_id", "trained_at",
     "promoted_at", "unproven", "test_accuracy", "best_baseline", "best_baseline_accuracy", "beats_baseline",
-    "live_accuracy_30d", "live_reconciled_30d", "live_window_end", "n_predictions", "n_reconciled",
+    "live_accuracy_30d", "live_log_loss_30d", "live_reconciled_30d", "live_window_end", "n_predictions", "n_reconciled",
     "last_as_of", "last_published",
 ]
 PREDICTION_COLUMNS = [
@@ -30,7 +30,8 @@ def _frame(conn: psycopg.Connection, sql: str, params: Sequence[object], columns
 
 
 def model_status(conn: psycopg.Connection) -> pd.DataFrame:
-    """ml.model_status ordered by asset and horizon."""
+    """ml.model_status ordered by asset and horizon. Its live columns come from ``ml.live_scores``, the
+    one live aggregation the monitor and rollback use too (``entasis.backtest.evaluation.live_scores``)."""
     cols = ", ".join(STATUS_COLUMNS)
     return _frame(conn, f"SELECT {cols} FROM ml.model_status ORDER BY asset, horizon", (), STATUS_COLUMNS)
 

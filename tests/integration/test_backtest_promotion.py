@@ -11,12 +11,11 @@ import pytest
 
 from entasis.backtest.promotion import (
     Scores,
-    check_live_accuracy_and_rollback,
     decide,
     evaluate_and_promote,
     recorded_decisions,
-    rolling_live_accuracy,
 )
+from entasis.monitor.rollback import check_live_accuracy_and_rollback
 from tests.unit.backtest.synth import make_market
 
 NAME = "entasis-pooled-7d"
@@ -172,13 +171,3 @@ def _live(model_version: str, *, n_days: int, hit_rate: float) -> None:
                          "realized_return": 0.05 if ok else -0.05, "correct": ok})
     with connect() as conn:
         upsert_frame(conn, "ml.predictions", pd.DataFrame(rows), ["asset", "horizon", "as_of", "model_version"])
-
-
-def test_rolling_live_accuracy_windows() -> None:
-    t = pd.to_datetime(["2021-01-01", "2021-01-02", "2021-01-03", "2021-01-04"], utc=True)
-    df = pd.DataFrame({"target_date": t, "correct": [True, False, False, True]})
-    r = rolling_live_accuracy(df, days=2, window_days=2)
-    # windows (01-01, 01-03] and (01-02, 01-04]
-    assert r["n"].tolist() == [2, 2]
-    assert r["accuracy"].tolist() == pytest.approx([0.0, 0.5])
-

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from entasis.backtest.promotion import check_live_accuracy_and_rollback
+from entasis.monitor.rollback import check_live_accuracy_and_rollback
 
 NAME = "entasis-pooled-7d"
 KW: dict[str, Any] = {"threshold": 0.4, "days": 5, "window_days": 10, "min_predictions": 20}

@@ -83,12 +83,19 @@ def test_live_accuracy_window(db_url: str) -> None:
             "p_bearish": 0.2, "p_neutral": 0.6, "p_bullish": 0.2, "confidence": 60.0, "confidence_level": "medium",
             "target_date": as_of + pd.Timedelta(days=7), "published_at": as_of,
             "correct": i % 4 != 0 if i < 30 else None,
+            # reconciled rows carry their outcome (ml.live_outcomes counts only those)
+            "actual_class": (1 if i % 4 != 0 else 0) if i < 30 else None,
         })
     with connect() as conn:
-        upsert_frame(conn, "ml.predictions", pd.DataFrame(rows), ["asset", "horizon", "as_of", "model_version"])
+        df = pd.DataFrame(rows)
+        df["actual_class"] = df["actual_class"].astype("Int16")
+        upsert_frame(conn, "ml.predictions", df, ["asset", "horizon", "as_of", "model_version"])
         now = (base + pd.Timedelta(days=37)).to_pydatetime()
         live = live_accuracy(conn, now, window_days=10)
     # reconciled rows i<30 with target in (now-10d, now] -> i in 21..29 (target = base+i+7 in (base+27, base+37])
     assert live["n"].iloc[0] == 9
     expected = np.mean([i % 4 != 0 for i in range(21, 30)])
     assert live["accuracy"].iloc[0] == pytest.approx(expected)
+    # log-loss beside it: -ln p(actual) = -ln 0.6 when right (neutral), -ln 0.2 when wrong
+    hits = [i % 4 != 0 for i in range(21, 30)]
+    assert live["log_loss"].iloc[0] == pytest.approx(np.mean([-np.log(0.6 if h else 0.2) for h in hits]))
