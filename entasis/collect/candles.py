@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from entasis.collect.client import OHLCV_LIMIT, PAGES_FROM_END, ExchangeClient
-from entasis.collect.grid import grid_origin_ms, timeframe_ms, to_ms
 from entasis.collect.quality import CONTEXT_BARS, check_candles
 from entasis.collect.series import BATCH_PAGES, Progress, SeriesResult, SeriesSpec, run_series
 from entasis.collect.state import SeriesKey
+from entasis.domain import timeframe_ms, timeframe_origin_ms, to_ms
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,7 +58,7 @@ def candle_spec(client: ExchangeClient, symbol: str, timeframe: str) -> SeriesSp
         lookback=LOOKBACK_BARS,
         context_col="close",
         context_rows=CONTEXT_BARS,
-        origin_ms=grid_origin_ms(timeframe),
+        origin_ms=timeframe_origin_ms(timeframe),
         backward=client.id in PAGES_FROM_END,
         page_limit=limit,
     )

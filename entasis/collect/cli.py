@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from entasis.domain import from_ms, utc_datetime
+
 if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress
 
@@ -75,9 +77,7 @@ def _perp(symbol: str) -> str:
 
 def _until(text: str | None) -> datetime:
     if text:
-        from entasis.collect.grid import from_ms, to_ms
-
-        return from_ms(to_ms(text))
+        return utc_datetime(text, "--until")
     return datetime.now(UTC).replace(microsecond=0)
 
 
@@ -94,8 +94,6 @@ def _client(exchange: str) -> ExchangeClient:
 
 def _summary(results: list[SeriesResult], failures: list[tuple[str, str]]) -> None:
     from rich.table import Table
-
-    from entasis.collect.grid import from_ms
 
     table = Table("series", "pages", "new", "updated", "quarantined", "gaps new", "gaps resolved", "watermark",
                   title="collection summary")

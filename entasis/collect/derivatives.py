@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 from entasis.collect.candles import prepare_symbols
 from entasis.collect.client import FUNDING_LIMIT, OPEN_INTEREST_LIMIT, PAGES_FROM_END, ExchangeClient
-from entasis.collect.grid import grid_origin_ms, timeframe_ms, to_ms
 from entasis.collect.quality import check_funding, check_open_interest
 from entasis.collect.series import BATCH_PAGES, Progress, SeriesResult, SeriesSpec, run_series
 from entasis.collect.state import SeriesKey
+from entasis.domain import timeframe_ms, timeframe_origin_ms, to_ms
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -79,7 +79,7 @@ def open_interest_spec(client: ExchangeClient, symbol: str, timeframe: str) -> S
         check=lambda df, ctx: check_open_interest(df, step, timeframe),
         rows=rows,
         write=lambda conn, df: write_open_interest(conn, df),
-        origin_ms=grid_origin_ms(timeframe),
+        origin_ms=timeframe_origin_ms(timeframe),
         backward=client.id in PAGES_FROM_END,
         page_limit=limit,
     )

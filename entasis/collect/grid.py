@@ -8,52 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-_UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
-
-
-def timeframe_ms(timeframe: str) -> int:
-    """Length of one bar, e.g. '1h' -> 3_600_000; a clear error for anything else."""
-    tf = timeframe.strip()
-    unit = tf[-1:]
-    num = tf[:-1]
-    if unit not in _UNIT_MS or not num.isdigit() or int(num) <= 0:
-        raise ValueError(f"unknown timeframe {timeframe!r}; expected e.g. '1m', '15m', '1h', '4h', '1d'")
-    return int(num) * _UNIT_MS[unit]
-
-
-def grid_origin_ms(timeframe: str) -> int:
-    """Where a timeframe's grid starts: the epoch, except weeks, which start on Mondays (1970-01-05)."""
-    return 4 * _UNIT_MS["d"] if timeframe.strip().endswith("w") else 0
-
-
-def to_ms(value: datetime | str | int | float) -> int:
-    """Epoch milliseconds from an aware datetime, an ISO string (UTC assumed when naive) or ms."""
-    if isinstance(value, bool):
-        raise TypeError("a boolean is not a time")
-    if isinstance(value, int | float):
-        return int(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            raise ValueError("empty time string")
-        try:
-            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(
-                f"cannot parse time {text!r}; use ISO 8601, e.g. 2024-01-01 or 2024-01-01T06:00Z"
-            ) from None
-    if not isinstance(value, datetime):
-        raise TypeError(f"expected a datetime, ISO string or epoch ms, got {type(value).__name__}")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return int(round(value.timestamp() * 1000))
-
-
-def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
+# Timeframe lengths and grid origins, and epoch-ms conversion, are the domain's (entasis.domain: one table,
+# one time rule); this module does the arithmetic on the grid.
 
 def floor_to(ms: int, step: int, origin: int = 0) -> int:
     return ms - (ms - origin) % step

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from entasis.collect.candles import register_instruments
 from entasis.collect.client import CollectError, ExchangeClient
-from entasis.collect.grid import to_ms
 from entasis.collect.quality import check_options
 from entasis.collect.series import NoProgress, Progress, SeriesResult
 from entasis.collect.state import SeriesKey, mark_failed, quarantine, save_state
+from entasis.domain import to_ms
 
 if TYPE_CHECKING:
     import pandas as pd

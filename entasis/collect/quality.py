@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from entasis.domain import timeframe_origin_ms
 from entasis.store.validate import (
     CANDLE_RULES,
     FUNDING_RULES,
@@ -79,9 +80,7 @@ def structure_schema(step_ms: int | None, timeframe: str = "") -> pa.DataFrameSc
     """Page order and duplicates always; the timeframe grid when the series has one."""
     import pandera.pandas as pa
 
-    from entasis.collect.grid import grid_origin_ms
-
-    origin = grid_origin_ms(timeframe) if timeframe else 0
+    origin = timeframe_origin_ms(timeframe) if timeframe else 0
     checks = [pa.Check(lambda d: ~page_order_bad(d), name=REASON_PAGE_ORDER),
               pa.Check(lambda d: ~duplicate_bad(d), name=REASON_DUPLICATE)]
     if step_ms:

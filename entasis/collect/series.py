@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from entasis.collect.grid import Gap, ceil_to, from_ms, missing_runs, to_ms, windows
+from entasis.collect.grid import Gap, ceil_to, missing_runs, windows
 from entasis.collect.state import (
     SeriesKey,
     mark_failed,
@@ -35,6 +35,7 @@ from entasis.collect.state import (
     refresh_gaps,
     save_state,
 )
+from entasis.domain import from_ms, to_ms
 
 if TYPE_CHECKING:
     import numpy as np

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
-from entasis.collect.grid import Gap, from_ms, missing_runs, to_ms
+from entasis.collect.grid import Gap, missing_runs
+from entasis.domain import from_ms, to_ms
 from entasis.store.upsert import upsert_frame
 
 if TYPE_CHECKING:

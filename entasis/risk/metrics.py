@@ -22,20 +22,19 @@ from statistics import NormalDist
 
 import numpy as np
 
-PERIODS_PER_YEAR = {"1m": 525_600, "5m": 105_120, "15m": 35_040, "1h": 8_760, "4h": 2_190, "1d": 365}
+from entasis.domain import bars_per_year
 
 
 class RiskInputError(ValueError):
     """Bad input to a risk metric (empty series, NaN, bad level)."""
 
 
-def periods_per_year(timeframe: str) -> int:
+def periods_per_year(timeframe: str) -> float:
     """Bars per year for a timeframe name such as '1d' (crypto trades 365 days a year)."""
     try:
-        return PERIODS_PER_YEAR[timeframe]
-    except KeyError:
-        raise RiskInputError(f"unknown timeframe {timeframe!r}; expected one of {', '.join(PERIODS_PER_YEAR)}"
-                             ) from None
+        return bars_per_year(timeframe)
+    except ValueError as e:
+        raise RiskInputError(str(e)) from None
 
 
 def _arr(returns: Sequence[float] | np.ndarray, *, what: str = "returns") -> np.ndarray:

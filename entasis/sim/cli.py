@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from entasis.domain import utc_timestamp
+
 DEFAULT_PORT = 8765
 
 
@@ -56,13 +58,15 @@ def register(app: typer.Typer) -> None:
         console = Console()
         try:
             sym_list = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
+            t_start, t_end = utc_timestamp(start, "--start"), utc_timestamp(end, "--end")
+            t_now = None if now is None else utc_timestamp(now, "--now")
             if live:
                 import pandas as pd
 
-                now = str(pd.Timestamp.now(tz="UTC"))
-                if pd.Timestamp(end, tz="UTC") <= pd.Timestamp(now):
+                t_now = pd.Timestamp.now(tz="UTC")
+                if t_end <= t_now:
                     raise ValueError(f"--live needs --end in the future; got {end}")
-            market = MarketSim(seed=seed, symbols=sym_list, start=start, end=end, now=now)
+            market = MarketSim(seed=seed, symbols=sym_list, start=t_start, end=t_end, now=t_now)
             crashes = market.inject_flash_crashes(flash_crashes, seed=flash_seed) if flash_crashes else []
             server = start_server(seed=seed, host=host, port=port, replay_dir=replay, market=market)
         except (ValueError, ReplayFormatError, OSError) as e:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from entasis.sim.timeframes import MINUTE_MS
+from entasis.domain import MINUTE_MS
 
 if TYPE_CHECKING:
     from entasis.sim.market import Bars

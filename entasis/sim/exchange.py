@@ -48,9 +48,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 
+from entasis.domain import timeframe_ms
 from entasis.sim.faults import ERROR_KINDS, Fault, FaultInjector
 from entasis.sim.series import Page
-from entasis.sim.timeframes import timeframe_ms
 
 if TYPE_CHECKING:
     from entasis.sim.market import MarketSim

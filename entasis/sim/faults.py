@@ -44,6 +44,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from entasis.domain import to_ms
+
 ERROR_KINDS = ("429", "500", "503", "auth", "bad_symbol", "drop", "garbled")
 DATA_KINDS = ("overlap", "missing", "malformed", "revise")
 KINDS = (*ERROR_KINDS, "slow", *DATA_KINDS)
@@ -63,17 +65,6 @@ _PARAMS: dict[str, set[str]] = {
     "drop": set(),
     "garbled": set(),
 }
-
-
-def to_ms(value: Any) -> int:
-    """Milliseconds since the epoch from an int (ms) or anything pandas.Timestamp accepts."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return int(value)
-    import pandas as pd
-
-    t = pd.Timestamp(value)
-    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    return int(t.value // 1_000_000)
 
 
 @dataclass

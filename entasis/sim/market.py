@@ -38,13 +38,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from entasis.sim.timeframes import (
-    DAY_MS,
-    HOUR_MS,
-    MINUTE_MS,
-    bucket_start,
-    timeframe_ms,
-)
+from entasis.domain import DAY_MS, HOUR_MS, MINUTE_MS, timeframe_ms, to_ms
+from entasis.sim.timeframes import bucket_start
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -216,16 +211,6 @@ def _std_t(rng: np.random.Generator, nu: float, n: int) -> F64:
     return rng.standard_t(nu, n) * math.sqrt((nu - 2.0) / nu)
 
 
-def _to_ms(ts: str | pd.Timestamp | int | float | object) -> int:
-    if isinstance(ts, str) and len(ts) in (10, 13, 16, 19) and ts[:4].isdigit():  # plain ISO date/time (UTC)
-        return int(np.datetime64(ts.replace(" ", "T"), "ms").astype(np.int64))
-    import pandas as pd
-
-    t = pd.Timestamp(ts)  # type: ignore[arg-type]
-    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    return int(t.value // 1_000_000)
-
-
 @dataclass
 class _Hourly:
     spot: Bars
@@ -251,9 +236,9 @@ class MarketSim:
         self.symbols = list(symbols) if symbols is not None else list(DEFAULT_SYMBOLS)
         for s in self.symbols:
             asset_name(s)  # validates the shape
-        start_ms = _to_ms(start)
+        start_ms = to_ms(start)
         self.start_ms = start_ms - start_ms % HOUR_MS
-        self.end_ms = _to_ms(end)
+        self.end_ms = to_ms(end)
         if self.end_ms <= self.start_ms:
             raise ValueError(f"end ({end}) must be after start ({start})")
         # the grid runs one day past the end so prices "at end" and partial bars are defined
@@ -292,7 +277,7 @@ class MarketSim:
 
     @now.setter
     def now(self, value: str | pd.Timestamp) -> None:
-        ms = _to_ms(value)
+        ms = to_ms(value)
         if not self.start_ms < ms <= self.end_ms:
             raise ValueError(f"now={value} must lie in (start, end] = ({self.start}, {self.end}]")
         self._now_ms = ms
@@ -304,7 +289,7 @@ class MarketSim:
     def _resolve_now(self, now: str | pd.Timestamp | int | None) -> int:
         if now is None:
             return self._now_ms
-        ms = now if isinstance(now, int) else _to_ms(now)
+        ms = now if isinstance(now, int) else to_ms(now)
         if not self.start_ms < ms <= self.end_ms:
             raise ValueError(f"now={now} must lie in (start, end] = ({self.start}, {self.end}]")
         return ms
@@ -420,7 +405,7 @@ class MarketSim:
         """
         from entasis.sim.crashes import FlashCrash
 
-        ms = start if isinstance(start, int) else _to_ms(start)
+        ms = start if isinstance(start, int) else to_ms(start)
         crash = FlashCrash(asset_name(symbol), ms, depth, fall_minutes, bounce, recover_minutes, volume_mult)
         return self._add_crashes([crash])[0]
 
@@ -432,8 +417,8 @@ class MarketSim:
         from entasis.sim.crashes import seeded_crashes
 
         names = sorted({asset_name(s) for s in (symbols or self.symbols)})
-        lo = self.start_ms if start is None else (start if isinstance(start, int) else _to_ms(start))
-        hi = self.end_ms if end is None else (end if isinstance(end, int) else _to_ms(end))
+        lo = self.start_ms if start is None else (start if isinstance(start, int) else to_ms(start))
+        hi = self.end_ms if end is None else (end if isinstance(end, int) else to_ms(end))
         return self._add_crashes(seeded_crashes(seed, names, lo, hi, n, **kw))  # type: ignore[arg-type]
 
     def _add_crashes(self, crashes: list[FlashCrash]) -> list[FlashCrash]:
@@ -709,7 +694,7 @@ class MarketSim:
 
     def price_at(self, symbol: str, ts: str | pd.Timestamp | int, kind: str = "spot") -> float:
         """Last traded price at ``ts``: the close of the partial bar that ends at ts (no look-ahead)."""
-        ms = ts if isinstance(ts, int) else _to_ms(ts)
+        ms = ts if isinstance(ts, int) else to_ms(ts)
         if not self.start_ms < ms <= self._hour_ts[-1]:
             raise ValueError(f"no price at {ts}: outside the simulated range")
         if ms % MINUTE_MS == 0:
@@ -808,7 +793,7 @@ class MarketSim:
         """The chain with the extra fields the simulated exchange serves (bid/ask IV, creation...)."""
         from entasis.sim.options import build_chain
 
-        ms = ts if isinstance(ts, int) else _to_ms(ts)
+        ms = ts if isinstance(ts, int) else to_ms(ts)
         if ms > self._now_ms:
             raise ValueError(f"option chain at {ts} is after now ({self.now}): that would be look-ahead")
         if ms <= self.start_ms:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from entasis.sim.timeframes import DAY_MS, HOUR_MS
+from entasis.domain import DAY_MS, HOUR_MS
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from entasis.domain import TIMEFRAME_MS
 from entasis.sim.series import ArraySource
-from entasis.sim.timeframes import TIMEFRAME_MS
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,4 +1,4 @@
-"""Timeframe names, their length in milliseconds and bucket alignment, shared by the simulator and server.
+"""Bucket alignment and Bybit's interval names, shared by the simulator and server.
 
 Buckets are aligned the way Binance aligns klines: to the Unix epoch for fixed lengths and to Monday
 00:00 UTC for weeks. Monthly candles are not supported (neither generated nor served).
@@ -9,29 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-MINUTE_MS = 60_000
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
-WEEK_MS = 7 * DAY_MS
-#: 1970-01-05 was the first Monday after the epoch; weekly buckets start on Mondays.
-WEEK_ORIGIN_MS = 4 * DAY_MS
-
-TIMEFRAME_MS: dict[str, int] = {
-    "1m": MINUTE_MS,
-    "3m": 3 * MINUTE_MS,
-    "5m": 5 * MINUTE_MS,
-    "15m": 15 * MINUTE_MS,
-    "30m": 30 * MINUTE_MS,
-    "1h": HOUR_MS,
-    "2h": 2 * HOUR_MS,
-    "4h": 4 * HOUR_MS,
-    "6h": 6 * HOUR_MS,
-    "8h": 8 * HOUR_MS,
-    "12h": 12 * HOUR_MS,
-    "1d": DAY_MS,
-    "3d": 3 * DAY_MS,
-    "1w": WEEK_MS,
-}
+# The timeframe table, its units and grid origins are entasis.domain's (one definition for every stage).
+from entasis.domain import timeframe_ms, timeframe_origin_ms
 
 #: Bybit v5 ``interval`` values and the timeframe each one means.
 BYBIT_INTERVALS: dict[str, str] = {
@@ -40,24 +19,10 @@ BYBIT_INTERVALS: dict[str, str] = {
 }
 
 
-def timeframe_ms(timeframe: str) -> int:
-    """Length of one bar; a clear error for names we do not generate."""
-    try:
-        return TIMEFRAME_MS[timeframe]
-    except KeyError:
-        raise ValueError(
-            f"unknown timeframe {timeframe!r}; expected one of {', '.join(TIMEFRAME_MS)}"
-        ) from None
-
-
-def origin_ms(timeframe: str) -> int:
-    return WEEK_ORIGIN_MS if timeframe == "1w" else 0
-
-
 def bucket_start(ts_ms: NDArray[np.int64] | int, timeframe: str) -> NDArray[np.int64] | int:
     """Open time of the bar of ``timeframe`` containing each timestamp (ms)."""
     size = timeframe_ms(timeframe)
-    off = origin_ms(timeframe)
+    off = timeframe_origin_ms(timeframe)
     return ((np.asarray(ts_ms, dtype=np.int64) - off) // size) * size + off if not isinstance(ts_ms, int) \
         else ((ts_ms - off) // size) * size + off
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from entasis.domain import HOUR_MS, TIMEFRAME_MS
 from entasis.sim.exchange import Ctx, Response, SimCandleSource, Venue, html_error
 from entasis.sim.faults import Fault
 from entasis.sim.series import ArraySource, Page, Source, fmt, page
-from entasis.sim.timeframes import HOUR_MS, TIMEFRAME_MS
 
 SPOT_KLINE_MAX = 1000
 FAPI_KLINE_MAX = 1500

@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, unquote
 
+from entasis.domain import HOUR_MS, TIMEFRAME_MS
 from entasis.sim.exchange import Ctx, Response, SimCandleSource, Venue, html_error
 from entasis.sim.faults import Fault
 from entasis.sim.series import ArraySource, Source, fmt_trim, page
-from entasis.sim.timeframes import BYBIT_INTERVALS, HOUR_MS, TIMEFRAME_MS
+from entasis.sim.timeframes import BYBIT_INTERVALS
 from entasis.sim.venue_binance import _OISource
 
 KLINE_MAX = 1000

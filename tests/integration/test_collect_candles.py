@@ -194,12 +194,12 @@ def test_revised_candle_updates_in_place(sim: SimExchangeServer, db_url: str, ma
 
 
 def test_incomplete_current_candle_is_never_stored(sim: SimExchangeServer, db_url: str, market: MarketSim) -> None:
-    market.now = "2023-04-30 12:30"
-    [r] = collect_candles("binance", ["BTC/USDT"], "1h", since="2023-04-20", until="2023-04-30 12:30")
+    market.now = "2023-04-30T12:30Z"
+    [r] = collect_candles("binance", ["BTC/USDT"], "1h", since="2023-04-20", until="2023-04-30T12:30Z")
     assert r.incomplete_skipped == 1
     assert one(db_url, "SELECT max(ts) FROM market.candles")[0] == pd.Timestamp("2023-04-30 11:00", tz="UTC")
-    market.now = "2023-04-30 13:30"
-    collect_candles("binance", ["BTC/USDT"], "1h", until="2023-04-30 13:30")
+    market.now = "2023-04-30T13:30Z"
+    collect_candles("binance", ["BTC/USDT"], "1h", until="2023-04-30T13:30Z")
     got = stored(db_url, "binance", "BTC/USDT")
     want = source(market, "BTC/USDT")
     want = want[want["ts"] >= pd.Timestamp("2023-04-20", tz="UTC")].reset_index(drop=True)
@@ -209,7 +209,7 @@ def test_incomplete_current_candle_is_never_stored(sim: SimExchangeServer, db_ur
 
 def test_real_gap_is_recorded_not_zero_filled_and_retried(sim: SimExchangeServer, db_url: str,
                                                           market: MarketSim) -> None:
-    sim.faults.add(KLINES, "missing", start="2023-02-10 00:00", end="2023-02-10 06:00", times=1)
+    sim.faults.add(KLINES, "missing", start="2023-02-10T00:00Z", end="2023-02-10T06:00Z", times=1)
     [r] = collect_candles("binance", ["BTC/USDT"], "1h", since=START, until=END)
     assert r.gaps_new == 1 and r.new == 2874
     gap = one(db_url, "SELECT gap_start, gap_end, missing_bars, resolved_at FROM market.gaps")
@@ -223,7 +223,7 @@ def test_real_gap_is_recorded_not_zero_filled_and_retried(sim: SimExchangeServer
 
 
 def test_permanent_gap_stays_open_without_duplicates(sim: SimExchangeServer, db_url: str) -> None:
-    sim.faults.add(KLINES, "missing", start="2023-03-01 10:00", end="2023-03-01 12:00", times=None)
+    sim.faults.add(KLINES, "missing", start="2023-03-01T10:00Z", end="2023-03-01T12:00Z", times=None)
     collect_candles("binance", ["BTC/USDT"], "1h", since=START, until=END)
     [r] = collect_candles("binance", ["BTC/USDT"], "1h", until=END)
     assert (r.gaps_new, r.gaps_resolved) == (0, 0)

@@ -43,10 +43,10 @@ def flash_env(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
 
     market = MarketSim(seed=5, symbols=SYMBOLS, start="2023-02-28", end="2023-03-03", now=WINDOW_START)
     crashes = [
-        market.inject_flash_crash("ETH/USDT", "2023-03-02 10:16", depth=0.22, fall_minutes=2),
+        market.inject_flash_crash("ETH/USDT", "2023-03-02T10:16Z", depth=0.22, fall_minutes=2),
         # falls from 10:23 to the close of 10:26: straddles the (10:20, 10:25] and (10:25, 10:30] runs
-        market.inject_flash_crash("SOL/USDT", "2023-03-02 10:23", depth=0.3, fall_minutes=4),
-        market.inject_flash_crash("BTC/USDT", "2023-03-02 10:29", depth=0.18, fall_minutes=1, volume_mult=8.0),
+        market.inject_flash_crash("SOL/USDT", "2023-03-02T10:23Z", depth=0.3, fall_minutes=4),
+        market.inject_flash_crash("BTC/USDT", "2023-03-02T10:29Z", depth=0.18, fall_minutes=1, volume_mult=8.0),
     ]
     server = start_server(market=market)
     monkeypatch.setenv("ENTASIS_SIM_URL", server.url)

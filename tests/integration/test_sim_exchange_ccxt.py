@@ -164,11 +164,11 @@ def test_incomplete_current_candle_through_ccxt(srv: SimExchangeServer, binance:
     m = srv.market
     old = m.now_ms
     try:
-        m.now = "2023-11-20 14:20"
+        m.now = "2023-11-20T14:20Z"
         bars = binance.fetch_ohlcv("BTC/USDT", "1h", limit=2)
         assert bars[-1][0] == int(pd.Timestamp("2023-11-20 14:00", tz="UTC").value // 1_000_000)
         assert bars[-1][4] == m.price_at("BTC/USDT", m.now_ms)
-        m.now = "2023-11-20 15:00"
+        m.now = "2023-11-20T15:00Z"
         done = binance.fetch_ohlcv("BTC/USDT", "1h", limit=2)
         assert done[-1][0] == bars[-1][0] and done[-1][5] > bars[-1][5]
     finally:

@@ -22,7 +22,7 @@ def _serve(*args: str) -> subprocess.Popen[str]:
 
 
 def test_serve_until_sigterm() -> None:
-    proc = _serve("--port", "0", "--seed", "3", "--symbols", "BTC/USDT,ETH/USDT", "--now", "2023-06-01 12:30")
+    proc = _serve("--port", "0", "--seed", "3", "--symbols", "BTC/USDT,ETH/USDT", "--now", "2023-06-01T12:30Z")
     try:
         out = ""
         deadline = time.time() + 30

@@ -19,7 +19,7 @@ def market() -> MarketSim:
 
 def test_no_injection_leaves_the_market_untouched() -> None:
     a, b = market(), market()
-    b.inject_flash_crash("ETH/USDT", "2023-01-03 10:00", depth=0.3)
+    b.inject_flash_crash("ETH/USDT", "2023-01-03T10:00Z", depth=0.3)
     for tf in ("1m", "1h", "1d"):
         pd.testing.assert_frame_equal(a.candles("BTC/USDT", tf), b.candles("BTC/USDT", tf))  # other asset
     before = a.candles("ETH/USDT", "1m")
@@ -39,7 +39,7 @@ def test_same_seed_same_crashes() -> None:
 
 def test_coarser_candles_stay_exact_aggregates() -> None:
     m = market()
-    c = m.inject_flash_crash("SOL/USDT", "2023-01-02 23:58", depth=0.25, fall_minutes=4)  # across midnight
+    c = m.inject_flash_crash("SOL/USDT", "2023-01-02T23:58Z", depth=0.25, fall_minutes=4)  # across midnight
     for kind in ("spot", "perp"):
         mins = m.candles("SOL/USDT", "1m", kind=kind).set_index("ts")
         for tf, rule in (("1h", "1h"), ("1d", "1D")):
@@ -83,6 +83,6 @@ def test_bad_crash_specs_are_refused() -> None:
     with pytest.raises(ValueError, match="outside the simulated range"):
         market().inject_flash_crash("BTC/USDT", "2025-01-01")
     with pytest.raises(ValueError, match="cannot place"):
-        market().inject_flash_crashes(50, seed=1, symbols=["BTC/USDT"], start="2023-01-02 00:00",
-                                      end="2023-01-02 02:00")
+        market().inject_flash_crashes(50, seed=1, symbols=["BTC/USDT"], start="2023-01-02T00:00Z",
+                                      end="2023-01-02T02:00Z")
     assert np.isclose(FlashCrash("BTC/USDT", 0, 0.2).factor(np.array([0, 180_000]))[1], 0.8)

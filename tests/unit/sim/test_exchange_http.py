@@ -161,17 +161,17 @@ def test_error_faults_over_http(server: SimExchangeServer) -> None:
 
 
 def test_mid_bar_clock_serves_the_bar_in_progress() -> None:
-    m = MarketSim(seed=7, symbols=["BTC/USDT"], now="2023-06-01 12:30")
+    m = MarketSim(seed=7, symbols=["BTC/USDT"], now="2023-06-01T12:30Z")
     with start_server(market=m) as srv:
         _, rows, _ = get(srv, "/binance/api/v3/klines?symbol=BTCUSDT&interval=1h&limit=2")
         assert rows[-1][0] == int(pd.Timestamp("2023-06-01 12:00", tz="UTC").value // 1_000_000)
         assert rows[-1][6] > m.now_ms  # its close time is still in the future
         first_close = rows[-1][4]
-        m.now = "2023-06-01 12:45"
+        m.now = "2023-06-01T12:45Z"
         _, rows2, _ = get(srv, "/binance/api/v3/klines?symbol=BTCUSDT&interval=1h&limit=2")
         assert rows2[-1][0] == rows[-1][0] and float(rows2[-1][5]) > float(rows[-1][5])
         assert float(rows2[-1][4]) == m.price_at("BTC/USDT", m.now_ms) and float(first_close) == m.price_at(
-            "BTC/USDT", "2023-06-01 12:30")
+            "BTC/USDT", "2023-06-01T12:30Z")
 
 
 def test_replay_serves_files_as_is(shared_data: Path) -> None:

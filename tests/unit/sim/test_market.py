@@ -124,20 +124,20 @@ def test_perp_tracks_spot_with_a_small_premium(sim: MarketSim) -> None:
 
 def test_now_mid_bar_serves_the_partial_bar() -> None:
     full = MarketSim(seed=7)
-    mid = MarketSim(seed=7, now="2023-06-01 12:30:20")
+    mid = MarketSim(seed=7, now="2023-06-01T12:30:20Z")
     h = mid.candles("BTC/USDT", "1h")
     last = h.iloc[-1]
     assert last["ts"] == pd.Timestamp("2023-06-01 12:00", tz="UTC")
     done = full.candles("BTC/USDT", "1h").set_index("ts").loc[last["ts"]]
     assert last["open"] == done["open"]
-    assert last["close"] == mid.price_at("BTC/USDT", "2023-06-01 12:30:20")
+    assert last["close"] == mid.price_at("BTC/USDT", "2023-06-01T12:30:20Z")
     assert last["volume"] < done["volume"] and last["high"] <= done["high"] and last["low"] >= done["low"]
     # every complete bar is identical to the one served later
     pd.testing.assert_frame_equal(h.iloc[:-1], full.candles("BTC/USDT", "1h").iloc[: len(h) - 1])
     d = mid.candles("BTC/USDT", "1d").iloc[-1]
     assert d["ts"] == pd.Timestamp("2023-06-01", tz="UTC") and d["close"] == last["close"]
     # moving the clock completes the bar
-    mid.now = "2023-06-01 13:00"
+    mid.now = "2023-06-01T13:00Z"
     now_last = mid.candles("BTC/USDT", "1h").iloc[-1]
     cols = ["open", "high", "low", "close", "volume", "quote_volume"]
     assert now_last["ts"] == last["ts"] and now_last[cols].tolist() == done[cols].tolist()

@@ -17,7 +17,7 @@ from entasis.sim.options import (
     listed_expiries,
 )
 
-SNAP = "2023-03-15 10:00"
+SNAP = "2023-03-15T10:00Z"
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_greeks_signs_and_quotes(chain: pd.DataFrame) -> None:
 
 def test_implied_vol_follows_the_variance_regime(sim: MarketSim) -> None:
     """Short-dated at-the-money IV sits near the asset's current vol times the risk premium."""
-    for ts in ("2022-05-10 12:00", "2023-01-20 12:00"):
+    for ts in ("2022-05-10T12:00Z", "2023-01-20T12:00Z"):
         ms = int(pd.Timestamp(ts, tz="UTC").value // 1_000_000)
         v0, _ = sim.variance_at("BTC/USDT", ms)
         full = sim.option_chain_full("BTC", ts)
@@ -117,9 +117,9 @@ def test_listing_calendar() -> None:
 
 
 def test_no_look_ahead_and_determinism(sim: MarketSim) -> None:
-    early = MarketSim(seed=7, now="2023-03-15 10:00")
+    early = MarketSim(seed=7, now="2023-03-15T10:00Z")
     with pytest.raises(ValueError, match="look-ahead"):
-        early.option_chain("BTC", "2023-03-15 11:00")
+        early.option_chain("BTC", "2023-03-15T11:00Z")
     pd.testing.assert_frame_equal(early.option_chain("ETH", SNAP), sim.option_chain("ETH", SNAP))
     other = MarketSim(seed=8).option_chain("ETH", SNAP)
     assert not np.array_equal(other["mark_price"].to_numpy()[:10], sim.option_chain("ETH", SNAP)["mark_price"][:10])
