@@ -1,0 +1,57 @@
+"""Smoke run of bench/model_quality.py at tiny sizes (two synthetic assets, three refits, 10 trees): the
+product configuration is walked forward beside every baseline and the last line is the bench JSON line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from tests.unit.models.test_volatility_har import _candles
+
+ROOT = Path(__file__).resolve().parents[3]
+KEYS = {"bench", "metric", "reference", "ratio", "target", "met"}
+
+
+def _bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_model_quality", ROOT / "bench" / "model_quality.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for i, name in enumerate(("AAAUSDT_1d.csv", "BBBUSDT_1d.csv")):
+        c = _candles(820, 30 + i, start="2019-01-01", vol0=0.03 + 0.01 * i)
+        c.assign(timestamp=c["ts"].dt.strftime("%Y-%m-%d"))[["timestamp", "open", "high", "low", "close",
+                                                             "volume"]].to_csv(tmp_path / name, index=False)
+    out = tmp_path / "res.json"
+    res = _bench().main(["--data", str(tmp_path), "--horizons", "7", "--start", "2020-10-01", "--end", "2021-02-28",
+                         "--refit-days", "60", "--n-boot", "50", "--n-jobs", "1", "--n-estimators", "10",
+                         "--no-shuffled", "--json", str(out)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    last = json.loads(lines[-1])
+    assert set(last) == KEYS
+    assert last["bench"] == "model_quality_walk_forward" and isinstance(last["met"], bool)
+    assert last["metric"] > 0 and last["reference"] == 600.0
+    assert last["ratio"] == pytest.approx(last["metric"] / last["reference"], abs=1e-4)
+    assert last["met"] is (last["metric"] <= last["reference"])
+    assert last == res["bench_line"]
+    saved = json.loads(out.read_text())
+    assert saved["assets"] == ["AAA/USDT", "BBB/USDT"]
+    h = res["horizons"]["7"]
+    choose = h["choose"]
+    assert choose["n"] > 100 and h["confirm"]["n"] == 0  # the synthetic data ends in 2021
+    assert {"ensemble", "ensemble:fixed", "ensemble:base_rate", "rf", "xgb", "lgbm"} <= set(choose["models"])
+    assert {"majority", "trailing_majority", "persistence", "always_bullish", "momentum",
+            "trailing_freq"} <= set(choose["baselines"])
+    for row in [*choose["models"].values(), *choose["baselines"].values()]:
+        assert row["n"] == choose["n"] and np.isfinite(row["log_loss"]) and 0 <= row["accuracy"] <= 1
+    ci = choose["models"]["ensemble"]["d_log_loss_vs_best"]
+    assert ci["lo"] <= ci["estimate"] <= ci["hi"]
+    assert ci["baseline"] == choose["best_baseline"]["log_loss"]
