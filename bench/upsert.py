@@ -1,9 +1,11 @@
 """Bulk upsert speed: binary COPY + INSERT ON CONFLICT against the references, same server, same run.
 
-References measured in this process on the same server: the previous CSV COPY path
-(``upsert_frame(..., binary=False)``), psycopg ``executemany`` (pipelined) and the naive per-row
-``execute`` loop. The slow references run on a sample and are scaled to the full row count.
-Both bulk paths must leave byte-identical tables (checked here by checksum).
+References measured in this process on the same server: the same binary COPY with every row
+through the merge (``append_fast_path=False``, the path before the append fast path), the CSV COPY
+path (``binary=False``), psycopg ``executemany`` (pipelined) and the naive per-row ``execute`` loop.
+The slow references run on a sample and are scaled to the full row count. The bulk paths must leave
+byte-identical tables (checked here by checksum). CPU seconds (this process + the server backend,
+from /proc) are printed beside wall seconds: on a shared machine the wall figure moves with the load.
 
 Usage: python bench/upsert.py [--rows 1000000] [--sample 20000]
 Target (issue 14): >= 100k rows/s and >= 20x the per-row execute loop.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -76,22 +79,34 @@ def per_row_execute(conn: psycopg.Connection, df: pd.DataFrame) -> None:
             cur.execute(q, row)
 
 
+def _cpu(conn: psycopg.Connection) -> float:
+    """CPU seconds so far of this process plus the connection's server backend (same machine)."""
+    row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    fields = Path(f"/proc/{int(row[0])}/stat").read_text().rsplit(")", 1)[1].split()
+    return time.process_time() + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(rows: int, sample: int) -> dict[str, object]:
     home = Path(tempfile.mkdtemp(prefix="entasis_bench_"))
     server = embedded.ensure_running(home, preferred_port=0)
     try:
         with psycopg.connect(server.url, autocommit=True) as conn:
             upgrade(conn)
-            for db in ("bench_csv",):
+            for db in ("bench_csv", "bench_merge"):
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(db)))
                 conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE entasis").format(sql.Identifier(db)))
         csv_url = server.url.rsplit("/", 1)[0] + "/bench_csv"
+        merge_url = server.url.rsplit("/", 1)[0] + "/bench_merge"
         df = make_candles(rows)
         timings: dict[str, float] = {}
+        cpu: dict[str, float] = {}
         with psycopg.connect(server.url) as conn:
+            c0 = _cpu(conn)
             t0 = time.perf_counter()
             r = upsert_frame(conn, "market.candles", df, CANDLE_KEY)
             timings["binary"] = time.perf_counter() - t0
+            cpu["binary"] = _cpu(conn) - c0
             t0 = time.perf_counter()
             r2 = upsert_frame(conn, "market.candles", df, CANDLE_KEY)
             timings["binary_reapply"] = time.perf_counter() - t0
@@ -104,6 +119,13 @@ def run(rows: int, sample: int) -> dict[str, object]:
             t0 = time.perf_counter()
             per_row_execute(conn, loop)
             timings["per_row"] = (time.perf_counter() - t0) * len(df) / len(loop)
+        with psycopg.connect(merge_url) as conn:
+            c0 = _cpu(conn)
+            t0 = time.perf_counter()
+            rm = upsert_frame(conn, "market.candles", df, CANDLE_KEY, append_fast_path=False)
+            timings["merge"] = time.perf_counter() - t0
+            cpu["merge"] = _cpu(conn) - c0
+            merge_sum = table_checksum(conn, "market.candles", CANDLE_KEY)
         with psycopg.connect(csv_url) as conn:
             t0 = time.perf_counter()
             rc = upsert_frame(conn, "market.candles", df, CANDLE_KEY, binary=False)
@@ -115,29 +137,34 @@ def run(rows: int, sample: int) -> dict[str, object]:
     rate = n / timings["binary"]
     ratio = timings["per_row"] / timings["binary"]
     print(f"rows: {n:,} (inserted {r.inserted:,}); re-apply unchanged: {r2.unchanged:,}; "
-          f"CSV path inserted {rc.inserted:,}")
+          f"merge-only path inserted {rm.inserted:,}; CSV path inserted {rc.inserted:,}")
     print(f"{'path':<44}{'seconds':>10}{'rows/s':>14}{'binary is':>12}")
-    for name, label in [("binary", "binary COPY + INSERT ON CONFLICT (new)"),
+    for name, label in [("binary", "binary, append fast path (new)"),
                         ("binary_reapply", "binary, re-apply (all unchanged)"),
-                        ("csv", "CSV COPY + INSERT ON CONFLICT (before)"),
+                        ("merge", "binary COPY + INSERT ON CONFLICT (before)"),
+                        ("csv", "CSV COPY + INSERT ON CONFLICT (earlier)"),
                         ("executemany", f"psycopg executemany (scaled from {sample:,})"),
                         ("per_row", f"per-row execute loop (scaled from {max(1, sample // 4):,})")]:
         s = timings[name]
         print(f"{label:<44}{s:>10.2f}{n / s:>14,.0f}{s / timings['binary']:>11.1f}x")
-    same = binary_sum == csv_sum
-    print(f"binary and CSV paths leave identical tables: {same}")
+    for name in ("binary", "merge"):
+        print(f"{name}: {cpu[name]:.2f} CPU s (client + server backend) = {n / cpu[name]:,.0f} rows per CPU second")
+    same = binary_sum == csv_sum == merge_sum
+    print(f"fast path, merge-only and CSV paths leave identical tables: {same}")
     met = bool(same and rate >= TARGET_ROWS_S and ratio >= TARGET_RATIO)
     return {"bench": "upsert", "metric": round(rate), "reference": round(n / timings["per_row"]),
             "ratio": round(ratio, 1), "target": f">= {TARGET_ROWS_S} rows/s and >= {TARGET_RATIO:g}x per-row loop",
             "met": met, "vs_executemany": round(timings["executemany"] / timings["binary"], 1),
+            "vs_merge_only": round(timings["merge"] / timings["binary"], 2),
+            "rows_per_cpu_s": round(n / cpu["binary"]),
             "vs_csv": round(timings["csv"] / timings["binary"], 2), "identical": same, "rows": n}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--sample", type=int, default=20_000)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     out = run(args.rows, args.sample)
     print(json.dumps(out))
     return 0

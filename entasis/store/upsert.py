@@ -11,6 +11,15 @@ Python/Arrow and ~25% in the server parsing it, so the binary stream is built co
 grouped by the lengths of their variable-width fields, each group one packed numpy record array)
 and the server only copies bytes. Anything else (jsonb, numeric, dates, mixed objects) takes the
 CSV path, which stores the same values.
+
+Append fast path (binary only). A profile of 1M new candles (EXPLAIN ANALYZE, embedded server) put
+~80% of the time in the server's ``INSERT ... ON CONFLICT``: per row an index probe, a speculative
+heap insert, the index insert and a confirm record (3 WAL records). Time series are written mostly
+after their last stored bar, so the rows of a series whose key is past that series' stored maximum
+(one index probe per series, not per row) cannot conflict: they are COPied straight into the table
+inside a savepoint. Only the other rows take the staging table and the merge. Should another writer
+insert one of those keys meanwhile, the unique violation rolls the savepoint back and the whole
+batch takes the merge, so the result is the same either way.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
@@ -31,6 +41,7 @@ _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 _COPY_ROWS = 100_000
 _MAX_GROUPS = 512  # more distinct field-length layouts than this: the CSV path is as fast
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
 _BINARY_TRAILER = b"\xff\xff"
 _STAGE = "_entasis_stage"
@@ -75,6 +86,59 @@ def dedupe(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     if missing:
         raise ValueError(f"batch lacks key column(s) {missing}")
     return df.drop_duplicates(subset=list(keys), keep="last")
+
+
+def _key_codes(df: pd.DataFrame, keys: Sequence[str]) -> list[np.ndarray]:
+    """Each key column as int codes in the column's sort order (NA: -1, equal to every other NA)."""
+    import numpy as np
+    import pandas as pd
+
+    return [pd.factorize(df[k], sort=True, use_na_sentinel=True)[0].astype(np.int64) for k in keys]
+
+
+def _combined(codes: Sequence[np.ndarray]) -> np.ndarray | None:
+    """One int64 per row ordering like the codes lexicographically; None when it would overflow."""
+    import numpy as np
+
+    out = np.zeros(len(codes[0]) if codes else 0, dtype=np.int64)
+    span = 1
+    for c in codes:
+        base = int(c.max()) + 2 if len(c) else 1
+        span *= base
+        if span >= 2**62:
+            return None
+        out = out * base + (c + 1)
+    return out
+
+
+def dedupe_sorted(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """:func:`dedupe` and a stable sort by the keys in one pass over integer codes (the same rows,
+    in key order; ~10x faster than ``drop_duplicates`` + ``sort_values`` on string keys)."""
+    import numpy as np
+
+    missing = [k for k in keys if k not in df.columns]
+    if missing:
+        raise ValueError(f"batch lacks key column(s) {missing}")
+    n = len(df)
+    if n == 0:
+        return df
+    codes = _key_codes(df, keys)
+    comb = _combined(codes)
+    if comb is not None:
+        order = np.argsort(comb, kind="stable")
+        ks = comb[order]
+        last = np.r_[ks[1:] != ks[:-1], True]  # the last row of each run of equal keys
+    else:
+        order = np.lexsort(codes[::-1])  # stable
+        diff = np.zeros(n - 1, dtype=bool)
+        for c in codes:
+            cs = c[order]
+            diff |= cs[1:] != cs[:-1]
+        last = np.r_[diff, True]
+    keep = order[last]
+    if len(keep) == n and bool((keep[1:] > keep[:-1]).all()):
+        return df  # already sorted and unique
+    return df.iloc[keep]
 
 
 def _to_csv(df: pd.DataFrame) -> bytes:
@@ -233,6 +297,78 @@ def _binary_copy(fields: list[_Field], n: int) -> Iterator[bytes] | None:
     return stream()
 
 
+# ------------------------------------------------------------------------------ append fast path
+
+_PREFIX_TYPES = {"text", "character varying", "integer", "bigint", "smallint"}
+
+
+def _take(fields: list[_Field], idx: np.ndarray) -> list[_Field]:
+    """The fields of the rows at ``idx`` (the fields themselves when that is every row, in order)."""
+    if len(fields) and len(idx) == len(fields[0].lens) and (len(idx) == 0 or int(idx[-1]) == len(idx) - 1):
+        return fields
+    return [_Field(lens=f.lens[idx], fixed=None if f.fixed is None else f.fixed[idx], text=f.text,
+                   codes=None if f.codes is None else f.codes[idx]) for f in fields]
+
+
+def _unique_key_index(conn: psycopg.Connection, table: str, keys: Sequence[str]) -> bool:
+    """Whether a unique index has exactly ``keys`` as its columns, in this order (so the per-series
+    maximum of the last key is one backward index probe)."""
+    rows = conn.execute(
+        "SELECT array_agg(a.attname::text ORDER BY k.ord) FROM pg_index i "
+        "CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+        "WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL "
+        "GROUP BY i.indexrelid",
+        (table,),
+    ).fetchall()
+    return any(list(r[0]) == list(keys) for r in rows)
+
+
+def _pg_us(t: datetime | None) -> int:
+    """A stored timestamptz as microseconds since 2000-01-01 (binary COPY's scale); None: the lowest."""
+    if t is None:
+        return -(2**63)
+    return (t - _PG_EPOCH) // timedelta(microseconds=1)
+
+
+def _new_rows(conn: psycopg.Connection, table: str, batch: pd.DataFrame, keys: Sequence[str],
+              types: dict[str, str], ts_field: _Field) -> np.ndarray | None:
+    """Rows whose last key (a timestamp) lies past the stored maximum of their series (the other key
+    columns): they cannot conflict. None when the table's shape does not allow the check."""
+    import numpy as np
+
+    *prefix, last = keys
+    if types.get(last) != "timestamp with time zone" or any(types.get(k) not in _PREFIX_TYPES for k in prefix):
+        return None
+    if not _unique_key_index(conn, table, keys):
+        return None
+    tbl = table_ident(table)
+    us = ts_field.fixed.astype(np.int64) if ts_field.fixed is not None else None
+    if us is None:
+        return None
+    if not prefix:
+        row = conn.execute(sql.SQL("SELECT max({ts}) FROM {tbl}").format(ts=ident(last), tbl=tbl)).fetchone()
+        return us > _pg_us(row[0] if row else None)
+    codes = _key_codes(batch, prefix)
+    comb = _combined(codes)
+    if comb is None:
+        return None
+    groups, first, inverse = np.unique(comb, return_index=True, return_inverse=True)
+    arrays = [batch[k].to_numpy()[first].tolist() for k in prefix]
+    q = sql.SQL(
+        "SELECT (SELECT max(t.{ts}) FROM {tbl} t WHERE {match}) "
+        "FROM unnest({arrays}) WITH ORDINALITY AS p({names}, i) ORDER BY p.i"
+    ).format(
+        ts=ident(last), tbl=tbl,
+        match=sql.SQL(" AND ").join(sql.SQL("t.{c} = p.{c}").format(c=ident(k)) for k in prefix),
+        arrays=sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(types[k])) for k in prefix),
+        names=idents(prefix),
+    )
+    tops = conn.execute(q, arrays).fetchall()
+    lo = np.array([_pg_us(t[0]) for t in tops], dtype=np.int64)
+    return us > lo[inverse.reshape(-1)]
+
+
 # ------------------------------------------------------------------------------------ the upsert
 
 
@@ -244,17 +380,21 @@ def upsert_frame(
     *,
     update_columns: Sequence[str] | None = None,
     binary: bool = True,
+    append_fast_path: bool = True,
 ) -> UpsertResult:
     """Upsert ``df`` into ``table`` on ``keys`` atomically; return counts.
 
     Timestamps must be tz-aware (UTC); the caller validates values before this point.
-    ``binary=False`` forces the CSV COPY (the reference path the tests compare against).
+    ``binary=False`` forces the CSV COPY (the reference path the tests compare against), which never
+    takes the append fast path; ``append_fast_path=False`` sends every row through the merge.
     """
+    import numpy as np
     import pandas as pd
+    import psycopg
 
     if df.empty:
         return UpsertResult(0, 0, 0)
-    batch = dedupe(df, keys).sort_values(list(keys), kind="stable")  # key order: B-tree locality
+    batch = dedupe_sorted(df, keys)  # key order: B-tree locality
     for c in batch.columns:
         if pd.api.types.is_datetime64_any_dtype(batch[c]) and not isinstance(batch[c].dtype, pd.DatetimeTZDtype):
             raise ValueError(f"column {c!r} has naive timestamps; use UTC-aware timestamps")
@@ -274,32 +414,56 @@ def upsert_frame(
         )
     else:
         conflict = sql.SQL("DO NOTHING")
+    fast = 0
     with conn.transaction(), conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(stage))
-        cur.execute(sql.SQL("CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {tbl} WITH NO DATA")
-                    .format(stage=stage, cols=col_sql, tbl=tbl))
-        chunks = None
-        if binary:
-            fields = _binary_fields(batch, _column_types(conn, table))
-            chunks = _binary_copy(fields, len(batch)) if fields is not None else None
-        if chunks is not None:
-            with cur.copy(sql.SQL("COPY {stage} ({cols}) FROM STDIN WITH (FORMAT binary)")
-                          .format(stage=stage, cols=col_sql)) as cp:
-                for chunk in chunks:
-                    cp.write(chunk)
-        else:
-            with cur.copy(sql.SQL("COPY {stage} ({cols}) FROM STDIN WITH (FORMAT csv)")
-                          .format(stage=stage, cols=col_sql)) as cp:
-                # serialise in slices so the server parses one while we format the next
-                for start in range(0, len(batch), _COPY_ROWS):
-                    cp.write(_to_csv(batch.iloc[start : start + _COPY_ROWS]))
-        cur.execute(
-            sql.SQL(
-                "WITH w AS (INSERT INTO {tbl} AS t ({cols}) SELECT {cols} FROM {stage} "
-                "ON CONFLICT ({keys}) {conflict} RETURNING (xmax = 0) AS inserted) "
-                "SELECT count(*) FILTER (WHERE inserted), count(*) FROM w"
-            ).format(tbl=tbl, cols=col_sql, stage=stage, keys=idents(keys), conflict=conflict)
-        )
-        row = cur.fetchone()
-    inserted, written = (int(row[0]), int(row[1])) if row else (0, 0)
+        fields = _binary_fields(batch, _column_types(conn, table)) if binary else None
+        rest: np.ndarray | None = None  # row positions for the merge; None = all
+        if fields is not None and append_fast_path:
+            new = _new_rows(conn, table, batch, keys, _column_types(conn, table), fields[cols.index(keys[-1])])
+            if new is not None and new.any():
+                idx = np.flatnonzero(new)
+                direct = _binary_copy(_take(fields, idx), len(idx))
+                if direct is not None:
+                    try:
+                        with conn.transaction():  # a savepoint: a concurrent writer's key -> the merge takes all
+                            with cur.copy(sql.SQL("COPY {tbl} ({cols}) FROM STDIN WITH (FORMAT binary)")
+                                          .format(tbl=tbl, cols=col_sql)) as cp:
+                                for chunk in direct:
+                                    cp.write(chunk)
+                        fast = len(idx)
+                        rest = np.flatnonzero(~new)
+                    except psycopg.errors.UniqueViolation:
+                        fast, rest = 0, None
+        n_rest = len(batch) if rest is None else len(rest)
+        written_rest = inserted_rest = 0
+        if n_rest:
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(stage))
+            cur.execute(sql.SQL("CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {tbl} WITH NO DATA")
+                        .format(stage=stage, cols=col_sql, tbl=tbl))
+            chunks = None
+            if fields is not None:
+                part = fields if rest is None else _take(fields, rest)
+                chunks = _binary_copy(part, n_rest)
+            if chunks is not None:
+                with cur.copy(sql.SQL("COPY {stage} ({cols}) FROM STDIN WITH (FORMAT binary)")
+                              .format(stage=stage, cols=col_sql)) as cp:
+                    for chunk in chunks:
+                        cp.write(chunk)
+            else:
+                part_df = batch if rest is None else batch.iloc[rest]
+                with cur.copy(sql.SQL("COPY {stage} ({cols}) FROM STDIN WITH (FORMAT csv)")
+                              .format(stage=stage, cols=col_sql)) as cp:
+                    # serialise in slices so the server parses one while we format the next
+                    for start in range(0, len(part_df), _COPY_ROWS):
+                        cp.write(_to_csv(part_df.iloc[start : start + _COPY_ROWS]))
+            cur.execute(
+                sql.SQL(
+                    "WITH w AS (INSERT INTO {tbl} AS t ({cols}) SELECT {cols} FROM {stage} "
+                    "ON CONFLICT ({keys}) {conflict} RETURNING (xmax = 0) AS inserted) "
+                    "SELECT count(*) FILTER (WHERE inserted), count(*) FROM w"
+                ).format(tbl=tbl, cols=col_sql, stage=stage, keys=idents(keys), conflict=conflict)
+            )
+            row = cur.fetchone()
+            inserted_rest, written_rest = (int(row[0]), int(row[1])) if row else (0, 0)
+    inserted, written = fast + inserted_rest, fast + written_rest
     return UpsertResult(inserted=inserted, updated=written - inserted, unchanged=len(batch) - written)

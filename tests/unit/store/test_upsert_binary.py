@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -137,8 +138,11 @@ def test_bench_smoke_prints_a_met_flag_computed_from_figures(capsys: pytest.Capt
     sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
     import upsert as bench  # type: ignore[import-not-found]
 
-    out = bench.run(rows=3000, sample=300)
+    assert bench.main(["--rows", "3000", "--sample", "300"]) == 0
+    printed = capsys.readouterr().out
+    assert "per-row execute loop" in printed and "merge-only" in printed
+    out = json.loads(printed.strip().splitlines()[-1])  # the bench ends with its one JSON line
+    assert {"bench", "metric", "reference", "ratio", "target", "met"} <= set(out)
     assert out["identical"] is True
     assert out["rows"] == 3000
     assert out["met"] == (out["metric"] >= bench.TARGET_ROWS_S and out["ratio"] >= bench.TARGET_RATIO)
-    assert "per-row execute loop" in capsys.readouterr().out
