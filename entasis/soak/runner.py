@@ -304,39 +304,45 @@ class _Restarter:
             from entasis.store import embedded
 
             time.sleep(delay_s)
-            waited = self._wait_for_client(database)
+            waited, connected = self._wait_for_client(database)
             t0 = time.perf_counter()
             embedded.stop(self.pg_home)
             embedded.ensure_running(self.pg_home, preferred_port=self.port)
-            stats.db_restarts.append(f"{label} +{delay_s + waited:.1f}s, a task connected "
+            who = "a task connected" if connected else "NO task connected (the interval's runs had ended)"
+            stats.db_restarts.append(f"{label} +{delay_s + waited:.1f}s, {who} "
                                      f"(down {time.perf_counter() - t0:.1f}s)")
 
         th = threading.Thread(target=go, name="soak-db-restart", daemon=True)
         th.start()
         self._threads.append(th)
 
-    def _wait_for_client(self, database: str, timeout_s: float = 60.0) -> float:
-        """Seconds until a task holds a connection to ``database`` (so the restart cuts it mid-task)."""
-        import psycopg
-
+    def _wait_for_client(self, database: str, timeout_s: float = 60.0) -> tuple[float, bool]:
         from entasis.store import embedded
 
-        t0 = time.monotonic()
         server = embedded.status(self.pg_home)
         if server is None or not database:
-            return 0.0
-        with psycopg.connect(server.admin_url, autocommit=True) as conn:
-            while time.monotonic() - t0 < timeout_s:
-                n = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-                                 "AND backend_type = 'client backend'", (database,)).fetchone()
-                if n and n[0]:
-                    break
-                time.sleep(0.01)
-        return time.monotonic() - t0
+            return 0.0, False
+        return wait_for_client(server.admin_url, database, timeout_s)
 
     def join(self) -> None:
         for th in self._threads:
             th.join()
+
+
+def wait_for_client(admin_url: str, database: str, timeout_s: float = 60.0) -> tuple[float, bool]:
+    """(seconds waited, whether a client held a connection to ``database`` within ``timeout_s``): a
+    restart is meant to cut a task mid-flight, and the report says so only when one really was."""
+    import psycopg
+
+    t0 = time.monotonic()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        while time.monotonic() - t0 < timeout_s:
+            n = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                             "AND backend_type = 'client backend'", (database,)).fetchone()
+            if n and n[0]:
+                return time.monotonic() - t0, True
+            time.sleep(0.01)
+    return time.monotonic() - t0, False
 
 
 def _schedule(plan: SoakPlan) -> list[tuple[datetime, list[tuple[str, datetime]]]]:
