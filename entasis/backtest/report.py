@@ -1,5 +1,8 @@
 """The backtest report: one HTML page with PNG figures (matplotlib, Agg backend, no display needed).
 
+The page is the Jinja2 template ``report.html.j2`` beside this module (package data, autoescaped);
+this module computes the figures and the formatted tables it shows.
+
 Figures: equity curve of each strategy against buy-and-hold, drawdowns, reliability diagram, confusion
 matrices, and rolling accuracy of the models against the baselines. Tables: the model-vs-baseline
 summary with bootstrap intervals, per-asset scores, accuracy by confidence level, trading and risk
@@ -8,7 +11,6 @@ metrics, the folds and the leakage checks. Every number is on the common out-of-
 
 from __future__ import annotations
 
-import html
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,23 +34,37 @@ def _plt() -> Any:
     return plt
 
 
+TEMPLATE = "report.html.j2"
+
+
 def _fmt(v: Any, digits: int = 4) -> str:
+    """A cell as text (the template escapes it): floats to ``digits`` places, NaN as a dash."""
     if v is None:
         return ""
     if isinstance(v, float | np.floating):
         if math.isnan(float(v)):
             return "–"
         return f"{float(v):.{digits}f}"
-    return html.escape(str(v))
+    return str(v)
 
 
-def _table(df: pd.DataFrame, digits: int = 4) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+def _table(df: pd.DataFrame, digits: int = 4) -> dict[str, Any]:
+    """Column names and formatted cells for the template's ``table`` macro; counts without decimals."""
     counts = [str(c) == "n" or str(c).startswith("n_") or str(c).endswith("(n)") for c in df.columns]
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(v, 0 if is_n else digits)}</td>" for v, is_n in zip(row, counts,
-                                                                                                   strict=True))
-                   + "</tr>" for row in df.itertuples(index=False, name=None))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    rows = [[_fmt(v, 0 if is_n else digits) for v, is_n in zip(row, counts, strict=True)]
+            for row in df.itertuples(index=False, name=None)]
+    return {"columns": [str(c) for c in df.columns], "rows": rows}
+
+
+def render_html(context: dict[str, Any]) -> str:
+    """The report page from the packaged template (found through importlib.resources when installed)."""
+    from importlib.resources import files
+
+    from jinja2 import Environment, StrictUndefined
+
+    env = Environment(autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True)
+    source = files("entasis.backtest").joinpath(TEMPLATE).read_text(encoding="utf-8")
+    return env.from_string(source).render(**context)
 
 
 def _ml_models(result: WalkForwardResult) -> list[str]:
@@ -226,41 +242,12 @@ def write_report(result: WalkForwardResult, directory: str | Path | None = None,
     cfg = result.config
     ttl = title or (f"Walk-forward backtest — {', '.join(cfg['symbols'])}, {result.horizon}-day horizon, "
                     f"{result.timeframe}")
-    parts = [f"<h1>{html.escape(ttl)}</h1>",
-             f"<p>run <code>{result.run_id}</code>; test {cfg['start'][:10]} → {cfg['end'][:10]}; "
-             f"{cfg['window']} window, refit every {cfg['refit_days']} days, purge {cfg['purge_days']} days + "
-             f"embargo {cfg['embargo_days']}; fees {cfg['trading']['fee_bps']} bps/side, slippage "
-             f"{cfg['trading']['slippage_bps']} bps, sizing {cfg['trading']['sizing']}, hold "
-             f"{cfg['trading']['hold']}{', long-only' if cfg['trading']['long_only'] else ''}; "
-             f"funding {'applied' if cfg.get('funding') else 'not available'}.</p>"]
     lk = result.leakage
-    if lk.get("problems"):
-        parts.append("<p class='bad'><b>Leakage warnings:</b> " + html.escape("; ".join(lk["problems"])) + "</p>")
-    else:
-        parts.append(f"<p>Leakage checks: purge verified on every fold; plausibility threshold "
-                     f"{_fmt(lk.get('threshold'), 2)}; shuffled-label accuracy {_fmt(lk.get('shuffled_accuracy'), 3)}"
-                     f" ({lk.get('mode')}).</p>")
-    parts.append("<h2>Models vs baselines (pooled)</h2>")
-    parts.append(_table(result.summary(POOLED)))
-    parts.append("<p>Δ = model − best baseline (accuracy: higher is better; log-loss: lower is better); "
-                 "intervals are 95% moving-block bootstrap over days.</p>")
-    parts.append("<h2>Model vs every baseline</h2>")
-    parts.append(_table(comparison_table(result)))
-    for fig_name, caption in (("equity.png", "Equity vs buy-and-hold"), ("drawdown.png", "Drawdown"),
-                              ("rolling_accuracy.png", "Rolling accuracy vs baselines"),
-                              ("reliability.png", "Reliability diagram"), ("confusion.png", "Confusion matrices")):
-        if (out / fig_name).exists():
-            parts.append(f"<h2>{caption}</h2><img src='{fig_name}' alt='{caption}'>")
-    for sc in result.scopes[1:]:
-        parts.append(f"<h2>{html.escape(sc)}</h2>")
-        parts.append(_table(result.summary(sc)))
     conf_rows = []
     for m in [*result.models, *result.baselines]:
         met = result.metrics[m].get(POOLED, {})
         conf_rows.append({"model": m, **{f"{lv} (n)": met.get(f"n_{lv}") for lv in ("high", "medium", "low")},
                           **{f"{lv} accuracy": met.get(f"accuracy_{lv}") for lv in ("high", "medium", "low")}})
-    parts.append("<h2>Accuracy by confidence (high ≥ 70%, medium ≥ 50%, low)</h2>")
-    parts.append(_table(pd.DataFrame(conf_rows)))
     trows = []
     for strat, per in result.trading.items():
         for sc, met in per.items():
@@ -268,17 +255,24 @@ def write_report(result: WalkForwardResult, directory: str | Path | None = None,
                 "total_return", "annualized_return", "sharpe", "sortino", "calmar", "max_drawdown", "hit_rate",
                 "turnover_per_bar", "var_95_historical", "es_95_historical", "var_95_parametric",
                 "es_95_parametric")}})
-    if trows:
-        parts.append("<h2>Trading and risk (daily returns; VaR/ES as positive daily losses)</h2>")
-        parts.append(_table(pd.DataFrame(trows)))
-    ft = result.folds.copy()
-    parts.append(f"<h2>Folds ({len(ft)})</h2>")
-    parts.append(_table(ft.head(400)))
-    css = ("body{font-family:sans-serif;margin:2em;max-width:1400px} table{border-collapse:collapse;"
-           "font-size:12px;margin-bottom:1em} td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-           " th{background:#eee} img{max-width:100%} .bad{color:#b00}")
-    doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(ttl)}</title>"
-           f"<style>{css}</style></head><body>{''.join(parts)}</body></html>")
+    captions = (("equity.png", "Equity vs buy-and-hold"), ("drawdown.png", "Drawdown"),
+                ("rolling_accuracy.png", "Rolling accuracy vs baselines"),
+                ("reliability.png", "Reliability diagram"), ("confusion.png", "Confusion matrices"))
+    doc = render_html({
+        "title": ttl,
+        "run_id": result.run_id,
+        "cfg": cfg,
+        "leakage": {"problems": list(lk.get("problems") or []), "threshold": _fmt(lk.get("threshold"), 2),
+                    "shuffled_accuracy": _fmt(lk.get("shuffled_accuracy"), 3), "mode": lk.get("mode")},
+        "summary": _table(result.summary(POOLED)),
+        "comparison": _table(comparison_table(result)),
+        "figures": [(name, caption) for name, caption in captions if (out / name).exists()],
+        "scopes": [(sc, _table(result.summary(sc))) for sc in result.scopes[1:]],
+        "confidence": _table(pd.DataFrame(conf_rows)),
+        "trading": _table(pd.DataFrame(trows)) if trows else None,
+        "n_folds": len(result.folds),
+        "folds": _table(result.folds.head(400)),
+    })
     path = out / "report.html"
     path.write_text(doc, encoding="utf-8")
     return path
