@@ -14,6 +14,8 @@ from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from typing import Any
 
+from entasis.domain import POOLED, target_column
+
 log = logging.getLogger(__name__)
 
 
@@ -172,10 +174,10 @@ def reconcile(*, now: datetime | None) -> int:
 
 def monitor(*, now: datetime | None) -> dict[str, Any]:
     """Live accuracy, drift and stale data as of ``now``; rolls back failing champions; says if a retrain is due."""
-    from entasis.monitor.rollback import check_live_accuracy_and_rollback
     from entasis.config import get_settings
     from entasis.monitor.checks import run_checks
     from entasis.monitor.drift_log import record_feature_drift
+    from entasis.monitor.rollback import check_live_accuracy_and_rollback
     from entasis.store.db import connect
 
     _use_airflow_store(*ML)
@@ -187,7 +189,7 @@ def monitor(*, now: datetime | None) -> dict[str, Any]:
         champions = conn.execute("SELECT DISTINCT asset, horizon FROM ml.champions").fetchall()
     for asset, horizon in champions:
         d = check_live_accuracy_and_rollback(
-            None if asset == "pooled" else asset, int(horizon), threshold=s.monitor.min_live_accuracy,
+            None if asset == POOLED else asset, int(horizon), threshold=s.monitor.min_live_accuracy,
             window_days=s.monitor.live_window_days, min_predictions=s.monitor.min_reconciled, now=at,
         )
         if d.action == "rollback":
@@ -327,7 +329,6 @@ def train(*, until: datetime | None, horizon: int | None = None) -> list[dict[st
 def _evidence(result: Any, labels: dict[str, str]) -> dict[str, Any]:
     """The pooled figures of a walk-forward that the promotion rule reads, small enough for XCom."""
     from entasis.backtest.metrics import scalar
-    from entasis.backtest.walkforward import POOLED
 
     keep = [*result.models, *result.baselines]
     comps = result.comparisons
@@ -427,7 +428,7 @@ def backtest(trained: list[dict[str, Any]], *, until: datetime | None) -> list[d
             got = load_db_inputs(conn, assets=assets, timeframe=tf, end=pd.Timestamp(end),
                                  exchange=s.universe.exchange)
         frame = blank_unknown_labels(got.frame, end, tf)  # only outcomes known at ``until``
-        target = f"y_cls_{h}d"
+        target = target_column(h)
         known = pd.to_datetime(frame.loc[pd.to_numeric(frame[target], errors="coerce").notna(), "ts"], utc=True)
         if known.empty:
             raise ValueError(f"{name}: no {target} outcome known by {end:%Y-%m-%d %H:%M}; nothing to evaluate")

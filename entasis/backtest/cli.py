@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from entasis.domain import POOLED
+
 TREES = ("rf", "xgb", "lgbm")
 
 
@@ -72,8 +74,6 @@ def _short(name: Any) -> str:
 
 def summary_tables(result: Any) -> list[Table]:
     """Scores of every model and baseline, then each model against every baseline with bootstrap CIs."""
-    from entasis.backtest.walkforward import POOLED
-
     s = result.summary(POOLED)
     t1 = Table(title=f"{', '.join(result.config['symbols'])} — {result.horizon}-day horizon, pooled out-of-sample "
                      f"({int(s['n'].dropna().iloc[0]) if s['n'].notna().any() else 0} forecasts)")

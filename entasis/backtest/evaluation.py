@@ -54,6 +54,7 @@ from entasis.backtest.metrics import (
     row_log_loss,
     scalar,
 )
+from entasis.domain import PROBA_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -187,7 +188,7 @@ def score_window(predictions: pd.DataFrame, *, horizon: int, start: object | Non
     first = per[names[0]]
     y = first["actual_class"].to_numpy().astype(np.int64)
     day = first["ts"].dt.tz_convert(None).to_numpy(dtype="datetime64[D]").astype(np.int64)
-    probs = {m: per[m][["p_bearish", "p_neutral", "p_bullish"]].to_numpy(dtype=np.float64) for m in names}
+    probs = {m: per[m][list(PROBA_COLUMNS)].to_numpy(dtype=np.float64) for m in names}
     cls = {m: per[m]["predicted_class"].to_numpy().astype(np.int64) for m in names}
     mets = {m: classification_metrics(probs[m], y, cls[m]) for m in names}
     base = [m for m in names if is_baseline(m)]

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from entasis.backtest.folds import BacktestError, LeakageError
+from entasis.domain import POOLED, target_column
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
     from entasis.config import Settings
 
 log = logging.getLogger(__name__)
-
-POOLED = "pooled"
 
 
 class PromotionError(RuntimeError):
@@ -176,7 +175,7 @@ def evaluate_versions(specs: Mapping[str, Mapping[str, Any]], frame: pd.DataFram
 
     from entasis.backtest.walkforward import walk_forward
 
-    target = f"y_cls_{int(horizon)}d"
+    target = target_column(horizon)
     lab = frame[pd.to_numeric(frame[target], errors="coerce").notna()] if target in frame.columns else frame.iloc[:0]
     if lab.empty:
         raise PromotionError(f"no labelled rows for {target}: cannot score a recent window")
@@ -196,21 +195,17 @@ def evaluate_versions(specs: Mapping[str, Mapping[str, Any]], frame: pd.DataFram
 
 
 def _scores(result: WalkForwardResult, label: str) -> Scores:
-    from entasis.backtest.walkforward import POOLED as P
-
-    m = result.metrics[label][P]
+    m = result.metrics[label][POOLED]
     return Scores(accuracy=float(m["accuracy"]), log_loss=float(m["log_loss"]))
 
 
 def _version_tags(result: WalkForwardResult, label: str, facts: Mapping[str, Any]) -> dict[str, Any]:
     """The challenger's comparison with the baselines, as registry tags (prefixed wf_)."""
-    from entasis.backtest.walkforward import POOLED as P
-
     s = _scores(result, label)
     best_acc = facts["best_accuracy_baseline"]
     best_ll = facts["best_log_loss_baseline"]
-    a = result.comparison(label, best_acc, "accuracy", P)
-    ll = result.comparison(label, best_ll, "log_loss", P)
+    a = result.comparison(label, best_acc, "accuracy", POOLED)
+    ll = result.comparison(label, best_ll, "log_loss", POOLED)
     return {
         "wf_accuracy": round(s.accuracy, 6), "wf_log_loss": round(s.log_loss, 6),
         "wf_best_baseline": best_ll, "wf_best_accuracy_baseline": best_acc,
@@ -276,10 +271,8 @@ def evaluate_and_promote(asset: str | None, horizon: int, *, challenger_version:
     champ_scores = None
     if champ_v is not None:
         champ_scores = _scores(result, champ_label if champ_label in result.models else ch_eval)
-    from entasis.backtest.walkforward import POOLED as P
-
-    base_scores = {b.removeprefix("baseline:"): Scores(float(result.metrics[b][P]["accuracy"]),
-                                                       float(result.metrics[b][P]["log_loss"]))
+    base_scores = {b.removeprefix("baseline:"): Scores(float(result.metrics[b][POOLED]["accuracy"]),
+                                                       float(result.metrics[b][POOLED]["log_loss"]))
                    for b in result.baselines}
     action, promoted, unproven, reason, facts = decide(ch_scores, champ_scores, base_scores, margin=margin)
     facts_full = {**facts, "best_baseline": "baseline:" + facts["best_baseline"],

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from entasis.backtest.folds import BacktestError, utc
 from entasis.backtest.walkforward import DEFAULT_MODELS, ModelSpec, Progress, WalkForwardResult, walk_forward
+from entasis.domain import POOLED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -275,8 +276,6 @@ def _log_mlflow(result: WalkForwardResult) -> str | None:
     run = mlflow.active_run()
     if run is None:
         return None
-    from entasis.backtest.walkforward import POOLED
-
     h = result.horizon
     flat: dict[str, float] = {}
     for m in [*result.models, *result.baselines]:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from entasis.domain import PROBA_COLUMNS
 from entasis.store.upsert import UpsertResult, upsert_frame
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def record_backtest(conn: psycopg.Connection, result: WalkForwardResult, *, exch
         pr = pd.DataFrame({
             "run_id": result.run_id, "model": p["model"].astype(str), "symbol": p["symbol"].astype(str),
             "ts": p["ts"], "fold": p["fold"].astype("int32"),
-            "p_bearish": p["p_bearish"], "p_neutral": p["p_neutral"], "p_bullish": p["p_bullish"],
+            **{c: p[c] for c in PROBA_COLUMNS},
             "predicted_class": pd.array(p["predicted_class"].to_numpy(), dtype="Float64").astype("Int16"),
             "actual_class": pd.array(p["actual_class"].to_numpy(), dtype="Float64").astype("Int16"),
             "forward_return": p["forward_return"], "scored": p["scored"].astype(bool),

@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from entasis.backtest.folds import BacktestError
-from entasis.backtest.promotion import POOLED, Decision
+from entasis.backtest.promotion import Decision
+from entasis.domain import POOLED
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from entasis.config import Settings, get_settings
+from entasis.domain import POOLED
 from entasis.registry.tracking import client
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def model_name(asset: str | None, horizon: int) -> str:
     """``entasis-pooled-7d`` for the pooled model, ``entasis-BTC-USDT-7d`` for a per-asset one."""
     if int(horizon) <= 0:
         raise RegistryError(f"horizon must be a positive number of days; got {horizon}")
-    return f"{PREFIX}-{'pooled' if asset is None else asset_slug(asset)}-{int(horizon)}d"
+    return f"{PREFIX}-{POOLED if asset is None else asset_slug(asset)}-{int(horizon)}d"
 
 
 def parse_model_name(name: str) -> tuple[str | None, int]:
@@ -59,7 +60,7 @@ def parse_model_name(name: str) -> tuple[str | None, int]:
     if not m:
         raise RegistryError(f"{name!r} is not an Entasis model name (expected entasis-<asset|pooled>-<h>d)")
     asset = m.group("asset")
-    return (None if asset == "pooled" else asset), int(m.group("h"))
+    return (None if asset == POOLED else asset), int(m.group("h"))
 
 
 # -- aliases and tags ------------------------------------------------------------------------------
