@@ -1,7 +1,9 @@
 """Deribit-style option chains for the simulator, priced from a Heston stochastic-volatility model.
 
-Why here and not in :mod:`entasis.options`: the simulated exchange must not depend on the options
-stage's timing, and it only needs a compact, vectorised Heston + Black-76 pair.
+Why the Heston pricer is here and not in :mod:`entasis.options`: the simulated exchange needs only
+this compact, vectorised Lewis integral. Black-76 prices, implied vols and the Greeks in Deribit's
+units come from the options stage (:mod:`entasis.options.black`, :mod:`entasis.options.iv`,
+:func:`entasis.options.deribit.deribit_greeks`), the one implementation of each.
 
 Consistency: the Heston spot variance is the asset's current variance regime in the simulator
 (times a variance risk premium), its long-run variance is the asset's volatility level, so implied
@@ -50,33 +52,6 @@ HESTON: dict[str, tuple[float, float, float]] = {"BTC": (2.0, 0.9, -0.25), "ETH"
 HESTON_GENERIC = (2.0, 1.0, -0.2)
 VOL_PREMIUM = 1.1  # implied vol trades above realised vol
 ANNUAL_BASIS = 0.05  # futures contango per year
-
-
-_ERFC = np.frompyfunc(math.erfc, 1, 1)
-
-
-def _ncdf(x: F64) -> F64:
-    """Standard normal CDF to full double precision (math.erfc; scipy.special takes 1.5 s to import)."""
-    return np.asarray(_ERFC(-np.asarray(x, dtype=np.float64) / math.sqrt(2.0)), dtype=np.float64) * 0.5
-
-
-def _npdf(x: F64) -> F64:
-    return np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
-
-
-def black76_greeks(f: F64, k: F64, t: F64, sigma: F64, is_call: NDArray[np.bool_]) -> dict[str, F64]:
-    """Delta, gamma, vega (per vol point) and theta (per day) in USD."""
-    sq = np.sqrt(t)
-    s = sigma * sq
-    d1 = (np.log(f / k) + 0.5 * s * s) / s
-    pdf = _npdf(d1)
-    delta = np.where(is_call, _ncdf(d1), _ncdf(d1) - 1.0)
-    return {
-        "delta": delta,
-        "gamma": pdf / (f * s),
-        "vega": f * pdf * sq / 100.0,
-        "theta": -f * pdf * sigma / (2.0 * sq) / 365.0,
-    }
 
 
 def heston_call(
@@ -180,6 +155,7 @@ def build_chain(sim: MarketSim, currency: str, ms: int) -> pd.DataFrame:
     # pricing and implied vols come from the option library (imported here: scipy is slow to import
     # and the exchange server should start fast)
     from entasis.options.black import black_price as black76
+    from entasis.options.deribit import deribit_greeks
     from entasis.options.iv import implied_vol
 
     symbol = f"{currency}/USDT"
@@ -235,7 +211,7 @@ def build_chain(sim: MarketSim, currency: str, ms: int) -> pd.DataFrame:
     bid = np.round(np.floor(bid_raw / tick_b + 1e-9) * tick_b, 4)
     ask = np.round(np.maximum(np.ceil(ask_raw / tick_a - 1e-9) * tick_a, 0.0001), 4)
     bid = np.where(bid > 0, np.minimum(bid, mark), np.nan)
-    greeks = black76_greeks(f, k, t, iv, is_call)
+    greeks = deribit_greeks(f, k, t, iv, is_call)  # USD: delta per coin, vega per vol point, theta per day
     code = both["expiry_ms"].map(expiry_code)
     names = [f"{currency}-{c}-{strike_code(s)}-{'C' if cl else 'P'}" for c, s, cl in zip(code, k, is_call, strict=True)]
     futures_style = both["settlement_period"].to_numpy() != "day"

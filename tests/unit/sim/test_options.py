@@ -123,3 +123,46 @@ def test_no_look_ahead_and_determinism(sim: MarketSim) -> None:
     pd.testing.assert_frame_equal(early.option_chain("ETH", SNAP), sim.option_chain("ETH", SNAP))
     other = MarketSim(seed=8).option_chain("ETH", SNAP)
     assert not np.array_equal(other["mark_price"].to_numpy()[:10], sim.option_chain("ETH", SNAP)["mark_price"][:10])
+
+
+#: A seeded BTC chain as the simulator served it while it had its own Black-76 Greeks (before issue 15
+#: moved it onto entasis.options): (instrument, bid, ask, mark_price, mark_iv, delta, gamma, vega, theta).
+SEEDED_ROWS = [
+    ("BTC-10FEB23-46000-P", 0.005, 0.006, 0.00549064, 61.41, -0.56039, 0.00075573, 3.35107, -823.15748),
+    ("BTC-10FEB23-46000-C", 0.0036, 0.0038, 0.00369748, 61.41, 0.43961, 0.00075573, 3.35107, -823.15748),
+    ("BTC-10FEB23-45000-C", 0.02, 0.0205, 0.02015839, 61.61, 0.96216, 0.00015733, 0.69992, -172.48839),
+    ("BTC-10FEB23-46500-P", 0.013, 0.014, 0.01344918, 61.31, -0.86544, 0.00041583, 1.84086, -451.45153),
+    ("BTC-3MAR23-46000-P", 0.057, 0.059, 0.05814716, 61.45, -0.46658, 5.837e-05, 44.0587, -64.08064),
+    ("BTC-3MAR23-30000-C", 0.3485, 0.349, 0.34893373, 66.62, 0.99708, 1.21e-06, 0.99043, -1.56171),
+    ("BTC-3MAR23-68000-P", 0.476, 0.4765, 0.47627273, 60.02, -0.99566, 1.92e-06, 1.41185, -2.00566),
+    ("BTC-29DEC23-40000-C", 0.3085, 0.314, 0.31113133, 63.76, 0.73019, 1.143e-05, 149.89623, -14.8349),
+    ("BTC-29DEC23-440000-P", 8.1145, 8.115, 8.11463607, 67.01, -0.9993, 8e-08, 1.09624, -0.11402),
+]
+#: sha256 of the whole chain's prices and Greeks (to_csv, %.10g) from that same run
+SEEDED_SHA256 = "7f116e6e8bb56895d80f9ff6fe6c1abb1a2bcd57dfc2497e6753f6c4fbd0ab93"
+
+
+def test_seeded_chain_prices_and_greeks_unchanged_on_the_shared_black76() -> None:
+    """The sim prices and Greeks through entasis.options (one implementation): the chain is identical."""
+    import hashlib
+
+    from entasis.options.deribit import deribit_greeks
+    from entasis.sim.options import build_chain
+
+    sim = MarketSim(seed=11, symbols=["BTC/USDT", "ETH/USDT"], start="2023-01-01", end="2023-03-01")
+    ms = 1676005200000  # 2023-02-10 05:00 UTC
+    c = build_chain(sim, "BTC", ms)
+    assert len(c) == 528
+    got = c.set_index("instrument")
+    cols = ["bid", "ask", "mark_price", "mark_iv", "delta", "gamma", "vega", "theta"]
+    for name, *values in SEEDED_ROWS:
+        assert got.loc[name, cols].tolist() == values, name
+    csv = c[["instrument", "mark_price", "mark_iv", "delta", "gamma", "vega", "theta", "bid", "ask"]].to_csv(
+        index=False, float_format="%.10g")
+    assert hashlib.sha256(csv.encode()).hexdigest() == SEEDED_SHA256
+    # and the served Greeks are deribit_greeks at the served vol and forward, rounded as Deribit shows them
+    t = (c["expiry_ms"].to_numpy() - ms) / (365.0 * 86_400_000)
+    g = deribit_greeks(c["underlying_price"].to_numpy(), c["strike"].to_numpy(), t, c["mark_iv"].to_numpy() / 100,
+                       c["kind"].to_numpy())
+    np.testing.assert_allclose(c["delta"], g["delta"], atol=1e-3)  # underlying_price is rounded to cents
+    np.testing.assert_allclose(c["mark_price"], g["mark_price"], atol=1e-5)
