@@ -12,7 +12,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PYTHONPATH := $(CURDIR)/plugins:$(PYTHONPATH)
 
-.PHONY: venv sysdeps demo test lint airflow bench soak clean stop
+.PHONY: venv sysdeps demo test lint airflow bench bench-smoke soak clean stop
 
 # System packages the project needs, installed by `make demo` / `make test` themselves (never only by
 # CI): a JDK for Spark, the PostgreSQL JDBC driver, redis-server (API cache tests), promtool (alert
@@ -95,8 +95,27 @@ soak: venv
 	$(BIN)/entasis soak --days $(SOAK_DAYS) --fault-rate $(SOAK_FAULT_RATE) --seed $(SOAK_SEED) \
 	  --json $(ENTASIS_HOME)/soak-report.json
 
+# Every benchmark at its full (default) size; each prints its table and ends with one JSON line
+# {"bench","metric","reference","ratio","target","met"}. A failing bench does not stop the others; the JSON
+# lines are collected in reports/bench/summary.jsonl and `make bench` fails at the end if any bench failed.
+BENCH_RUNS := $(sort $(wildcard bench/*.py)) "bench/signals.py --bench levels"
 bench: venv
-	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@mkdir -p reports/bench; : > reports/bench/summary.jsonl; failed=""; \
+	for b in $(BENCH_RUNS); do \
+	  echo "== $$b"; \
+	  { $(PY) $$b; echo $$? > reports/bench/.rc; } 2>&1 | tee reports/bench/last.log; \
+	  if [ "$$(cat reports/bench/.rc)" = 0 ]; then tail -n 1 reports/bench/last.log >> reports/bench/summary.jsonl; \
+	  else failed="$$failed [$$b]"; fi; \
+	done; \
+	echo "== summary (reports/bench/summary.jsonl)"; cat reports/bench/summary.jsonl; \
+	if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi
+
+# The same scripts at tiny sizes (those with a --smoke flag; the others are run small by their own tests).
+bench-smoke: venv
+	@failed=""; for b in bench/*.py; do \
+	  if grep -q -- '"--smoke"' $$b; then echo "== $$b --smoke"; $(PY) $$b --smoke || failed="$$failed $$b"; \
+	  else echo "== $$b: no --smoke flag (its own test runs it small)"; fi; \
+	done; if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi
 
 stop:
 	-$(BIN)/entasis db stop
