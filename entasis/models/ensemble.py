@@ -160,6 +160,16 @@ class EnsembleModel(Model):
                 "seed": self.seed, "decision": self.decision, "oof_folds": self.oof_folds,
                 "min_oof_rows": self.min_oof_rows, "stack_offsets": self.stack_offsets}
 
+    def build_member(self, name: str) -> Model:
+        """A fresh member exactly as :meth:`fit` builds it (for fitting members elsewhere; see ``prefit``)."""
+        return self._build(name)
+
+    def inner_oof(self, train: pd.DataFrame, target: str, *, valid: pd.DataFrame | None = None,
+                  history: pd.DataFrame | None = None) -> OOF:
+        """The purged inner out-of-fold rows :meth:`fit` falls back to (computable ahead, elsewhere)."""
+        self.features = list(self.features or default_features(train))
+        return self._inner_oof(train, target, valid=valid, history=history)
+
     def _build(self, name: str) -> Model:
         params = {"features": self.features, "pooled": self.pooled, "seed": self.seed,
                   **self.member_params.get(name, {})}
@@ -170,8 +180,12 @@ class EnsembleModel(Model):
 
     def fit(self, train: pd.DataFrame, target: str, *, valid: pd.DataFrame | None = None,
             history: pd.DataFrame | None = None,
-            on_member: Callable[[str, str], None] | None = None, oof: OOF | None = None) -> EnsembleModel:
+            on_member: Callable[[str, str], None] | None = None, oof: OOF | None = None,
+            prefit: Mapping[str, Model] | None = None) -> EnsembleModel:
         """Fit every member on ``train`` (early stopping on ``valid``), then combine them.
+
+        ``prefit``: members already fit on exactly these frames (``build_member(name).fit(train, target,
+        valid=valid, history=history)``, e.g. in another process); they are used as they are.
 
         Stacked: the pool is fit on ``oof`` when it has ``min_oof_rows`` usable rows, else on purged inner
         folds of ``train`` + ``valid``. Fixed / learned: temperatures and weights on ``valid``.
@@ -190,6 +204,9 @@ class EnsembleModel(Model):
                 self.oof_source = "given"
         self.models = {}
         for name in self.members:
+            if prefit is not None and name in prefit:
+                self.models[name] = prefit[name]
+                continue
             if on_member:
                 on_member(name, "start")
             self.models[name] = self._build(name).fit(train, target, valid=valid, history=history)

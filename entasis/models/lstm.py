@@ -326,6 +326,23 @@ class LSTMModel(Model):
         proba = torch.softmax(logits.double(), dim=1).cpu().numpy()
         return proba_frame(rows.index, prep.ctx.positions_of("rows", rows.index, s), proba)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (the network class is built inside a function): the net travels as its state dict,
+        e.g. back from a walk-forward worker process."""
+        st = self.__dict__.copy()
+        if self.net is not None:
+            st["net"] = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+        return st
+
+    def __setstate__(self, st: dict[str, Any]) -> None:
+        sd = st.pop("net", None)
+        self.__dict__.update(st)
+        self.net = None
+        if sd is not None:
+            self.net = self._new_net()
+            self.net.load_state_dict(sd)
+            self.net.eval()
+
     def _save_state(self, path: Path) -> None:
         import torch
 

@@ -145,17 +145,21 @@ class RandomForestModel(TabularModel):
     kind = "rf"
 
     def __init__(self, *, n_estimators: int = 200, max_depth: int | None = 8, min_samples_leaf: int = 50,
-                 max_features: str | float = "sqrt", **kw: Any) -> None:
+                 max_features: str | float = "sqrt", max_samples: float | None = None, **kw: Any) -> None:
         super().__init__(**kw)
+        if max_samples is not None and not 0 < max_samples <= 1:
+            raise ModelError(f"max_samples must be in (0, 1] or None; got {max_samples}")
         self.n_estimators = int(n_estimators)
         self.max_depth = max_depth
         self.min_samples_leaf = int(min_samples_leaf)
         self.max_features = max_features
+        self.max_samples = max_samples
         self.est: Any = None
 
     def get_params(self) -> dict[str, Any]:
         return {**self.base_params(), "n_estimators": self.n_estimators, "max_depth": self.max_depth,
-                "min_samples_leaf": self.min_samples_leaf, "max_features": self.max_features}
+                "min_samples_leaf": self.min_samples_leaf, "max_features": self.max_features,
+                "max_samples": self.max_samples}
 
     def _fit_xy(self, x: np.ndarray, y: np.ndarray, w: np.ndarray, xv: np.ndarray | None,
                 yv: np.ndarray | None) -> None:
@@ -163,7 +167,8 @@ class RandomForestModel(TabularModel):
 
         self.est = RandomForestClassifier(
             n_estimators=self.n_estimators, max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
-            max_features=self.max_features, n_jobs=self.n_jobs, random_state=self.seed)
+            max_features=self.max_features, max_samples=self.max_samples, n_jobs=self.n_jobs,
+            random_state=self.seed)
         self.est.fit(x, y, sample_weight=w)
 
     def _predict_x(self, x: np.ndarray) -> np.ndarray:

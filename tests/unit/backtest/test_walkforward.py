@@ -203,3 +203,86 @@ def test_json_has_every_model_and_baseline_with_cis(run) -> None:  # type: ignor
     a = p[p["model"] == "ensemble"][["p_bearish", "p_neutral", "p_bullish"]].to_numpy()
     b = p[p["model"] == "ensemble:base_rate"][["p_bearish", "p_neutral", "p_bullish"]].to_numpy()
     np.testing.assert_array_equal(a, b)
+
+
+# -- the parallel path (issue 14): same forecasts as fitting everything in order, in this process -----------
+def test_worker_processes_give_identical_results(market, run) -> None:  # type: ignore[no-untyped-def]
+    frame, prices = market
+    par = walk_forward(frame, horizon=7, start=START, end=END, prices=prices,
+                       models=[tiny("lgbm"), tiny("rf"), "ensemble"], permutation_check=True,
+                       leakage="warn", n_workers=2, **KW)
+    pd.testing.assert_frame_equal(par.predictions, run.predictions)   # exact, not approximate
+    pd.testing.assert_frame_equal(par.folds, run.folds)
+    pd.testing.assert_frame_equal(par.comparisons, run.comparisons)
+    with pytest.raises(BacktestError, match="n_workers"):
+        walk_forward(frame, horizon=7, start=START, end=END, models=[tiny("rf")], n_workers=0, **KW)
+
+
+def test_stacked_ensemble_equals_a_plain_sequential_fit(market, run) -> None:  # type: ignore[no-untyped-def]
+    """Members fit as separate jobs + the stacker in order == ``EnsembleModel.fit`` doing it all, fold by
+    fold, on the frames the module docstring describes (fold 0: inner folds; fold 1: fold 0's forecasts)."""
+    from entasis.backtest.folds import make_folds, split_valid
+    from entasis.backtest.walkforward import _oof_before
+    from entasis.models.factory import build_model
+
+    frame, _ = market
+    f = frame.assign(ts=pd.to_datetime(frame["ts"], utc=True)).sort_values(["symbol", "ts"], kind="stable")
+    f = f.reset_index(drop=True)
+    ts = f["ts"].dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
+    y = pd.to_numeric(f["y_cls_7d"]).astype("float64").to_numpy()
+    spec = next(s for s in resolve_specs([tiny("lgbm"), tiny("rf"), "ensemble"]) if s.label == "ensemble")
+    xcols = ["symbol", "ts", *(["warmup"] if "warmup" in f.columns else []), *FEATURES]
+    oof_idx: list[np.ndarray] = []
+    oof_p: dict[str, list[np.ndarray]] = {}
+    folds = make_folds(START, END, horizon=7, refit_days=30)
+    for fold in folds[:2]:
+        te = np.flatnonzero(fold.test_mask(ts))
+        tr = np.flatnonzero(fold.train_mask(ts) & ~np.isnan(y))
+        inner, valid = split_valid(ts[tr], 7, 0.15)
+        used = np.zeros(len(f), dtype=bool)
+        used[tr[inner]] = used[tr[valid]] = True
+        cut = np.datetime64(fold.train_end.tz_convert(None).to_datetime64())
+        lo = np.datetime64(fold.test_start.tz_convert(None).to_datetime64())
+        hist_fit = f.loc[(ts < cut) & ~used & (ts >= ts.min() - np.timedelta64(400, "D")), xcols]
+        hist_pred = f.loc[(ts < lo) & (ts >= lo - np.timedelta64(400, "D")), xcols]
+        ens = build_model("ensemble", features=FEATURES, **spec.params)
+        oof = _oof_before(oof_idx, oof_p, ts, y, f["symbol"].astype(str).to_numpy(), fold.train_end)
+        ens.fit(f.loc[tr[inner], [*xcols, "y_cls_7d"]], "y_cls_7d", valid=f.loc[tr[valid], [*xcols, "y_cls_7d"]],
+                history=hist_fit if len(hist_fit) else None, oof=oof)
+        raw = ens.member_proba(f.loc[te, xcols], history=hist_pred, calibrated=False)  # type: ignore[attr-defined]
+        p = ens.combine(f.loc[te, xcols], raw)  # type: ignore[attr-defined]
+        got = run.predictions[(run.predictions["model"] == "ensemble") & (run.predictions["fold"] == fold.index)]
+        assert got[["p_bearish", "p_neutral", "p_bullish"]].to_numpy().tobytes() == p.tobytes()
+        assert run.folds["oof[ensemble]"].iloc[fold.index] == ens.oof_source  # type: ignore[attr-defined]
+        oof_idx.append(te)
+        for m, v in raw.items():
+            oof_p.setdefault(m, []).append(v)
+
+
+def test_inner_fallback_is_decided_by_the_same_count_as_the_stacker() -> None:
+    """Boundary table: exactly ``min_oof_rows`` labelled earlier forecasts before the cut-off use them; one
+    fewer (or a row at the cut-off itself, or an unlabelled one) falls back to inner folds."""
+    from entasis.backtest.folds import Fold
+    from entasis.backtest.walkforward import _Data, _FoldPlan, _needs_inner_oof
+
+    ts = pd.date_range("2021-01-01", periods=10, freq="1D", tz="UTC")
+    ts_ns = ts.tz_convert(None).to_numpy(dtype="datetime64[ns]")
+    y = np.array([0, 1, 2, 0, np.nan, 1, 2, 0, 1, 2], dtype=float)
+    d = _Data(f=pd.DataFrame(), xf=pd.DataFrame(), keep_cols=[], feats=[], target="y", horizon=2, ts_ns=ts_ns, y=y,
+              fwd=y, symbols=np.array(["A"] * 10), rules=pd.DataFrame(), context_days=0)
+    e = np.zeros(0, dtype=np.int64)
+
+    def plan(i: int, test_start: str, train_end: str, te: np.ndarray, skipped: bool = False) -> _FoldPlan:
+        f = Fold(i, None, pd.Timestamp(train_end, tz="UTC"), pd.Timestamp(test_start, tz="UTC"),
+                 pd.Timestamp(test_start, tz="UTC") + pd.Timedelta(days=5))
+        return _FoldPlan(f, {"skipped": "x"} if skipped else {}, te, e, e, e)
+
+    first = plan(0, "2021-01-01", "2020-12-30", np.arange(0, 7))
+    # rows before 2021-01-07 with a label: days 1-4 and 6 -> 5 usable (day 5 unlabelled, day 7 at the cut-off)
+    second = plan(1, "2021-01-09", "2021-01-07", np.arange(7, 10))
+    plans = [first, second]
+    assert _needs_inner_oof(plans, 0, d, 1)            # nothing earlier
+    assert not _needs_inner_oof(plans, 1, d, 5)        # exactly the minimum: the given rows
+    assert _needs_inner_oof(plans, 1, d, 6)            # one short: inner folds
+    skipped = [plan(0, "2021-01-01", "2020-12-30", np.arange(0, 7), skipped=True), second]
+    assert _needs_inner_oof(skipped, 1, d, 1)          # a skipped fold forecast nothing

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import entasis.models.base as base
@@ -82,3 +83,23 @@ def test_load_errors_name_the_path_and_kind(tmp_path: Path) -> None:
         RandomForestModel.load(tmp_path)
     with pytest.raises(ModelError, match="concrete class"):
         Model.load(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["lstm", "rf", "xgb", "lgbm"])
+def test_fitted_models_survive_pickling_with_identical_forecasts(name: str) -> None:
+    """The walk-forward's worker processes send fitted members back by pickle (the LSTM's network class is
+    built inside a function, so it travels as its state dict)."""
+    import pickle
+
+    from entasis.models.datasets import split_frame
+
+    from ._synth import FEATS, TARGET, TINY, frame
+
+    df = frame(0.6, n_days=200)
+    sp = split_frame(df, 7)
+    m = build_model(name, features=FEATS, **TINY[name]).fit(sp.train, TARGET, valid=sp.valid, history=sp.frame)
+    again = pickle.loads(pickle.dumps(m))
+    a = m.predict_proba(sp.test, history=sp.frame).to_numpy()
+    b = again.predict_proba(sp.test, history=sp.frame).to_numpy()
+    assert np.isfinite(a).all(axis=1).sum() > 50
+    np.testing.assert_array_equal(a, b)
