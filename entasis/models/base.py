@@ -54,26 +54,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from entasis.domain import LABEL_PREFIXES, N_CLASSES, PROBA_COLUMNS
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-CLASS_NAMES: tuple[str, str, str] = ("bearish", "neutral", "bullish")
-PROBA_COLUMNS: tuple[str, str, str] = ("p_bearish", "p_neutral", "p_bullish")
-N_CLASSES = 3
 SPEC_FILE = "spec.json"
 # Columns of features.bars that are never features.
 NON_FEATURE_COLUMNS = frozenset({"exchange", "symbol", "timeframe", "ts", "warmup", "asset", "horizon"})
-LABEL_PREFIXES = ("y_cls_", "y_ret_", "y_vol_")
 
 
 class ModelError(ValueError):
     """Bad input to a model (missing column, duplicate keys, unfitted model, unknown name...)."""
-
-
-def target_column(horizon: int) -> str:
-    """The classification label column for a horizon in days."""
-    return f"y_cls_{int(horizon)}d"
 
 
 def default_features(frame: pd.DataFrame | None = None) -> list[str]:

@@ -32,9 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from entasis.domain import CLASS_NAMES, PROBA_COLUMNS, confidence, horizon_of
 from entasis.models.base import (
-    CLASS_NAMES,
-    PROBA_COLUMNS,
     Model,
     ModelError,
     default_features,
@@ -53,7 +52,7 @@ from entasis.models.stacking import (
     prior_inputs,
 )
 from entasis.models.trees import LightGBMModel, RandomForestModel, XGBoostModel
-from entasis.models.weights import apply_temperature, confidence, fit_temperature, fit_weights
+from entasis.models.weights import apply_temperature, fit_temperature, fit_weights
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -400,7 +399,7 @@ class EnsembleModel(Model):
 
 def _horizon(target: str) -> int:
     try:
-        return int(str(target).removeprefix("y_cls_").removesuffix("d"))
+        return horizon_of(target)
     except ValueError:
         raise ModelError(f"cannot read the horizon from target {target!r} (expected y_cls_<h>d)") from None
 

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from entasis.domain import classify_returns, label_column
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -63,12 +65,13 @@ def synthetic_bars(*, symbols: Sequence[str] = ("BTC/USDT", "ETH/USDT", "SOL/USD
                 window = r[t + 1:t + h + 1]
                 fwd[t] = window.sum()
                 vol[t] = window.std(ddof=1) * np.sqrt(365) if h > 1 else abs(window[0]) * np.sqrt(365)
-            cls = np.where(np.isnan(fwd), np.nan, np.where(fwd < -band, 0, np.where(fwd > band, 2, 1)))
-            df[f"y_cls_{h}d"] = pd.array([None if np.isnan(c) else int(c) for c in cls], dtype="Int16")
-            df[f"y_ret_{h}d"] = fwd
-            df[f"y_vol_{h}d"] = vol
+            codes, unknown = classify_returns(fwd, band)
+            df[label_column("cls", h)] = pd.array([None if u else int(c) for c, u in zip(codes, unknown, strict=True)],
+                                                  dtype="Int16")
+            df[label_column("ret", h)] = fwd
+            df[label_column("vol", h)] = vol
         if planted == "label":
-            fwd = df[f"y_ret_{min(horizons)}d"].to_numpy(dtype=float)
+            fwd = df[label_column("ret", min(horizons))].to_numpy(dtype=float)
             z = (fwd - np.nanmean(fwd)) / (np.nanstd(fwd) or 1.0)
             df["f_signal"] = np.where(np.isnan(z), 0.0, signal * z) + rng.normal(size=n_days)
         frames.append(df)

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from entasis.config import Settings, get_settings
-from entasis.models.base import PROBA_COLUMNS, ModelError, default_features, label_array, target_column
+from entasis.domain import POOLED, PROBA_COLUMNS, target_column
+from entasis.models.base import ModelError, default_features, label_array
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -279,7 +280,7 @@ def _track(result: TrainResult, ens: EnsembleModel, vol_model: Any, sp: Split, *
     exp = ensure_experiment(settings=settings)
     c = client(settings)
     cv = code_version()
-    asset_tag = result.asset or "pooled"
+    asset_tag = result.asset or POOLED
     with mlflow.start_run(experiment_id=exp, run_name=f"{result.model_name}") as run:
         result.run_id = run.info.run_id
         params: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""Ensemble weights, temperature scaling and the confidence scale (was models/calibration.py).
+"""Ensemble weights and temperature scaling (was models/calibration.py; the confidence scale is entasis.domain's).
 
 Temperature scaling keeps a model's ranking and only sharpens or softens its probabilities, so it can
 be fit on a small validation set without overfitting: one scalar ``T`` per member minimising the
@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import numpy as np
 
 EPS = 1e-12
-HIGH, MEDIUM = 70.0, 50.0
 
 
 def apply_temperature(p: np.ndarray, temperature: float) -> np.ndarray:
@@ -66,16 +65,6 @@ def fit_weights(probas: Sequence[np.ndarray], y: np.ndarray) -> np.ndarray:
     if not np.isfinite(w).all() or w.sum() <= 0:
         return np.full(k, 1.0 / k)
     return np.asarray(w / w.sum())
-
-
-def confidence(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Confidence = max probability × 100; level high ≥ 70, medium ≥ 50, else low (None for NaN rows)."""
-    with np.errstate(invalid="ignore"):
-        conf = np.nanmax(np.where(np.isnan(p).all(axis=1, keepdims=True), 0.0, p), axis=1) * 100.0
-    conf = np.where(np.isnan(p).any(axis=1), np.nan, conf)
-    level = np.where(conf >= HIGH, "high", np.where(conf >= MEDIUM, "medium", "low")).astype(object)
-    level[np.isnan(conf)] = None
-    return conf, level
 
 
 def expected_calibration_error(p: np.ndarray, y: np.ndarray, n_bins: int = 10) -> float:

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from entasis.domain import PROBA_COLUMNS
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -142,7 +144,7 @@ class Explainer:
 
     # -- occlusion fallback --------------------------------------------------------------------------
     def _occlusion(self, row: pd.DataFrame, history: pd.DataFrame | None, c: int) -> dict[str, float]:
-        from entasis.models.base import PROBA_COLUMNS, default_features
+        from entasis.models.base import default_features
 
         feats = list(self.model.features or default_features(row))
         col = PROBA_COLUMNS[c]

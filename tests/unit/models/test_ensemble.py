@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entasis.models.base import PROBA_COLUMNS, ModelError
+from entasis.domain import PROBA_COLUMNS, confidence
+from entasis.models.base import ModelError
 from entasis.models.datasets import Split, split_frame
 from entasis.models.ensemble import DEFAULT_WEIGHTS, EnsembleModel, resolve_weights
 from entasis.models.factory import build_model, load_model
 from entasis.models.weights import (
     apply_temperature,
-    confidence,
     expected_calibration_error,
     fit_temperature,
     fit_weights,

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entasis.models.base import PROBA_COLUMNS, Model, ModelError
+from entasis.domain import PROBA_COLUMNS
+from entasis.models.base import Model, ModelError
 from entasis.models.datasets import split_frame
 from entasis.models.factory import available_models, build_from_config, build_model, load_model
 from entasis.models.lstm import LSTMModel

@@ -72,7 +72,7 @@ def training_rows(horizon: int) -> pd.DataFrame:
 def model(kind: str, horizon: int) -> Model:
     """A small, real, pooled model for one horizon: 'lgbm', 'rf', an 'ensemble' of both, or 'boosted'
     (an ensemble of LightGBM and XGBoost)."""
-    from entasis.models.base import target_column
+    from entasis.domain import target_column
     from entasis.models.factory import build_model
 
     rows = training_rows(horizon)

@@ -40,7 +40,7 @@ def test_random_forest_contributions_add_up_exactly():
 @pytest.mark.parametrize("kind", ["lgbm", "xgb"])
 def test_boosted_tree_shap_explains_the_iterations_predict_uses(kind):
     """softmax(E[margin] + sum of SHAP) reproduces the model's own probabilities (best iteration)."""
-    from entasis.models.base import target_column
+    from entasis.domain import target_column
     from entasis.models.datasets import prepare_predict
     from entasis.models.factory import build_model
     from entasis.publish.factors import Explainer

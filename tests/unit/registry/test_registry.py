@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from entasis.config import get_settings, load_settings
-from entasis.models.base import PROBA_COLUMNS
+from entasis.domain import PROBA_COLUMNS
 from entasis.models.datasets import Split, split_frame
 from entasis.models.ensemble import EnsembleModel
 from entasis.models.volatility import VolatilityModel
