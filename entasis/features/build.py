@@ -379,8 +379,8 @@ def build_features(
                         conn.execute(_drop_sql(stage, if_exists=False))
                         conn.execute(_drop_sql(xs_stage))
                 finally:
-                    lock_conn.execute(_drop_sql(stage))
-                    lock_conn.execute(_drop_sql(xs_stage))
+                    for t in (stage, xs_stage, f"{stage}_claims"):
+                        lock_conn.execute(_drop_sql(t))
         finally:
             lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     summary.seconds = time.perf_counter() - t0

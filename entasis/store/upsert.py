@@ -248,18 +248,13 @@ def _binary_copy(fields: list[_Field], n: int) -> Iterator[bytes] | None:
     group written as one packed numpy record array; None when there are too many layouts."""
     import numpy as np
 
-    key = np.zeros(n, dtype=np.int64)
-    span = 1
-    for f in fields:
-        lo, hi = int(f.lens.min()), int(f.lens.max())
-        if lo == hi:
-            continue
-        base = hi + 2
-        span *= base
-        if span >= 2**62:
-            return None
-        key = key * base + (f.lens + 1)
+    varying = [f.lens for f in fields if len(f.lens) and int(f.lens.min()) != int(f.lens.max())]
+    key = _combined([v + 1 for v in varying]) if varying else np.zeros(n, dtype=np.int64)
+    if key is None:  # many varying fields (wide rows with NULL patterns): group identical rows of lengths
+        mat = np.ascontiguousarray(np.stack(varying, axis=1).astype(np.int32))
+        key = mat.view(np.dtype((np.void, mat.dtype.itemsize * mat.shape[1]))).reshape(-1)
     groups, inverse = np.unique(key, return_inverse=True)
+    inverse = inverse.reshape(-1)
     if len(groups) > _MAX_GROUPS:
         return None
 
@@ -295,6 +290,56 @@ def _binary_copy(fields: list[_Field], n: int) -> Iterator[bytes] | None:
         yield _BINARY_TRAILER
 
     return stream()
+
+
+def arrow_copy_stream(table: Any) -> Iterator[bytes] | None:
+    """A COPY BINARY stream of an Arrow table or record batch whose columns are (large_)string, int16/
+    32/64, float64, bool or timestamp[us, tz=UTC] (nulls as NULL; float NaN is stored as NaN).
+
+    For writers that already hold Arrow data (the Spark job's Python workers): no pandas, and the
+    stream is what :func:`upsert_frame` sends. None when a column has another type."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    fields: list[_Field] = []
+    for col in table.columns:
+        t = col.type
+        null = np.asarray(col.is_null()) if col.null_count else None
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            enc = pc.dictionary_encode(col)
+            chunks = enc.chunks if hasattr(enc, "chunks") else [enc]
+            if len(chunks) != 1:
+                return None
+            d = chunks[0]
+            raw = [b.encode("utf-8") for b in d.dictionary.to_pylist()]
+            if any(b"\x00" in b for b in raw):
+                return None
+            codes = np.asarray(d.indices.fill_null(-1)).astype(np.int64)
+            ulen = np.array([len(b) for b in raw] + [-1], dtype=np.int64)
+            text = np.array(raw or [b""], dtype=f"S{max([len(b) for b in raw] + [1])}")
+            fields.append(_Field(lens=ulen[codes], text=text, codes=codes))
+            continue
+        if pa.types.is_float64(t):
+            width, dt, vals = 8, ">f8", np.asarray(col.fill_null(np.nan) if null is not None else col)
+        elif pa.types.is_int64(t) or pa.types.is_int32(t) or pa.types.is_int16(t):
+            width = t.bit_width // 8
+            dt, vals = f">i{width}", np.asarray(col.fill_null(0) if null is not None else col)
+        elif pa.types.is_boolean(t):
+            width, dt = 1, "u1"
+            vals = np.asarray(col.fill_null(False) if null is not None else col)
+        elif pa.types.is_timestamp(t) and t.unit == "us" and t.tz in ("UTC", "+00:00"):
+            width, dt = 8, ">i8"
+            vals = np.asarray(col.cast(pa.int64()).fill_null(0) if null is not None else col.cast(pa.int64()))
+            vals = vals - _PG_EPOCH_US
+        else:
+            return None
+        lens = np.full(n, width, dtype=np.int64)
+        if null is not None:
+            lens[null] = -1
+        fields.append(_Field(lens=lens, fixed=vals.astype(dt)))
+    return _binary_copy(fields, n)
 
 
 # ------------------------------------------------------------------------------ append fast path
