@@ -106,7 +106,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--bench", choices=["flashcrash", "levels"], default="flashcrash")
     ap.add_argument("--bars", type=int, default=5000, help="levels: bars in the series")
     ap.add_argument("--target-us", type=float, default=10.0, help="levels: target, us per bar")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes (2 assets, 1 crash; levels: 400 bars)")
     a = ap.parse_args(argv)
+    if a.smoke:
+        a.assets, a.repeat, a.crashes, a.bars = 2, 2, 1, 400
     if a.bench == "levels":
         return _levels(a.bars, a.repeat, a.target_us)
     if a.assets < 1 or a.days < 1 or a.repeat < 1:

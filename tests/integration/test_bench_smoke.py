@@ -42,6 +42,10 @@ def _met_train(r: dict[str, Any]) -> bool:
     return r["metric"] <= r["target"]
 
 
+def _met_signals(r: dict[str, Any]) -> bool:
+    return r["metric"] <= r["target"]
+
+
 # script, whether it needs a migrated database, its bench name, the rule for met
 CASES: list[tuple[str, bool, str, Callable[[dict[str, Any]], bool]]] = [
     ("backtest", False, "backtest", _met_backtest),
@@ -50,6 +54,7 @@ CASES: list[tuple[str, bool, str, Callable[[dict[str, Any]], bool]]] = [
     ("publish", True, "publish", _met_publish),
     ("collect", True, "collect", _met_collect),
     ("train", False, "train", _met_train),
+    ("signals", False, "signals_flashcrash", _met_signals),  # its own tests (tests/unit/signals) run both benches
 ]
 
 

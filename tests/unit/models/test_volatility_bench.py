@@ -36,6 +36,10 @@ def test_bench_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert last["bench"] == "volatility" and isinstance(last["met"], bool)
     assert {"metric", "reference", "ratio", "target"} <= set(last)
     assert np.isclose(last["ratio"], last["metric"] / last["reference"])
+    # met from the figures: the chosen forecast's QLIKE difference to each GARCH/EWMA reference has its CI below 0
+    refs = [r for r in ("garch", "garch_t", "ewma") if r in res["confirm"][7]["qlike"]]
+    assert last["met"] is (bool(refs) and all(
+        res["diff_confirm"][f"7d:{res['chosen'][7]}-{r}:qlike"]["below_0"] for r in refs))
     saved = json.loads(out.read_text())
     assert saved["assets"] == ["AAA/USDT", "BBB/USDT"]
     q = res["confirm"][7]["qlike"]

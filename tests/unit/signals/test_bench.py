@@ -22,6 +22,7 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert last["bench"] == "signals_flashcrash" and isinstance(last["met"], bool) and last["target"] == 10.0
     assert last["ratio"] == pytest.approx(last["metric"] / last["reference"], rel=1e-3)
     assert last["events"] == last["injected"] == 1 and last["bars"] == 2 * 1440
+    assert last["met"] is (last["metric"] <= last["target"])  # met computed from the figures
 
 
 def test_levels_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
@@ -34,4 +35,5 @@ def test_levels_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert last == res
     assert last["bench"] == "signals_levels" and last["identical"] is True and last["target"] == 10.0
     assert isinstance(last["met"], bool) and last["bars"] == 400
+    assert last["met"] is (last["metric"] <= last["target"] and last["identical"])
     assert last["ratio"] == pytest.approx(last["metric"] / last["reference"], rel=1e-3)
