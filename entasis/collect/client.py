@@ -501,30 +501,30 @@ def ohlcv_frame(rows: list[list[Any]], quote_volume: tuple[np.ndarray, np.ndarra
 
 
 def funding_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    import pandas as pd
-
+    """ccxt funding-rate history -> ``t``, funding_rate, mark_price (from the venue's raw row)."""
     recs = []
     for r in rows:
         info = r.get("info") or {}
         mark = info.get("markPrice") if isinstance(info, dict) else None
         recs.append({"t": r.get("timestamp"), "funding_rate": r.get("fundingRate"), "mark_price": mark})
-    df = pd.DataFrame(recs, columns=["t", "funding_rate", "mark_price"])
-    for c in ("funding_rate", "mark_price"):
-        df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
-    t = pd.to_numeric(df["t"], errors="coerce")
-    df = df[t.notna()].copy()
-    df["t"] = t[t.notna()].astype("int64")
-    return df.reset_index(drop=True)
+    return _numeric_frame(recs, ["funding_rate", "mark_price"])
 
 
 def open_interest_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    import pandas as pd
-
+    """ccxt open-interest history -> ``t``, open_interest (base units), open_interest_value (quote)."""
     recs = [{"t": r.get("timestamp"),
              "open_interest": r.get("openInterestAmount", r.get("baseVolume")),
              "open_interest_value": r.get("openInterestValue", r.get("quoteVolume"))} for r in rows]
-    df = pd.DataFrame(recs, columns=["t", "open_interest", "open_interest_value"])
-    for c in ("open_interest", "open_interest_value"):
+    return _numeric_frame(recs, ["open_interest", "open_interest_value"])
+
+
+def _numeric_frame(recs: list[dict[str, Any]], values: list[str]) -> pd.DataFrame:
+    """Records -> frame of int64 ms ``t`` and float64 ``values``; unparseable values become NaN and
+    rows without a time are dropped (a venue row without a time cannot be placed)."""
+    import pandas as pd
+
+    df = pd.DataFrame(recs, columns=["t", *values])
+    for c in values:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
     t = pd.to_numeric(df["t"], errors="coerce")
     df = df[t.notna()].copy()

@@ -214,3 +214,20 @@ def test_fatal_errors_are_not_retried(sim_exchange: SimExchangeServer) -> None:
     with pytest.raises(FatalExchangeError, match="does not know this symbol"):
         client.call("fetch_ohlcv", "NOPE/USDT", "1h")
     assert sleeps == [] and client.stats.retries == 0 and client.stats.calls == calls + 1
+
+
+def test_funding_and_open_interest_frames_parse_and_drop_rows_without_time() -> None:
+    from entasis.collect.client import funding_frame, open_interest_frame
+
+    fr = funding_frame([{"timestamp": 1000, "fundingRate": "0.0001", "info": {"markPrice": "42000.5"}},
+                        {"timestamp": None, "fundingRate": 0.0002, "info": {}},
+                        {"timestamp": "2000", "fundingRate": "n/a", "info": "junk"}])
+    assert fr["t"].tolist() == [1000, 2000] and str(fr["t"].dtype) == "int64"
+    assert fr["funding_rate"].iloc[0] == 0.0001 and np.isnan(fr["funding_rate"].iloc[1])
+    assert fr["mark_price"].iloc[0] == 42000.5 and np.isnan(fr["mark_price"].iloc[1])
+    oi = open_interest_frame([{"timestamp": 5, "openInterestAmount": "12.5", "openInterestValue": 100},
+                              {"timestamp": 6, "baseVolume": 3, "quoteVolume": "x"}])
+    assert oi.columns.tolist() == ["t", "open_interest", "open_interest_value"]
+    assert oi["open_interest"].tolist() == [12.5, 3.0]
+    assert oi["open_interest_value"].iloc[0] == 100.0 and np.isnan(oi["open_interest_value"].iloc[1])
+    assert funding_frame([]).columns.tolist() == ["t", "funding_rate", "mark_price"]
