@@ -14,7 +14,7 @@ from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from typing import Any
 
-from entasis.domain import POOLED, target_column
+from entasis.domain import POOLED, target_column, utc_datetime
 
 log = logging.getLogger(__name__)
 
@@ -224,12 +224,7 @@ def cutoff(conf: dict[str, Any] | None, data_interval_end: datetime | None) -> d
     interval end), else this run's data interval end. Never the wall clock; a naive time is refused."""
     given = (conf or {}).get("until")
     if given:
-        at = given if isinstance(given, datetime) else datetime.fromisoformat(str(given))
-        if at.tzinfo is None:
-            raise ValueError(f"conf['until']={given!r} has no time zone; pass an ISO time with +00:00")
-        from datetime import UTC
-
-        return at.astimezone(UTC)
+        return utc_datetime(given if isinstance(given, datetime) else str(given), "conf['until']")
     return _require(data_interval_end, "data_interval_end (or conf['until'])")
 
 

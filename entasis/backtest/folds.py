@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from entasis.domain import utc_timestamp
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -73,16 +75,11 @@ def _ts_array(ts: pd.Series | np.ndarray) -> np.ndarray:
 
 
 def utc(value: object, *, what: str) -> pd.Timestamp:
-    """A tz-aware UTC timestamp from a date string / datetime, or a clear error naming ``what``."""
-    import pandas as pd
-
+    """:func:`entasis.domain.utc_timestamp` (naive refused, a bare date is that UTC day), as a BacktestError."""
     try:
-        t = pd.Timestamp(value)  # type: ignore[arg-type]
-    except (ValueError, TypeError) as e:
-        raise BacktestError(f"{what}: cannot parse {value!r} as a date ({e})") from None
-    if t is pd.NaT:
-        raise BacktestError(f"{what} is missing")
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+        return utc_timestamp(value, what)
+    except ValueError as e:
+        raise BacktestError(str(e)) from None
 
 
 def make_folds(start: object, end: object, *, horizon: int, refit_days: int = 7,

@@ -8,13 +8,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from entasis.domain import utc_datetime
 from entasis.features import catalog
+from entasis.store.upsert import UpsertResult, idents, upsert_frame
 
 if TYPE_CHECKING:
     import pandas as pd
     import psycopg
 
-    from entasis.store.upsert import UpsertResult
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +58,7 @@ def require_label_columns(conn: psycopg.Connection, horizons: Iterable[int]) -> 
 
 
 def _ts_param(v: datetime | str | pd.Timestamp | None, what: str) -> datetime | None:
-    import pandas as pd
-
-    if v is None:
-        return None
-    try:
-        t = pd.Timestamp(v)
-    except (ValueError, TypeError):
-        raise ValueError(f"{what}={v!r} is not a timestamp") from None
-    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    return t.to_pydatetime()
+    return None if v is None else utc_datetime(v, what)
 
 
 def load_bars(
@@ -117,8 +109,6 @@ def load_bars(
         where.append("ts <= %s")
         params.append(e)
     from psycopg import sql
-
-    from entasis.store.upsert import idents
 
     query = sql.SQL("SELECT {} FROM features.bars WHERE {} ORDER BY symbol, ts, exchange").format(
         idents(cols), sql.SQL(" AND ").join(sql.SQL(w) for w in where))  # where: fixed text, values as params
@@ -177,8 +167,6 @@ def read_sentiment_csv(
 
 def upsert_sentiment(conn: psycopg.Connection, df: pd.DataFrame, source: str) -> UpsertResult:
     """Idempotently write (ts, value) rows for one source into market.sentiment."""
-    from entasis.store.upsert import upsert_frame
-
     if not source or not source.replace("_", "").isalnum():
         raise ValueError(f"sentiment source must be a word like 'fear_greed', got {source!r}")
     out = df[["ts", "value"]].copy()

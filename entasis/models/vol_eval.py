@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from entasis.domain import utc_timestamp
 from entasis.models import har, vol_refs
 from entasis.models.base import ModelError
 
@@ -56,8 +57,7 @@ def bootstrap_block(horizon: int) -> int:
 def refit_dates(start: str | pd.Timestamp, end: str | pd.Timestamp, freq: str = "MS") -> list[pd.Timestamp]:
     import pandas as pd
 
-    s, e = pd.Timestamp(start, tz="UTC") if pd.Timestamp(start).tzinfo is None else pd.Timestamp(start), \
-        pd.Timestamp(end, tz="UTC") if pd.Timestamp(end).tzinfo is None else pd.Timestamp(end)
+    s, e = utc_timestamp(start, "start"), utc_timestamp(end, "end")
     dates = list(pd.date_range(s, e, freq=freq, inclusive="left"))
     if not dates or dates[0] != s:
         dates = [s, *dates]
@@ -101,7 +101,7 @@ def walk_forward(
     p = har.panel(candles, hs)
     close_ts = p["ts"] + pd.Timedelta(days=1)
     dates = refit_dates(start, end)
-    stop = pd.Timestamp(end, tz="UTC") if pd.Timestamp(end).tzinfo is None else pd.Timestamp(end)
+    stop = utc_timestamp(end, "end")
     bounds = [*dates[1:], stop]
     out = {h: pd.DataFrame({"symbol": p["symbol"], "ts": p["ts"], "y": p[har.vol_target(h)]}) for h in hs}
     in_range = ((close_ts >= dates[0]) & (close_ts < stop)).to_numpy()
@@ -198,9 +198,7 @@ def window(forecasts: pd.DataFrame, start: str | pd.Timestamp, end: str | pd.Tim
     """
     import pandas as pd
 
-    s, e = pd.Timestamp(start), pd.Timestamp(end)
-    s = s.tz_localize("UTC") if s.tzinfo is None else s
-    e = e.tz_localize("UTC") if e.tzinfo is None else e
+    s, e = utc_timestamp(start, "start"), utc_timestamp(end, "end")
     close = pd.to_datetime(forecasts["ts"], utc=True) + pd.Timedelta(days=1)
     tgt_end = close + pd.to_timedelta(forecasts["horizon"], unit="D")
     keep = (close >= s) & (close < e) & (tgt_end <= e) & forecasts["y"].notna()

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from entasis.domain import utc_datetime
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -26,8 +28,7 @@ def record_feature_drift(conn: psycopg.Connection, as_of: datetime, timeframe: s
 
     from entasis.store.upsert import upsert_frame
 
-    if as_of.tzinfo is None:
-        raise ValueError(f"as_of={as_of!r} has no timezone; pass a UTC-aware timestamp")
+    as_of = utc_datetime(as_of, "as_of")
     if not rows:
         return 0
     missing = {"feature", "psi", "n_reference", "n_current"} - set(rows[0])

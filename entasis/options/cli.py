@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from entasis.domain import utc_timestamp
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -24,14 +26,12 @@ def _fmt(x: Any, pct: bool = True, digits: int = 2) -> str:
 
 
 def _load(currency: str, snapshot: str | None, csv: Path | None) -> pd.DataFrame:
-    import pandas as pd
 
     from entasis.options.deribit import read_chain_csv
 
     ts = None
     if snapshot is not None:
-        ts = pd.Timestamp(snapshot)
-        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        ts = utc_timestamp(snapshot, "--snapshot")
     if csv is not None:
         return read_chain_csv(csv, snapshot_ts=ts, currency=currency)
     from entasis.options.store import load_quotes

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from entasis.domain import utc_timestamp
 from entasis.options.black import FloatArray, as_call_flag, black_greeks
 
 if TYPE_CHECKING:
@@ -159,8 +160,6 @@ def read_chain_csv(path: str | Path, *, snapshot_ts: Any = None, currency: str |
         ts = pd.to_datetime(raw.loc[out.index, "snapshot_ts"], utc=True).to_numpy()
         out.insert(2, "snapshot_ts", pd.to_datetime(ts, utc=True))
     else:
-        ts_one = pd.Timestamp(snapshot_ts) if snapshot_ts is not None else infer_snapshot_ts(out)
-        if ts_one.tzinfo is None:
-            raise ValueError("snapshot_ts must be timezone-aware (UTC)")
-        out.insert(2, "snapshot_ts", ts_one.tz_convert("UTC"))
+        ts_one = utc_timestamp(snapshot_ts if snapshot_ts is not None else infer_snapshot_ts(out), "snapshot_ts")
+        out.insert(2, "snapshot_ts", ts_one)
     return out

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from entasis.domain import utc_timestamp
 from entasis.options.surface import FEATURE_COLUMNS, SMILE_COLUMNS
 
 if TYPE_CHECKING:
@@ -44,15 +45,6 @@ class Surface:
     features: pd.DataFrame
     calibration: Calibration | None
     points: pd.DataFrame          # the per-strike vols everything was fitted to
-
-
-def _utc(ts: Any) -> pd.Timestamp:
-    import pandas as pd
-
-    t = pd.Timestamp(ts)
-    if t.tzinfo is None:
-        raise ValueError(f"snapshot_ts must be timezone-aware (UTC), got {ts!r}")
-    return t.tz_convert("UTC")
 
 
 def build_surface(quotes: pd.DataFrame, *, calibrate_heston: bool = True) -> Surface:
@@ -109,7 +101,8 @@ def load_quotes(conn: psycopg.Connection, underlying: str, snapshot_ts: Any = No
     """market.option_quotes rows of one snapshot (the latest when ``snapshot_ts`` is None)."""
     import pandas as pd
 
-    ts = _utc(snapshot_ts) if snapshot_ts is not None else latest_snapshot(conn, underlying, exchange)
+    ts = (utc_timestamp(snapshot_ts, "snapshot_ts") if snapshot_ts is not None
+          else latest_snapshot(conn, underlying, exchange))
     if ts is None:
         return pd.DataFrame(columns=QUOTE_COLUMNS)
     cols = ", ".join(QUOTE_COLUMNS)
@@ -141,7 +134,8 @@ def build_and_store_surface(conn: psycopg.Connection, underlying: str, snapshot_
     quotes = load_quotes(conn, underlying, snapshot_ts, exchange=exchange)
     if quotes.empty:
         if snapshot_ts is not None:
-            raise LookupError(f"no {exchange} {underlying} option quotes at snapshot {_utc(snapshot_ts)}")
+            at = utc_timestamp(snapshot_ts, "snapshot_ts")
+            raise LookupError(f"no {exchange} {underlying} option quotes at snapshot {at}")
         log.warning("no %s %s option quotes in market.option_quotes; nothing to fit", exchange, underlying)
         return 0
     return store_surface(conn, build_surface(quotes, calibrate_heston=calibrate_heston))

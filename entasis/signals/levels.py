@@ -33,6 +33,8 @@ import numpy as np
 from numba import njit
 from numpy.lib.stride_tricks import sliding_window_view
 
+from entasis.domain import utc_timestamp
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -210,13 +212,6 @@ def _arrays(candles: pd.DataFrame) -> tuple[Any, np.ndarray, np.ndarray, np.ndar
     return pd.to_datetime(df["ts"], utc=True).reset_index(drop=True), arrs[0], arrs[1], arrs[2], arrs[3]
 
 
-def _utc(x: Any) -> pd.Timestamp:
-    import pandas as pd
-
-    t = pd.Timestamp(x)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-
-
 def levels_at(candles: pd.DataFrame, at: Any = None, params: LevelParams | None = None) -> pd.DataFrame:
     """Nearest supports and resistances as of the close of the bar opening at ``at`` (default: the last
     bar). Bars after it are dropped before anything is computed. Columns: :data:`LEVEL_COLUMNS`."""
@@ -225,7 +220,7 @@ def levels_at(candles: pd.DataFrame, at: Any = None, params: LevelParams | None 
     p = params or LevelParams()
     ts, h, low, c, v = _arrays(candles)
     if at is not None:
-        keep = int((ts <= _utc(at)).sum())  # ts is sorted
+        keep = int((ts <= utc_timestamp(at, "at")).sum())  # ts is sorted
         if keep == 0:
             raise ValueError(f"no candle at or before {at}")
         h, low, c, v = h[:keep], low[:keep], c[:keep], v[:keep]
@@ -249,7 +244,7 @@ def levels_series(candles: pd.DataFrame, params: LevelParams | None = None, *, s
     p = params or LevelParams()
     ts, h, low, c, v = _arrays(candles)
     s = _Series(h, low, c, v, p)
-    first = 0 if start is None else int((ts < _utc(start)).sum())
+    first = 0 if start is None else int((ts < utc_timestamp(start, "start")).sum())
     rows: list[tuple[Any, ...]] = []
     for t in range(first, len(c)):
         sup, res, atr = s.nearest(t)

@@ -25,7 +25,7 @@ def test_labels_after_the_cutoff_are_blanked() -> None:
     assert out["y_ret_7d"].notna().sum() == 2
     assert out["y_cls_2d"].notna().sum() == 7           # t + 3 days <= 01-10
     # a cut-off during the day (the train DAG's Sunday 02:00): the bar that opened at 00:00 is still open
-    assert blank_unknown_labels(f, "2021-01-10 02:00", "1d")["ts"].max() == pd.Timestamp("2021-01-09", tz="UTC")
+    assert blank_unknown_labels(f, "2021-01-10T02:00Z", "1d")["ts"].max() == pd.Timestamp("2021-01-09", tz="UTC")
     assert len(blank_unknown_labels(f, "2021-01-11", "1d")) == 10
     assert (out["rsi_14"] == 50.0).all()                # features untouched
     assert f["y_cls_7d"].notna().all()                  # input not modified

@@ -66,7 +66,7 @@ def test_load_bars_filters_sorts_and_keeps_nulls(db_url: str) -> None:
         assert str(df["ts"].dtype).startswith("datetime64") and str(df["ts"].dt.tz) == "UTC"
         ref = out[(out["timeframe"] == "1d")].sort_values(["symbol", "ts"]).reset_index(drop=True)
         pd.testing.assert_frame_equal(df, ref, check_dtype=False, check_exact=True)
-        some = load_bars(conn, symbols=["B/USDT"], start="2021-02-01", end=pd.Timestamp("2021-02-10"),
+        some = load_bars(conn, symbols=["B/USDT"], start="2021-02-01", end=pd.Timestamp("2021-02-10", tz="UTC"),
                          columns=["rsi_14", "y_cls_30d"])
         assert list(some.columns) == [*catalog.KEY_COLUMNS, "rsi_14", "y_cls_30d"]
         assert len(some) == 10 and some["ts"].min() == pd.Timestamp("2021-02-01", tz="UTC")

@@ -39,7 +39,7 @@ def test_surface_from_database_latest_or_given_snapshot(db_url: str, tmp_path: P
     assert "2024-03-01 09:00:00 UTC" in res.output and "Heston: v0=" in res.output and "Feller" in res.output
     assert "stored 7 expiries" in res.output
     _png_ok(tmp_path / "a.png")
-    res = runner.invoke(app, ["options", "surface", "-c", "BTC", "--snapshot", "2024-03-01 08:00", "--no-heston",
+    res = runner.invoke(app, ["options", "surface", "-c", "BTC", "--snapshot", "2024-03-01T08:00Z", "--no-heston",
                               "--detail"])
     assert res.exit_code == 0, res.output
     assert "2024-03-01 08:00:00 UTC" in res.output and "market vs SVI" in res.output
