@@ -190,17 +190,21 @@ def test_retry_after_is_capped_and_exhaustion_names_the_attempts(sim_exchange: S
     srv.faults.clear()
     srv.faults.add(KLINES, "429", times=None, retry_after=60)
     sleeps: list[float] = []
-    client = _sim_client(srv, sleeps, max_retries=2, max_s=5.0)
+    cfg = ExchangeConfig(sim_url=srv.url, max_retries=2, backoff_base_s=0.01, backoff_max_s=5.0,
+                         api_key=SecretStr("key-7f3a"), api_secret=SecretStr("secret-9c1e"))
+    client = ExchangeClient("binance", config=cfg, sleep=sleeps.append)
     client.load_markets()
-    caplog.set_level(logging.WARNING)
+    caplog.set_level(logging.DEBUG)
     since = 1672531200000
     try:
-        with pytest.raises(RetriesExhausted, match=r"gave up after 3 attempts; last error DDoSProtection"):
+        with pytest.raises(RetriesExhausted, match=r"gave up after 3 attempts; last error DDoSProtection") as err:
             client.fetch_ohlcv("BTC/USDT", "1h", since, since + 3_600_000, 1000)
     finally:
         srv.faults.clear()
     assert sleeps == [5.0, 5.0]  # Retry-After 60 s is capped at backoff_max_s
     assert "retry 1/2 in 5.00s" in caplog.text and "retry 2/2 in 5.00s" in caplog.text
+    for secret in ("key-7f3a", "secret-9c1e"):  # neither the retry log nor the error carries a key
+        assert secret not in caplog.text and secret not in str(err.value)
 
 
 def test_fatal_errors_are_not_retried(sim_exchange: SimExchangeServer) -> None:
