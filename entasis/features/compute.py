@@ -36,8 +36,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from entasis.config import get_settings
 from entasis.domain import BandRule, check_horizon, classify_returns, label_column
 from entasis.features import catalog, joins
+from entasis.features.cross import with_cross_sectional
 from entasis.features.extensions import extension_features
 
 if TYPE_CHECKING:
@@ -73,8 +75,6 @@ class LabelParams:
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> LabelParams:
-        from entasis.config import get_settings
-
         lab = (settings or get_settings()).labels
         return cls(tuple(sorted(set(lab.horizons))), lab.neutral_band, lab.band_mode, lab.vol_scale)
 
@@ -611,6 +611,4 @@ def compute_universe(
 ) -> pd.DataFrame:
     """What features.bars holds for these candles: ``compute_many`` plus the cross-sectional pass
     (:mod:`entasis.features.cross`) over every series given; ``catalog.output_columns`` order."""
-    from entasis.features.cross import with_cross_sectional
-
     return with_cross_sectional(compute_many(candles, extras, labels=labels, **kw))

@@ -41,6 +41,7 @@ from entasis.features.plan import (
     write_from_ns,
 )
 from entasis.store.db import database_url, jdbc_target
+from entasis.store.upsert import arrow_copy_stream
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -270,8 +271,6 @@ def copy_to_stage(
     import psycopg
     import pyarrow as pa
     from psycopg import sql
-
-    from entasis.store.upsert import arrow_copy_stream
 
     stage, claims = sql.Identifier("features", sink.stage), sql.Identifier("features", sink.claims)
     schema = pa.schema([pa.field("sid", pa.int32()), pa.field("rows", pa.int64())])
