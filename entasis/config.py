@@ -276,12 +276,12 @@ class _FlatEnv(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
 
-    database__url: str | None = Field(None, validation_alias=AliasChoices("ENTASIS_DATABASE_URL"))
-    mlflow__tracking_uri: str | None = Field(None, validation_alias=AliasChoices("ENTASIS_MLFLOW_TRACKING_URI"))
-    spark__master: str | None = Field(None, validation_alias=AliasChoices("ENTASIS_SPARK_MASTER"))
-    spark__jdbc_jar: str | None = Field(None, validation_alias=AliasChoices("ENTASIS_JDBC_JAR"))
-    exchange__sim_url: str | None = Field(None, validation_alias=AliasChoices("ENTASIS_SIM_URL"))
-    api__redis_url: str | None = Field(None, validation_alias=AliasChoices("ENTASIS_REDIS_URL"))
+    database__url: str | None = Field(default=None, validation_alias=AliasChoices("ENTASIS_DATABASE_URL"))
+    mlflow__tracking_uri: str | None = Field(default=None, validation_alias=AliasChoices("ENTASIS_MLFLOW_TRACKING_URI"))
+    spark__master: str | None = Field(default=None, validation_alias=AliasChoices("ENTASIS_SPARK_MASTER"))
+    spark__jdbc_jar: str | None = Field(default=None, validation_alias=AliasChoices("ENTASIS_JDBC_JAR"))
+    exchange__sim_url: str | None = Field(default=None, validation_alias=AliasChoices("ENTASIS_SIM_URL"))
+    api__redis_url: str | None = Field(default=None, validation_alias=AliasChoices("ENTASIS_REDIS_URL"))
 
 
 class _FlatEnvSource(PydanticBaseSettingsSource):
