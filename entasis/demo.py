@@ -81,7 +81,7 @@ def log_to_file(path: Path) -> Iterator[TextIO]:
             out.close()
 
 
-def _configure_env(home: Path, plan: DemoPlan) -> None:
+def configure_env(home: Path, plan: DemoPlan) -> None:
     """Settings for this process (dag.test runs tasks in-process): the demo universe, quick training."""
     import json
 
@@ -123,7 +123,7 @@ def _configure_env(home: Path, plan: DemoPlan) -> None:
     get_settings.cache_clear()
 
 
-def _airflow_db(home: Path) -> None:
+def init_airflow_db(home: Path) -> None:
     marker = home / "airflow" / ".migrated"
     if marker.exists():
         return
@@ -133,7 +133,7 @@ def _airflow_db(home: Path) -> None:
     marker.touch()
 
 
-def _dags() -> dict[str, Any]:
+def load_dags() -> dict[str, Any]:
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(REPO / "dags"), safe_mode=False)
@@ -157,7 +157,7 @@ def run_demo(home: Path | None = None, plan: DemoPlan | None = None, say: Any = 
     """Run the demo; returns what it printed as data (predictions, status, report path)."""
     plan = plan or DemoPlan()
     home = (home or Path(os.environ.get("ENTASIS_HOME", ".entasis"))).resolve()
-    _configure_env(home, plan)
+    configure_env(home, plan)
 
     from entasis.sim.exchange import start_server
     from entasis.sim.market import MarketSim
@@ -176,8 +176,8 @@ def run_demo(home: Path | None = None, plan: DemoPlan | None = None, say: Any = 
     get_settings.cache_clear()
     say(f"simulated exchange: {server.url} (seed {plan.seed})")
     try:
-        _airflow_db(home)
-        dags = _dags()
+        init_airflow_db(home)
+        dags = load_dags()
         say(f"airflow: {len(dags)} DAGs loaded from dags/")
 
         def cycle(at: datetime, *, train: bool) -> None:

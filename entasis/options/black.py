@@ -65,7 +65,7 @@ def normalised_time_value(x: ArrayLike, s: ArrayLike) -> FloatArray:
     if low.any():
         out[low] = _tv_low(xa[low], sa[low])
     if high.any():
-        out[high] = _tv_high(xa[high], sa[high])
+        out[high] = tv_high(xa[high], sa[high])
     out[np.isnan(xa) | np.isnan(sa)] = np.nan
     return out
 
@@ -78,7 +78,7 @@ def _tv_low(x: FloatArray, s: FloatArray) -> FloatArray:
     return 0.5 * e * (special.erfcx(-d1 / _SQRT2) - special.erfcx(-d2 / _SQRT2))
 
 
-def _tv_high(x: FloatArray, s: FloatArray) -> FloatArray:
+def tv_high(x: FloatArray, s: FloatArray) -> FloatArray:
     """x <= 0, d1 >= 0: exp(x/2)(N(d1)-N(d2)) + 2 sinh(x/2) N(d2)."""
     d1 = x / s + 0.5 * s
     d2 = d1 - s

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import special
 
-from entasis.options.black import FloatArray, _tv_high, as_call_flag
+from entasis.options.black import FloatArray, tv_high, as_call_flag
 
 OK = 0
 INVALID_INPUT = 1
@@ -173,7 +173,7 @@ def normalised_implied_total_vol(x: ArrayLike, beta: ArrayLike) -> tuple[FloatAr
         return s, ok
     xs, bs = xa[idx], ba[idx]
     s_c = np.sqrt(-2.0 * xs)
-    lower = bs < _tv_high(xs, s_c)
+    lower = bs < tv_high(xs, s_c)
     for branch_lower in (True, False):
         sel = np.flatnonzero(lower == branch_lower)
         if sel.size == 0:

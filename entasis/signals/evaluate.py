@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from entasis.signals.levels import LevelParams, _Series
+from entasis.signals.levels import LevelParams, LevelSeries
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -57,13 +57,13 @@ def touch_events(candles: pd.DataFrame, *, params: LevelParams | None = None, k:
     distance_atr, reversed (bool)."""
     import pandas as pd
 
-    from entasis.signals.levels import _arrays
+    from entasis.signals.levels import candle_arrays
 
     if k < 1 or move_atr <= 0 or n_controls < 1:
         raise ValueError("k >= 1, move_atr > 0 and n_controls >= 1 are required")
     p = params or LevelParams()
-    ts, h, low, c, v = _arrays(candles)
-    s = _Series(h, low, c, v, p)
+    ts, h, low, c, v = candle_arrays(candles)
+    s = LevelSeries(h, low, c, v, p)
     n = len(c)
     rows_t, rows_side, rows_d, rows_atr = [], [], [], []
     for t in range(min_bars, n - k):

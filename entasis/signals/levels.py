@@ -113,7 +113,7 @@ def pivots(h: np.ndarray, low: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
     return hi, lo
 
 
-class _Series:
+class LevelSeries:
     """Arrays of one series and what every bar's levels share (ATR, pivots)."""
 
     def __init__(self, h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarray, p: LevelParams) -> None:
@@ -191,7 +191,7 @@ class _Series:
         return sup[:m], res[:m], atr
 
 
-def _arrays(candles: pd.DataFrame) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def candle_arrays(candles: pd.DataFrame) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     import pandas as pd
 
     need = ["ts", "high", "low", "close", "volume"]
@@ -218,7 +218,7 @@ def levels_at(candles: pd.DataFrame, at: Any = None, params: LevelParams | None 
     import pandas as pd
 
     p = params or LevelParams()
-    ts, h, low, c, v = _arrays(candles)
+    ts, h, low, c, v = candle_arrays(candles)
     if at is not None:
         keep = int((ts <= utc_timestamp(at, "at")).sum())  # ts is sorted
         if keep == 0:
@@ -226,7 +226,7 @@ def levels_at(candles: pd.DataFrame, at: Any = None, params: LevelParams | None 
         h, low, c, v = h[:keep], low[:keep], c[:keep], v[:keep]
     if len(c) == 0:
         return pd.DataFrame(columns=LEVEL_COLUMNS)
-    s = _Series(h, low, c, v, p)
+    s = LevelSeries(h, low, c, v, p)
     sup, res, atr = s.nearest(len(c) - 1)
     rows = [{"side": side, "rank": r + 1, "price": lv.price, "strength": lv.strength, "touches": lv.touches,
              "distance_atr": abs(float(c[-1]) - lv.price) / atr}
@@ -242,8 +242,8 @@ def levels_series(candles: pd.DataFrame, params: LevelParams | None = None, *, s
     import pandas as pd
 
     p = params or LevelParams()
-    ts, h, low, c, v = _arrays(candles)
-    s = _Series(h, low, c, v, p)
+    ts, h, low, c, v = candle_arrays(candles)
+    s = LevelSeries(h, low, c, v, p)
     first = 0 if start is None else int((ts < utc_timestamp(start, "start")).sum())
     rows: list[tuple[Any, ...]] = []
     for t in range(first, len(c)):
@@ -261,7 +261,7 @@ def level_distance_features(h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np
     ATR units (NaN where there is none). Causal and a function of the arrays given only, so the
     features' bounded-history blocks reproduce it bit for bit.
 
-    Computed by a compiled kernel (:func:`_distance_kernel`) that repeats :meth:`_Series.levels` bar by
+    Computed by a compiled kernel (:func:`_distance_kernel`) that repeats :meth:`LevelSeries.levels` bar by
     bar with the same floating-point operations in the same order (numpy's pairwise sums included), so
     its output is identical to the per-bar Python path (tests/unit/signals/test_levels_fast.py)."""
     p = params or LevelParams()
@@ -269,7 +269,7 @@ def level_distance_features(h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np
     n = len(c)
     if not (len(h) == len(low) == len(v) == n):
         raise ValueError(f"h, low, c, v must have one length; got {len(h)}, {len(low)}, {n}, {len(v)}")
-    s = _Series(h, low, c, v, p)
+    s = LevelSeries(h, low, c, v, p)
     # recency weights by age, with the very numpy call the per-bar path makes (identical values)
     decay = 0.5 ** (np.arange(p.lookback_bars + 1, dtype=np.int64) / p.halflife_bars)
     piv_idx = np.ascontiguousarray(s.piv_idx, dtype=np.int64)
@@ -369,7 +369,7 @@ def _distance_kernel(h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarra
                      bad_hl: np.ndarray, atr_arr: np.ndarray,
                      piv_idx: np.ndarray, piv_price: np.ndarray, decay: np.ndarray, lookback: int, k: int,
                      tol_atr: float, nb: int, min_strength: float) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
-    """:meth:`_Series.levels` + :meth:`_Series.nearest` (1 level a side) for every bar, same operation order:
+    """:meth:`LevelSeries.levels` + :meth:`LevelSeries.nearest` (1 level a side) for every bar, same operation order:
     pivot clusters are numpy's ``reduceat`` (first element + pairwise sum of the rest), means are pairwise."""
     n = len(c)
     sup_d = np.full(n, np.nan)

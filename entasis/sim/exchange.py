@@ -39,114 +39,24 @@ import logging
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 
-from entasis.domain import timeframe_ms
-from entasis.sim.faults import ERROR_KINDS, Fault, FaultInjector
-from entasis.sim.series import Page
-
-if TYPE_CHECKING:
-    from entasis.sim.market import MarketSim
-    from entasis.sim.replay import ReplayStore
+from entasis.sim.faults import ERROR_KINDS, FaultInjector
+from entasis.sim.market import MarketSim
+from entasis.sim.replay import ReplayStore
+from entasis.sim.venue import DROP, Ctx, Response, Venue
+from entasis.sim.venue_binance import Binance
+from entasis.sim.venue_bybit import Bybit
+from entasis.sim.venue_deribit import Deribit
 
 __all__ = ["FaultInjector", "SimExchangeServer", "start_server"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Response:
-    status: int
-    body: Any  # JSON-able object, or str/bytes sent as-is
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json"
-
-
-@dataclass
-class Ctx:
-    """One request as a venue handler sees it."""
-
-    server: SimExchangeServer
-    venue: str
-    path: str
-    query: dict[str, str]
-    faults: list[Fault]
-
-    @property
-    def route(self) -> str:
-        return f"{self.venue}:{self.path}"
-
-    @property
-    def now(self) -> int:
-        return self.server.market.now_ms
-
-    @property
-    def market(self) -> MarketSim:
-        return self.server.market
-
-
-Handler = Callable[[Ctx], Response]
-
-
-class Venue:
-    """A venue: its routes and how it words errors."""
-
-    name = ""
-
-    def __init__(self, server: SimExchangeServer) -> None:
-        self.server = server
-        self.routes: dict[str, Handler] = {}
-
-    def error(self, kind: str, ctx: Ctx, fault: Fault | None = None) -> Response:  # pragma: no cover
-        raise NotImplementedError
-
-    def not_found(self, ctx: Ctx) -> Response:
-        return Response(404, "<html><body><h1>404 Not Found</h1></body></html>", content_type="text/html")
-
-
-# The ``drop`` fault: the handler closes the connection without answering.
-DROP = Response(0, b"")
-
-
-def html_error(status: int) -> Response:
-    text = {500: "500 Internal Server Error", 502: "502 Bad Gateway", 503: "503 Service Temporarily Unavailable"}
-    msg = text.get(status, f"{status} Error")
-    return Response(status, f"<html>\r\n<head><title>{msg}</title></head>\r\n<body>\r\n<center><h1>{msg}</h1>"
-                            "</center>\r\n</body>\r\n</html>\r\n", content_type="text/html")
-
-
-@dataclass
-class SimCandleSource:
-    """Candles of one simulated market, generated only for the window a request needs."""
-
-    market: MarketSim
-    symbol: str
-    timeframe: str
-    kind: str
-    now: int
-    dense: bool = True
-
-    def __post_init__(self) -> None:
-        self.step_ms = timeframe_ms(self.timeframe)
-        p = self.market.params(self.symbol)
-        self.price_dp: int | None = p.price_dp
-        self.lot_dp = p.lot_dp
-
-    def window(self, lo: int, hi: int) -> Page:
-        from entasis.sim.market import QV_DP
-
-        b = self.market.bars(self.symbol, self.timeframe, self.kind, lo=lo, hi=hi, now=self.now)
-        return Page(b.ts, {
-            "open": b.open, "high": b.high, "low": b.low, "close": b.close,
-            "volume": b.lots / 10.0**self.lot_dp, "quote_volume": b.qvu / 10.0**QV_DP,
-        })
 
 
 class SimExchangeServer:
@@ -161,10 +71,6 @@ class SimExchangeServer:
         replay: ReplayStore | None = None,
         option_currencies: tuple[str, ...] = ("BTC", "ETH"),
     ) -> None:
-        from entasis.sim.venue_binance import Binance
-        from entasis.sim.venue_bybit import Bybit
-        from entasis.sim.venue_deribit import Deribit
-
         self.market = market
         self.replay = replay
         self.option_currencies = tuple(c.upper() for c in option_currencies)
@@ -349,12 +255,8 @@ def start_server(
     option_currencies: tuple[str, ...] = ("BTC", "ETH"),
 ) -> SimExchangeServer:
     """Start a simulated exchange in a background thread (port 0: any free port) and return it."""
-    from entasis.sim.market import MarketSim
-
     replay = None
     if replay_dir is not None:
-        from entasis.sim.replay import ReplayStore
-
         replay = ReplayStore.from_dir(Path(replay_dir))
     mkt = market if market is not None else MarketSim(seed=seed)
     return SimExchangeServer(mkt, host=host, port=port, replay=replay, option_currencies=option_currencies).start()

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from entasis.domain import HOUR_MS, TIMEFRAME_MS
-from entasis.sim.exchange import Ctx, Response, SimCandleSource, Venue, html_error
 from entasis.sim.faults import Fault
 from entasis.sim.series import ArraySource, Page, Source, fmt, page
+from entasis.sim.venue import Ctx, OISource, Response, SimCandleSource, Venue, html_error
 
 SPOT_KLINE_MAX = 1000
 FAPI_KLINE_MAX = 1500
@@ -64,7 +64,7 @@ def _as_float(x: Any) -> float:
         return float("nan")
 
 
-def _pair_id(symbol: str) -> str:
+def pair_id(symbol: str) -> str:
     return symbol.replace("/", "")
 
 
@@ -126,10 +126,10 @@ class Binance(Venue):
         syms = set(self.server.market.symbols)
         if self.server.replay is not None:
             syms |= set(self.server.replay.symbols)
-        return {_pair_id(s): s for s in sorted(syms)}
+        return {pair_id(s): s for s in sorted(syms)}
 
     def _perp_symbols(self) -> dict[str, str]:
-        return {_pair_id(s): s for s in self.server.market.symbols}
+        return {pair_id(s): s for s in self.server.market.symbols}
 
     def _symbol(self, ctx: Ctx, table: dict[str, str]) -> tuple[str, str]:
         sid = ctx.query.get("symbol")
@@ -347,7 +347,7 @@ class Binance(Venue):
         if period not in OI_PERIODS:
             raise _err(-1120, "Invalid period.")
         lo, hi, limit, backward = self._window(ctx, OI_DEFAULT, OI_MAX)
-        src = _OISource(self.server.market, sym, period, ctx.now)
+        src = OISource(self.server.market, sym, period, ctx.now)
         pg = page(src, lo=lo, hi=hi, limit=limit, backward=backward, faults=ctx.faults, now=ctx.now)
         return Response(200, [
             {"symbol": sid, "sumOpenInterest": fmt(pg.cols["open_interest"][i], 8),
@@ -355,21 +355,6 @@ class Binance(Venue):
              "timestamp": int(pg.ts[i])}
             for i in range(len(pg))
         ])
-
-
-class _OISource:
-    """Open interest of one perp, computed for the requested window only."""
-
-    dense = True
-    price_dp: int | None = None
-
-    def __init__(self, market: Any, symbol: str, period: str, now: int) -> None:
-        self.market, self.symbol, self.period, self.now = market, symbol, period, now
-        self.step_ms = TIMEFRAME_MS[period]
-
-    def window(self, lo: int, hi: int) -> Page:
-        ts, oi, val = self.market.open_interest_arrays(self.symbol, self.period, lo=lo, hi=hi, now=self.now)
-        return Page(ts, {"open_interest": oi, "open_interest_value": val})
 
 
 def kline_rows(pg: Page, step: int, price_dp: int, qty_dp: int, quote_dp: int) -> list[list[Any]]:

@@ -13,11 +13,10 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from entasis.domain import HOUR_MS, TIMEFRAME_MS
-from entasis.sim.exchange import Ctx, Response, SimCandleSource, Venue, html_error
 from entasis.sim.faults import Fault
 from entasis.sim.series import ArraySource, Source, fmt_trim, page
 from entasis.sim.timeframes import BYBIT_INTERVALS
-from entasis.sim.venue_binance import _OISource
+from entasis.sim.venue import Ctx, OISource, Response, SimCandleSource, Venue, html_error
 
 KLINE_MAX = 1000
 KLINE_DEFAULT = 200
@@ -238,7 +237,7 @@ class Bybit(Venue):
                 hi = min(hi, int(dict(p.split("=", 1) for p in unquote(cursor).split("&"))["lasttime"]) * 1000 - 1)
             except (KeyError, ValueError):
                 raise BybitError(10001, "params error: cursor invalid") from None
-        src = _OISource(self.server.market, sym, period, ctx.now)
+        src = OISource(self.server.market, sym, period, ctx.now)
         pg = page(src, lo=start or 0, hi=hi, limit=limit, backward=True, faults=ctx.faults, now=ctx.now)
         rows = [{"openInterest": fmt_trim(pg.cols["open_interest"][i], 8), "timestamp": str(int(pg.ts[i]))}
                 for i in range(len(pg) - 1, -1, -1)]

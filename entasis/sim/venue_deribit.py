@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from entasis.sim.exchange import Ctx, Response, Venue, html_error
 from entasis.sim.faults import Fault
+from entasis.sim.venue import Ctx, Response, Venue, html_error
 
 CURRENCY_NAMES = {"BTC": "Bitcoin", "ETH": "Ethereum", "USDC": "USD Coin", "USDT": "Tether", "SOL": "Solana"}
 PERP_CONTRACT = {"BTC": 10.0, "ETH": 1.0}

@@ -8,10 +8,10 @@ from datetime import datetime
 
 
 def main(argv: list[str]) -> int:
-    from entasis.demo import _dags
+    from entasis.demo import load_dags
 
     dag_id, at = argv[0], datetime.fromisoformat(argv[1])
-    dr = _dags()[dag_id].test(logical_date=at)
+    dr = load_dags()[dag_id].test(logical_date=at)
     return 0 if "success" in str(getattr(dr, "state", "")) else 1
 
 

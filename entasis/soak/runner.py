@@ -184,9 +184,9 @@ def _plan_env(plan: SoakPlan) -> dict[str, str]:
 
 
 def _configure(home: Path, plan: SoakPlan) -> None:
-    from entasis.demo import DemoPlan, _configure_env
+    from entasis.demo import DemoPlan, configure_env
 
-    _configure_env(home, DemoPlan(start=plan.start - timedelta(days=plan.history_days), train_at=plan.start,
+    configure_env(home, DemoPlan(start=plan.start - timedelta(days=plan.history_days), train_at=plan.start,
                                   now=plan.start, symbols=plan.symbols, perps=plan.perps, seed=plan.seed,
                                   env=_plan_env(plan)))
     plugins = str(REPO / "plugins")
@@ -239,9 +239,9 @@ class _RetryCounter(logging.Handler):
 
 
 def _load_dags(plan: SoakPlan) -> dict[str, Any]:
-    from entasis.demo import _dags
+    from entasis.demo import load_dags
 
-    dags = _dags()
+    dags = load_dags()
     for dag_id in (*SOAK_DAGS, "entasis_train"):
         for t in dags[dag_id].tasks:
             # simulated time runs fast; so must Airflow's retry delay (the retry count stays the DAG's)
@@ -375,7 +375,7 @@ def _revisions(plan: SoakPlan) -> dict[int, tuple[str, datetime]]:
 def run_pipeline(plan: SoakPlan, dags: dict[str, Any], market: Any, server: Any, stats: RunStats, *,
                  faulty: bool, restarter: _Restarter | None) -> None:
     """Drive every interval of the plan; with ``faulty``, faults, restarts and kills as seeded."""
-    from entasis.sim.venue_binance import _pair_id  # noqa: PLC2701 - the sim's own symbol ids
+    from entasis.sim.venue_binance import pair_id
 
     rng = random.Random(plan.seed)
     sched = _schedule(plan)
@@ -390,7 +390,7 @@ def run_pipeline(plan: SoakPlan, dags: dict[str, Any], market: Any, server: Any,
             market.now = tick
             if i + 1 in revisions:
                 sym, bar = revisions[i + 1]
-                server.faults.add("binance:/api/v3/klines", "revise", times=None, symbol=_pair_id(sym), ts=bar)
+                server.faults.add("binance:/api/v3/klines", "revise", times=None, symbol=pair_id(sym), ts=bar)
             if i in restart_at and restarter is not None:
                 restarter.arm(rng.uniform(0.3, 4.0), f"interval {tick:%Y-%m-%d %H:%M}", stats,
                               database=f"soak_{stats.name}")
@@ -522,7 +522,7 @@ def run_soak(plan: SoakPlan | None = None, home: Path | None = None, say: Any = 
         os.environ["ENTASIS_EXCHANGE__API_KEY"] = "soak-api-key"
         os.environ["ENTASIS_EXCHANGE__API_SECRET"] = plan.secret
     from entasis.config import get_settings
-    from entasis.demo import _airflow_db
+    from entasis.demo import init_airflow_db
     from entasis.sim.exchange import start_server
     from entasis.sim.market import MarketSim
     from entasis.soak.faults import RandomFaults
@@ -538,7 +538,7 @@ def run_soak(plan: SoakPlan | None = None, home: Path | None = None, say: Any = 
     os.environ["ENTASIS_SIM_URL"] = sim.url
     get_settings.cache_clear()
     try:
-        _airflow_db(home)
+        init_airflow_db(home)
         dags = _load_dags(plan)
         base = _build_base(plan, admin, dags, market, say)
         base_tracking = home / f"{base}.mlflow.db"

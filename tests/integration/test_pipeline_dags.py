@@ -183,10 +183,10 @@ def test_first_champion_marked_unproven_and_status_view(pipeline: dict[str, Any]
 
 
 def test_rerunning_a_dag_run_changes_nothing(pipeline: dict[str, Any]) -> None:
-    from entasis.demo import _dags
+    from entasis.demo import load_dags
 
     before = checksums(pipeline["url"])
-    dags = _dags()
+    dags = load_dags()
     ingest_at = SMALL.now.replace(minute=5) - timedelta(hours=1)
     import os
 

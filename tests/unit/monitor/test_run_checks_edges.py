@@ -120,7 +120,7 @@ def test_monitor_dag_runs_or_skips_trigger_retrain(db_url: str, drift: bool) -> 
     import sys
     from pathlib import Path
 
-    from entasis.demo import _dags
+    from entasis.demo import load_dags
 
     marker = Path(os.environ["AIRFLOW_HOME"]) / ".migrated"  # the session's own Airflow metadata DB
     if not marker.exists():
@@ -128,7 +128,7 @@ def test_monitor_dag_runs_or_skips_trigger_retrain(db_url: str, drift: bool) -> 
                        stdout=subprocess.DEVNULL)
         marker.touch()
     seed(db_url, drifted=list(FEATURE_COLUMNS) if drift else [])
-    dag = _dags()["entasis_monitor"]
+    dag = load_dags()["entasis_monitor"]
     dr = dag.test(logical_date=NOW)
     assert "success" in str(dr.state)
     states = {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
