@@ -98,7 +98,9 @@ def test_promotion_lifecycle_and_rollback(db_url: str) -> None:
     frame, prices = make_market(strength=2.0, n_days=330, seed=5)
     opts: dict[str, Any] = {"frame": frame, "prices": prices, "window_days": 60, "refit_days": 30,
                             "min_train_rows": 100, "n_boot": 200, "leak_threshold": 0.6}
-    small = {"n_estimators": 15, "max_depth": 4, "min_samples_leaf": 20}
+    # the full-bootstrap forest (max_samples=None): with RandomForestModel's default quarter draws the
+    # 15-tree noise model averages so close to the base rates that it can edge past them on log-loss
+    small = {"n_estimators": 15, "max_depth": 4, "min_samples_leaf": 20, "max_samples": None}
     _check_mlflow_logging(frame, prices)  # shares this test's MLflow store (set up once: it is slow)
 
     # 1. first model (noise features only): champion, marked unproven
