@@ -71,6 +71,7 @@ test: venv
 lint: venv
 	$(BIN)/ruff check entasis dags plugins spark_jobs bench tests
 	$(BIN)/mypy entasis dags plugins spark_jobs/*.py
+	$(BIN)/lint-imports --no-cache  # stage layers (.importlinter; docs/CONVENTIONS.md)
 
 # Airflow as deployed (entasis/deploy/airflow_stack.py): metadata in PostgreSQL (an `airflow` database on
 # the store's server unless AIRFLOW__DATABASE__SQL_ALCHEMY_CONN says otherwise), LocalExecutor, and
