@@ -611,19 +611,11 @@ def walk_forward(frame: pd.DataFrame, *, horizon: int, start: object, end: objec
                            n_boot=n_boot, seed=seed)
     trade, equity = _trade(predictions, all_names, px, trading, funding, horizon=horizon, timeframe=timeframe,
                            ppy=periods_per_year(timeframe))
-    config = {
-        "horizon": int(horizon), "target": target, "timeframe": timeframe,
-        "start": str(utc(start, what="start")), "end": str(utc(end, what="end")),
-        "models": [{"label": s.label, "name": s.name, "params": s.params, "shared_from": s.shared_from}
-                   for s in specs],
-        "refit_days": refit_days, "window": window, "train_days": train_days, "purge_days": int(horizon),
-        "embargo_days": embargo_days, "valid_fraction": valid_fraction, "min_train_rows": min_train_rows,
-        "context_days": context_days, "features": d.feats, "baselines": bl_names, "momentum_days": momentum_days,
-        "trading": {k: v for k, v in trading.__dict__.items() if k != "extra"},
-        "leak_threshold": leak_threshold, "leakage": leakage, "permutation_check": permutation_check,
-        "n_boot": n_boot, "seed": seed, "symbols": sorted(set(d.symbols.tolist())),
-        "funding": funding is not None and len(funding) > 0,
-    }
+    config = _config(specs, d, bl_names, trading, funding, horizon=horizon, timeframe=timeframe, start=start,
+                     end=end, refit_days=refit_days, window=window, train_days=train_days, embargo_days=embargo_days,
+                     valid_fraction=valid_fraction, min_train_rows=min_train_rows, momentum_days=momentum_days,
+                     leak_threshold=leak_threshold, leakage=leakage, permutation_check=permutation_check,
+                     n_boot=n_boot, seed=seed)
     from entasis.models.datasets import data_hash
 
     dh = data_hash(d.f, [target, *d.feats])
@@ -640,6 +632,28 @@ def walk_forward(frame: pd.DataFrame, *, horizon: int, start: object, end: objec
         log.info("walk-forward %s: %d folds, %d scored rows, %.1fs", run_id, len(folds), int(scored.sum()),
                  result.timings["total"])
     return result
+
+
+def _config(specs: Sequence[_Spec], d: _Data, bl_names: Sequence[str], trading: TradingConfig,
+            funding: pd.DataFrame | None, *, horizon: int, timeframe: str, start: object, end: object,
+            **params: Any) -> dict[str, Any]:
+    """What defines the run (hashed into its id with the data); ``n_workers`` is not part of it: the
+    forecasts do not depend on it."""
+    return {
+        "horizon": int(horizon), "target": d.target, "timeframe": timeframe,
+        "start": str(utc(start, what="start")), "end": str(utc(end, what="end")),
+        "models": [{"label": s.label, "name": s.name, "params": s.params, "shared_from": s.shared_from}
+                   for s in specs],
+        "refit_days": params["refit_days"], "window": params["window"], "train_days": params["train_days"],
+        "purge_days": int(horizon), "embargo_days": params["embargo_days"],
+        "valid_fraction": params["valid_fraction"], "min_train_rows": params["min_train_rows"],
+        "context_days": d.context_days, "features": d.feats, "baselines": list(bl_names),
+        "momentum_days": params["momentum_days"],
+        "trading": {k: v for k, v in trading.__dict__.items() if k != "extra"},
+        "leak_threshold": params["leak_threshold"], "leakage": params["leakage"],
+        "permutation_check": params["permutation_check"], "n_boot": params["n_boot"], "seed": params["seed"],
+        "symbols": sorted(set(d.symbols.tolist())), "funding": funding is not None and len(funding) > 0,
+    }
 
 
 class _Forecasts:
