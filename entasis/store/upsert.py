@@ -243,7 +243,7 @@ def _binary_fields(batch: pd.DataFrame, types: dict[str, str]) -> list[_Field] |
     return fields
 
 
-def _binary_copy(fields: list[_Field], n: int) -> Iterator[bytes] | None:
+def _binary_copy(fields: list[_Field], n: int) -> Iterator[bytes | memoryview] | None:
     """The COPY BINARY stream: rows grouped by their layout (the byte length of each field), each
     group written as one packed numpy record array; None when there are too many layouts."""
     import numpy as np
@@ -258,41 +258,45 @@ def _binary_copy(fields: list[_Field], n: int) -> Iterator[bytes] | None:
     if len(groups) > _MAX_GROUPS:
         return None
 
-    def stream() -> Iterator[bytes]:
+    def stream() -> Iterator[bytes | memoryview]:
         yield _BINARY_HEADER
         order = np.argsort(inverse, kind="stable")
         bounds = np.r_[0, np.cumsum(np.bincount(inverse, minlength=len(groups)))]
         for g in range(len(groups)):
             rows = order[bounds[g]:bounds[g + 1]]
             first = int(rows[0])
+            lengths = [int(f.lens[first]) for f in fields]
             layout: list[tuple[str, Any]] = [("n", ">i2")]
             for j, f in enumerate(fields):
-                length = int(f.lens[first])
                 layout.append((f"l{j}", ">i4"))
-                if length > 0:
-                    layout.append((f"d{j}", f.fixed.dtype if f.fixed is not None else f"S{length}"))
+                if lengths[j] > 0:
+                    layout.append((f"d{j}", f.fixed.dtype if f.fixed is not None else f"S{lengths[j]}"))
             dtype = np.dtype(layout)
+            head = np.zeros(1, dtype=dtype)  # the row's field count and lengths, copied to every row at once
+            head["n"] = len(fields)
+            for j, length in enumerate(lengths):
+                head[f"l{j}"] = length
+            contiguous = int(rows[-1]) - first + 1 == len(rows)  # then slices, not gathers
             for start in range(0, len(rows), _COPY_ROWS):
-                idx = rows[start:start + _COPY_ROWS]
-                rec = np.empty(len(idx), dtype=dtype)
-                rec["n"] = len(fields)
+                m = min(_COPY_ROWS, len(rows) - start)
+                idx: Any = slice(first + start, first + start + m) if contiguous else rows[start:start + m]
+                rec = np.empty(m, dtype=dtype)
+                rec[:] = head[0]
                 for j, f in enumerate(fields):
-                    length = int(f.lens[first])
-                    rec[f"l{j}"] = length
-                    if length <= 0:
+                    if lengths[j] <= 0:
                         continue
                     if f.fixed is not None:
                         rec[f"d{j}"] = f.fixed[idx]
                     else:
                         assert f.text is not None and f.codes is not None
-                        rec[f"d{j}"] = f.text[f.codes[idx]].astype(f"S{length}")
-                yield rec.tobytes()
+                        rec[f"d{j}"] = f.text[f.codes[idx]].astype(f"S{lengths[j]}")
+                yield rec.view(np.uint8).data  # the buffer itself, no copy
         yield _BINARY_TRAILER
 
     return stream()
 
 
-def arrow_copy_stream(table: Any) -> Iterator[bytes] | None:
+def arrow_copy_stream(table: Any) -> Iterator[bytes | memoryview] | None:
     """A COPY BINARY stream of an Arrow table or record batch whose columns are (large_)string, int16/
     32/64, float64, bool or timestamp[us, tz=UTC] (nulls as NULL; float NaN is stored as NaN).
 
