@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,4 +133,34 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENTASIS_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("ENTASIS_REPORTS_DIR", str(tmp_path / "reports"))
     monkeypatch.delenv("ENTASIS_CONFIG", raising=False)
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def sim_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
+    """``sim_env(server, retries=None, **ENTASIS_VARS)`` points the exchange client at a simulated exchange:
+    ENTASIS_SIM_URL, the given ENTASIS_* variables, and with ``retries`` that many retries on a short
+    backoff; the server's faults and call counters start clean and settings are re-read. Its faults are
+    cleared again, and settings re-read, at teardown."""
+    from entasis.config import get_settings
+
+    used: list[Any] = []
+
+    def point(server: Any, *, retries: int | None = None, **env: str) -> Any:
+        monkeypatch.setenv("ENTASIS_SIM_URL", server.url)
+        if retries is not None:
+            monkeypatch.setenv("ENTASIS_EXCHANGE__MAX_RETRIES", str(retries))
+            monkeypatch.setenv("ENTASIS_EXCHANGE__BACKOFF_BASE_S", "0.01")
+            monkeypatch.setenv("ENTASIS_EXCHANGE__BACKOFF_MAX_S", "0.05")
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        server.faults.clear()
+        server.reset_calls()
+        used.append(server)
+        return server
+
+    yield point
+    for server in used:
+        server.faults.clear()
     get_settings.cache_clear()

@@ -6,7 +6,7 @@ every test; each test gets a fresh database and a clean fault list.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -39,20 +39,11 @@ def exchange(market: MarketSim) -> Iterator[SimExchangeServer]:
 
 @pytest.fixture
 def sim(db_url: str, exchange: SimExchangeServer, market: MarketSim,
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[SimExchangeServer]:
+        sim_env: Callable[..., SimExchangeServer]) -> Iterator[SimExchangeServer]:
     """The exchange with no faults and zeroed counters; short backoff; ccxt pointed at it."""
-    monkeypatch.setenv("ENTASIS_SIM_URL", exchange.url)
-    monkeypatch.setenv("ENTASIS_EXCHANGE__MAX_RETRIES", "3")
-    monkeypatch.setenv("ENTASIS_EXCHANGE__BACKOFF_BASE_S", "0.01")
-    monkeypatch.setenv("ENTASIS_EXCHANGE__BACKOFF_MAX_S", "0.05")
-    get_settings.cache_clear()
-    exchange.faults.clear()
-    exchange.reset_calls()
     now = market.now
-    yield exchange
+    yield sim_env(exchange, retries=3)
     market.now = now
-    exchange.faults.clear()
-    get_settings.cache_clear()
 
 
 def source(market: MarketSim, symbol: str, timeframe: str = "1h", kind: str = "spot") -> pd.DataFrame:

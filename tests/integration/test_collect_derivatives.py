@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from entasis.collect.client import CollectError
 from entasis.collect.derivatives import collect_funding, collect_open_interest
 from entasis.collect.options import collect_options
-from entasis.config import get_settings
 from entasis.sim.exchange import SimExchangeServer, start_server
 from entasis.sim.market import MarketSim
 
@@ -33,17 +32,8 @@ def exchange(market: MarketSim) -> Iterator[SimExchangeServer]:
 
 
 @pytest.fixture
-def sim(db_url: str, exchange: SimExchangeServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimExchangeServer]:
-    monkeypatch.setenv("ENTASIS_SIM_URL", exchange.url)
-    monkeypatch.setenv("ENTASIS_EXCHANGE__MAX_RETRIES", "2")
-    monkeypatch.setenv("ENTASIS_EXCHANGE__BACKOFF_BASE_S", "0.01")
-    monkeypatch.setenv("ENTASIS_EXCHANGE__BACKOFF_MAX_S", "0.05")
-    get_settings.cache_clear()
-    exchange.faults.clear()
-    exchange.reset_calls()
-    yield exchange
-    exchange.faults.clear()
-    get_settings.cache_clear()
+def sim(db_url: str, exchange: SimExchangeServer, sim_env: Callable[..., SimExchangeServer]) -> SimExchangeServer:
+    return sim_env(exchange, retries=2)
 
 
 def rows(url: str, sql: str, *args: object) -> list[tuple]:

@@ -10,7 +10,7 @@ Binance outages as gaps.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,6 @@ import pytest
 from entasis.collect.candles import collect_candles
 from entasis.collect.grid import missing_runs
 from entasis.collect.quality import REASON_DUPLICATE, REASON_OUTLIER_BODY
-from entasis.config import get_settings
 from entasis.sim.exchange import SimExchangeServer, start_server
 from entasis.sim.market import MarketSim
 from entasis.sim.replay import load_candle_csv
@@ -32,13 +31,10 @@ UNTIL = "2021-06-11"
 
 
 @pytest.fixture
-def replay(shared_data: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimExchangeServer]:
+def replay(shared_data: Path, db_url: str, sim_env: Callable[..., SimExchangeServer]) -> Iterator[SimExchangeServer]:
     market = MarketSim(seed=7, symbols=["ETH/USDT"], start="2021-06-01", end=UNTIL)
     with start_server(market=market, replay_dir=shared_data / FOLDER) as server:
-        monkeypatch.setenv("ENTASIS_SIM_URL", server.url)
-        get_settings.cache_clear()
-        yield server
-    get_settings.cache_clear()
+        yield sim_env(server)
 
 
 def _expected(path: Path) -> tuple[pd.DataFrame, set[int]]:

@@ -6,7 +6,7 @@ engine of the build (the Spark engine computes the same rows: tests/integration/
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -30,14 +30,11 @@ def exchange() -> Iterator[SimExchangeServer]:
 
 
 def test_ingest_collects_perp_candles_and_the_build_fills_perp_basis(
-    db_url: str, exchange: SimExchangeServer, monkeypatch: pytest.MonkeyPatch
+    db_url: str, exchange: SimExchangeServer, sim_env: Callable[..., SimExchangeServer]
 ) -> None:
-    monkeypatch.setenv("ENTASIS_SIM_URL", exchange.url)
-    monkeypatch.setenv("ENTASIS_UNIVERSE__SYMBOLS", '["BTC/USDT", "ETH/USDT"]')
-    monkeypatch.setenv("ENTASIS_UNIVERSE__PERP_SYMBOLS", '["BTC/USDT:USDT"]')
-    monkeypatch.setenv("ENTASIS_UNIVERSE__TIMEFRAMES", '["1d"]')
-    monkeypatch.setenv("ENTASIS_UNIVERSE__BACKFILL_SINCE", START)
-    get_settings.cache_clear()
+    sim_env(exchange, ENTASIS_UNIVERSE__SYMBOLS='["BTC/USDT", "ETH/USDT"]',
+            ENTASIS_UNIVERSE__PERP_SYMBOLS='["BTC/USDT:USDT"]', ENTASIS_UNIVERSE__TIMEFRAMES='["1d"]',
+            ENTASIS_UNIVERSE__BACKFILL_SINCE=START)
     out = jobs.ingest_candles(until=datetime(2023, 5, 1, tzinfo=UTC))
     series = {r["series"]: r["new"] for r in out["series"]}
     assert series == {"binance BTC/USDT 1d": 120, "binance ETH/USDT 1d": 120, "binanceusdm BTC/USDT:USDT 1d": 120}

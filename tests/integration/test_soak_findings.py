@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from entasis.collect.client import ExchangeClient
-from entasis.config import get_settings
 from entasis.sim.exchange import SimExchangeServer, start_server
 from entasis.sim.market import MarketSim
 
@@ -32,16 +31,9 @@ def exchange() -> Iterator[SimExchangeServer]:
 
 
 @pytest.fixture
-def client(exchange: SimExchangeServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[ExchangeClient]:
-    monkeypatch.setenv("ENTASIS_SIM_URL", exchange.url)
-    monkeypatch.setenv("ENTASIS_EXCHANGE__MAX_RETRIES", "3")
-    monkeypatch.setenv("ENTASIS_EXCHANGE__BACKOFF_BASE_S", "0.01")
-    monkeypatch.setenv("ENTASIS_EXCHANGE__BACKOFF_MAX_S", "0.05")
-    get_settings.cache_clear()
-    exchange.faults.clear()
-    yield ExchangeClient("binance")
-    exchange.faults.clear()
-    get_settings.cache_clear()
+def client(exchange: SimExchangeServer, sim_env: Callable[..., SimExchangeServer]) -> ExchangeClient:
+    sim_env(exchange, retries=3)
+    return ExchangeClient("binance")
 
 
 def _ms(s: str) -> int:
@@ -101,19 +93,11 @@ def test_task_summaries_are_strict_json(value: float) -> None:
 
 @pytest.mark.parametrize("venue", ["binance", "binanceusdm", "bybit", "deribit"])
 def test_api_keys_do_not_send_public_collection_to_private_endpoints(
-        venue: str, exchange: SimExchangeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        venue: str, exchange: SimExchangeServer, sim_env: Callable[..., SimExchangeServer]) -> None:
     """4. With ENTASIS_EXCHANGE__API_KEY/SECRET set, ccxt's Binance loaded margin pairs from a signed
     private endpoint at load_markets; every collection failed before it started."""
-    monkeypatch.setenv("ENTASIS_SIM_URL", exchange.url)
-    monkeypatch.setenv("ENTASIS_EXCHANGE__API_KEY", "k")
-    monkeypatch.setenv("ENTASIS_EXCHANGE__API_SECRET", "s3cr3t-for-test")
-    monkeypatch.setenv("ENTASIS_EXCHANGE__MAX_RETRIES", "0")
-    get_settings.cache_clear()
-    exchange.faults.clear()
-    exchange.reset_calls()
-    try:
-        markets = ExchangeClient(venue).load_markets()
-    finally:
-        get_settings.cache_clear()
+    sim_env(exchange, ENTASIS_EXCHANGE__API_KEY="k", ENTASIS_EXCHANGE__API_SECRET="s3cr3t-for-test",
+            ENTASIS_EXCHANGE__MAX_RETRIES="0")
+    markets = ExchangeClient(venue).load_markets()
     assert markets
     assert exchange.calls("binance:/sapi/v1/margin/allPairs") == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from entasis.config import get_settings, load_settings
+from entasis.deploy.airflow_stack import free_port
 from entasis.domain import PROBA_COLUMNS
 from entasis.models.datasets import Split, split_frame
 from entasis.models.ensemble import EnsembleModel
@@ -175,18 +175,12 @@ def test_cli_models_list_and_rollback(home: Path, ensemble: EnsembleModel) -> No
     assert res.exit_code == 1 and "entasis-nothing-7d" in res.output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_s3_artifact_root_through_moto_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               ensemble: EnsembleModel, split: Split) -> None:
     import boto3
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
