@@ -22,7 +22,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
+from entasis.domain import PIPELINE_TIMEFRAMES
+
+TIMEFRAMES = PIPELINE_TIMEFRAMES  # the timeframes the pipeline collects and builds (entasis.domain)
 EXCHANGES = ("binance", "binanceusdm", "bybit", "deribit")
 
 

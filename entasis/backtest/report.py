@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from entasis.domain import CLASS_NAMES, POOLED
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -124,8 +126,6 @@ def figure_drawdown(result: WalkForwardResult, path: Path) -> None:
 
 def figure_reliability(result: WalkForwardResult, path: Path) -> None:
     plt = _plt()
-    from entasis.backtest.walkforward import POOLED
-
     fig, ax = plt.subplots(figsize=(6, 6))
     ax.plot([0, 1], [0, 1], color="grey", ls=":", label="perfect calibration")
     for m in [*_ml_models(result), *result.baselines[:1]]:
@@ -148,9 +148,6 @@ def figure_reliability(result: WalkForwardResult, path: Path) -> None:
 
 def figure_confusion(result: WalkForwardResult, path: Path) -> None:
     plt = _plt()
-    from entasis.backtest.metrics import CLASS_NAMES
-    from entasis.backtest.walkforward import POOLED
-
     names = [*_ml_models(result), *([result.best_baseline("accuracy")] if result.baselines else [])]
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.6), squeeze=False)
     for ax, m in zip(axes[0], names, strict=True):
@@ -204,7 +201,7 @@ def figure_rolling(result: WalkForwardResult, path: Path, days: int = 90) -> Non
     plt.close(fig)
 
 
-def comparison_table(result: WalkForwardResult, scope: str = "pooled") -> pd.DataFrame:
+def comparison_table(result: WalkForwardResult, scope: str = POOLED) -> pd.DataFrame:
     """Model vs every baseline: Δaccuracy and Δlog-loss with bootstrap intervals."""
     import pandas as pd
 
@@ -223,8 +220,6 @@ def write_report(result: WalkForwardResult, directory: str | Path | None = None,
                  ) -> Path:
     """Write ``report.html`` and the PNGs into ``directory`` (default ``reports_dir/backtest/<run_id>``)."""
     import pandas as pd
-
-    from entasis.backtest.walkforward import POOLED
 
     if directory is None:
         from entasis.config import get_settings

@@ -62,7 +62,7 @@ from entasis.backtest.simulate import (
     simulate_models,
     trading_metrics,
 )
-from entasis.domain import POOLED, label_column, target_column
+from entasis.domain import POOLED, PROBA_COLUMNS, label_column, target_column
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -769,7 +769,7 @@ def _predictions_frame(fc: _Forecasts, d: _Data) -> tuple[pd.DataFrame, dict[str
         conf[np.isnan(P[m]).any(axis=1)] = np.nan
         pieces.append(pd.DataFrame({
             "symbol": d.symbols[idx], "ts": ts, "fold": fold_of, "model": m,
-            "p_bearish": P[m][:, 0], "p_neutral": P[m][:, 1], "p_bullish": P[m][:, 2],
+            **{c: P[m][:, j] for j, c in enumerate(PROBA_COLUMNS)},
             "predicted_class": C[m], "confidence": conf, "actual_class": actual, "forward_return": d.fwd[idx],
             "forecast": forecast_ok, "scored": scored}))
     return pd.concat(pieces, ignore_index=True), P, C, idx, scored

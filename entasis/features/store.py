@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from entasis.domain import utc_datetime
+from entasis.domain import LABEL_PREFIXES, utc_datetime
 from entasis.features import catalog
 from entasis.store.upsert import UpsertResult, idents, upsert_frame
 
@@ -119,7 +119,7 @@ def load_bars(
     if "ts" in df.columns:
         df["ts"] = pd.to_datetime(df["ts"], utc=True)
     for c in df.columns:
-        if c.startswith("y_cls_"):
+        if c.startswith(LABEL_PREFIXES[0]):  # y_cls_*
             df[c] = df[c].astype("Int16")
         elif c == "warmup":
             df[c] = df[c].astype(bool)
