@@ -25,15 +25,16 @@ def test_bench_smoke(shared_data: Path, monkeypatch: pytest.MonkeyPatch, capsys:
 
     monkeypatch.setenv("ENTASIS_SHARED_DATA", str(shared_data))
     get_settings.cache_clear()
-    res = _bench().main(["--quick", "--btc-weekly", "--workers", "1"])
+    res = _bench().main(["--quick", "--workers", "2"])
     out = capsys.readouterr().out
     last = json.loads(out.strip().splitlines()[-1])
     assert last == res
     assert {"bench", "metric", "reference", "ratio", "target", "met"} <= set(last)
     assert last["bench"] == "walk_forward_pooled_monthly" and last["metric"] > 0 and last["reference"] > 0
     assert last["ratio"] == pytest.approx(last["reference"] / last["metric"], abs=0.02)
-    assert last["met"] == (last["ratio"] >= 10 and last["est_24_refits_s"] <= 180 and last["btc_weekly_s"] <= 300)
-    assert "reference" in out and "ours" in out and "BTC" in out
+    assert last["met"] == (last["ratio"] >= 10 and last["est_24_refits_s"] <= 180)   # no full run in a smoke
+    assert last["cpu_s"]["reference"] > 0 and last["cpu_s"]["ours"] > 0
+    assert "reference" in out and "ours" in out
 
 
 @pytest.mark.parametrize(("ref", "new", "full", "btc", "met"), [
