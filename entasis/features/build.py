@@ -379,7 +379,7 @@ def build_features(
                         conn.execute(_drop_sql(stage, if_exists=False))
                         conn.execute(_drop_sql(xs_stage))
                 finally:
-                    for t in (stage, xs_stage, f"{stage}_claims"):
+                    for t in (stage, xs_stage, f"{stage}_claims", f"{xs_stage}_claims"):
                         lock_conn.execute(_drop_sql(t))
         finally:
             lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))

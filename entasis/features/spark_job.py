@@ -240,6 +240,23 @@ class StageSink:
 
 
 SUMMARY_SCHEMA = "sid int, rows bigint"
+CROSS_SUMMARY_SCHEMA = "exchange string, timeframe string, bucket bigint, rows bigint"
+
+
+_PG_TYPES = {"string": "text", "bigint": "bigint", "double": "double precision", "boolean": "boolean",
+             "smallint": "smallint", "int": "integer"}
+
+
+def _create_unlogged(conn: psycopg.Connection, name: str, spark_ddl: str, extra: str = "") -> None:
+    """features.<name> with the columns of a Spark DDL string (unlogged: a stage is rebuilt, never recovered)."""
+    from psycopg import sql
+
+    cols = [c.rsplit(" ", 1) for c in spark_ddl.split(", ")]
+    parts: list[sql.Composable] = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(_PG_TYPES[t])) for n, t in cols]
+    if extra:
+        parts.append(sql.SQL(extra))  # fixed text from this module
+    conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(sql.Identifier("features", name),
+                                                                 sql.SQL(", ").join(parts)))
 
 
 def create_stage(conn: psycopg.Connection, stage: str, horizons: Sequence[int], dsn: str) -> StageSink:
@@ -247,17 +264,17 @@ def create_stage(conn: psycopg.Connection, stage: str, horizons: Sequence[int], 
     per series written: a retried or speculative task attempt finds its series claimed and skips
     it, so no series lands twice). ``dsn``: the libpq URL the workers connect with. The caller
     commits, and drops both tables when done."""
-    from psycopg import sql
-
-    types = {"string": "text", "bigint": "bigint", "double": "double precision", "boolean": "boolean",
-             "smallint": "smallint"}
-    cols = [c.rsplit(" ", 1) for c in stage_schema(horizons).split(", ")]
     claims = f"{stage}_claims"
-    conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(
-        sql.Identifier("features", stage),
-        sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(types[t])) for n, t in cols)))
-    conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} (sid int PRIMARY KEY, rows bigint NOT NULL)").format(
-        sql.Identifier("features", claims)))
+    _create_unlogged(conn, stage, stage_schema(horizons))
+    _create_unlogged(conn, claims, SUMMARY_SCHEMA, "PRIMARY KEY (sid)")
+    return StageSink(dsn, stage, claims)
+
+
+def create_cross_stage(conn: psycopg.Connection, stage: str, dsn: str) -> StageSink:
+    """The cross-sectional pass's stage and claims (one row per (exchange, timeframe, bucket) group)."""
+    claims = f"{stage}_claims"
+    _create_unlogged(conn, stage, cross_schema())
+    _create_unlogged(conn, claims, CROSS_SUMMARY_SCHEMA, "PRIMARY KEY (exchange, timeframe, bucket)")
     return StageSink(dsn, stage, claims)
 
 
@@ -395,13 +412,47 @@ def apply_compute(
                           stage_schema(params.horizons))
 
 
-def apply_cross(inputs: DataFrame) -> DataFrame:
+def apply_cross(inputs: DataFrame, sink: StageSink | None = None) -> DataFrame:
     """The cross-sectional pass on Spark: rows grouped by (exchange, timeframe, 30-day bucket of ts)
-    so each timestamp's rows meet in one group; ``cross.cross_sectional`` per group (Arrow in/out)."""
+    so each timestamp's rows meet in one group; ``cross.cross_sectional`` per group (Arrow in/out).
+    With a ``sink`` (:func:`create_cross_stage`) the workers COPY each group's rows into the stage
+    themselves and only ``CROSS_SUMMARY_SCHEMA`` rows come back."""
     from pyspark.sql import functions as F
 
     bucketed = inputs.withColumn("_bucket", F.floor(F.unix_seconds(F.col("ts")) / F.lit(30 * 86_400)))
-    return bucketed.groupBy("exchange", "timeframe", "_bucket").applyInArrow(_cross_table, cross_schema())
+    grouped = bucketed.groupBy("exchange", "timeframe", "_bucket")
+    if sink is not None:
+        return grouped.applyInArrow(lambda t: cross_to_stage(t, sink), CROSS_SUMMARY_SCHEMA)
+    return grouped.applyInArrow(_cross_table, cross_schema())
+
+
+def cross_to_stage(t: Any, sink: StageSink) -> Any:
+    """One group's cross-sectional rows COPied into the stage with the group's claim (a second
+    attempt of the same group writes nothing); returns the group's summary row."""
+    import psycopg
+    import pyarrow as pa
+    from psycopg import sql
+
+    out = _cross_table(t)
+    ex, tf, bucket = str(t.column("exchange")[0].as_py()), str(t.column("timeframe")[0].as_py()), \
+        int(t.column("_bucket")[0].as_py())
+    stream = arrow_copy_stream(out)
+    if stream is None:
+        raise TypeError(f"cross-sectional rows of {ex} {tf} cannot be sent by binary COPY")
+    with psycopg.connect(sink.dsn) as conn:
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s)").format(
+                    sql.Identifier("features", sink.claims)), (ex, tf, bucket, out.num_rows))
+                with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary)").format(
+                        sql.Identifier("features", sink.stage),
+                        sql.SQL(", ").join(sql.Identifier(n) for n in out.schema.names))) as cp:
+                    for chunk in stream:
+                        cp.write(chunk)
+        except psycopg.errors.UniqueViolation:
+            pass  # another attempt of this task wrote the group already
+    return pa.table({"exchange": pa.array([ex]), "timeframe": pa.array([tf]), "bucket": pa.array([bucket], pa.int64()),
+                     "rows": pa.array([out.num_rows], pa.int64())})
 
 
 def _cross_table(t: Any) -> Any:
@@ -449,15 +500,14 @@ def compute_to_stage(
 ) -> float:
     """Both passes on Spark: per-series rows into ``features.<stage>`` (written by the Python workers
     by binary COPY; ``features.<stage>_claims`` records the series written), then (when ``cross_stage``
-    is given) the cross-sectional columns into ``features.<cross_stage>``. Returns start-up seconds."""
+    is given) the cross-sectional columns into ``features.<cross_stage>`` (likewise, with
+    ``<cross_stage>_claims``). Nothing but summaries comes back through the JVM. Returns start-up seconds."""
     import psycopg
 
     own = spark is None
     t0 = time.perf_counter()
     session = spark if spark is not None else spark_session(settings)
     startup = time.perf_counter() - t0 if own else 0.0
-    url, props = jdbc_target(settings)
-    wprops = {**props, "batchsize": "10000", "reWriteBatchedInserts": "true"}
     dsn = database_url(settings)
     try:
         with psycopg.connect(dsn) as conn:
@@ -468,9 +518,10 @@ def compute_to_stage(
         keys = {i: p.key for i, p in enumerate(plans)}
         apply_compute(inputs, keys, params, write_from_ns(plans), partitioned_by_series=True, sink=sink).collect()
         xsql = cross_inputs_sql(plans, stage) if cross_stage else None
-        if xsql is not None:
-            xin = read_jdbc(session, xsql, settings=settings)
-            apply_cross(xin).write.jdbc(url, f"features.{cross_stage}", mode="overwrite", properties=wprops)
+        if xsql is not None and cross_stage is not None:
+            with psycopg.connect(dsn) as conn:
+                xsink = create_cross_stage(conn, cross_stage, dsn)
+            apply_cross(read_jdbc(session, xsql, settings=settings), xsink).collect()
     finally:
         if own:
             session.stop()

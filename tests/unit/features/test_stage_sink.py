@@ -50,3 +50,29 @@ def test_worker_copy_equals_compute_and_a_retry_writes_nothing_twice(db_url: str
         a = pd.to_numeric(got[col]).to_numpy(dtype=float, na_value=np.nan)
         b = want[col].to_numpy(dtype=float, na_value=np.nan)
         assert np.array_equal(a, b, equal_nan=True), col  # bit for bit: binary COPY of the same doubles
+
+
+def test_cross_pass_writer_equals_cross_sectional_and_a_retry_writes_nothing(db_url: str) -> None:
+    from entasis.features.compute import compute_many
+    from entasis.features.cross import INPUTS, cross_sectional
+    from entasis.features.spark_job import create_cross_stage, cross_to_stage
+
+    c = pd.concat([synthetic(200, "1d", symbol=s, seed=i) for i, s in enumerate(["BTC/USDT", "ETH/USDT", "X/USDT"])],
+                  ignore_index=True)
+    frame = compute_many(c, labels=P)[[*catalog.KEY_COLUMNS, *INPUTS]]
+    group = pa.Table.from_pandas(frame.assign(_bucket=7), preserve_index=False)  # one (exchange, timeframe, bucket)
+    with psycopg.connect(db_url) as conn:
+        sink = create_cross_stage(conn, "_stage_bars_unit_xs", db_url)
+    first = cross_to_stage(group, sink)
+    again = cross_to_stage(group, sink)
+    assert first.to_pylist() == again.to_pylist() == [{"exchange": "sim", "timeframe": "1d", "bucket": 7, "rows": 600}]
+    cols = catalog.CROSS_FEATURES
+    with psycopg.connect(db_url) as conn:
+        got = pd.DataFrame(conn.execute(f"SELECT symbol, ts_us, {', '.join(cols)} FROM features._stage_bars_unit_xs "
+                                        "ORDER BY symbol, ts_us").fetchall(), columns=["symbol", "ts_us", *cols])
+    want = cross_sectional(frame).sort_values(["symbol", "ts"]).reset_index(drop=True)
+    assert len(got) == len(want) == 600  # the retry added nothing
+    assert want["xs_rank_ret_7d"].notna().sum() > 300
+    for col in cols:
+        a = pd.to_numeric(got[col]).to_numpy(dtype=float, na_value=np.nan)
+        assert np.array_equal(a, want[col].to_numpy(dtype=float, na_value=np.nan), equal_nan=True), col
