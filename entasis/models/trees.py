@@ -97,6 +97,8 @@ class TabularModel(Model):
     def predict_proba(self, rows: pd.DataFrame, *, history: pd.DataFrame | None = None) -> pd.DataFrame:
         self._require_fitted()
         assert self.features is not None
+        if self.min_history <= 1:
+            history = None   # the last-bar view looks at no earlier bar: context rows would only cost time
         prep = prepare_predict(features=self.features, scaler=self.scaler, min_history=self.min_history,
                                rows=rows, history=history)
         s = prep.samples["rows"]
