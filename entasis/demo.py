@@ -29,6 +29,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from entasis.config import get_settings
+from entasis.sim.exchange import start_server
+from entasis.sim.market import MarketSim
+from entasis.store.db import connect, database_url, ensure_schema
+
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
 
@@ -118,7 +123,6 @@ def configure_env(home: Path, plan: DemoPlan) -> None:
             os.environ.setdefault(k, v)
     if str(REPO / "plugins") not in sys.path:
         sys.path.insert(0, str(REPO / "plugins"))
-    from entasis.config import get_settings
 
     get_settings.cache_clear()
 
@@ -159,10 +163,6 @@ def run_demo(home: Path | None = None, plan: DemoPlan | None = None, say: Any = 
     home = (home or Path(os.environ.get("ENTASIS_HOME", ".entasis"))).resolve()
     configure_env(home, plan)
 
-    from entasis.sim.exchange import start_server
-    from entasis.sim.market import MarketSim
-    from entasis.store.db import database_url, ensure_schema
-
     t_all = time.perf_counter()
     url = database_url()
     ensure_schema(url)
@@ -171,7 +171,6 @@ def run_demo(home: Path | None = None, plan: DemoPlan | None = None, say: Any = 
                        end=plan.now + timedelta(days=1), now=plan.train_at)
     server = start_server(market=market)
     os.environ["ENTASIS_SIM_URL"] = server.url
-    from entasis.config import get_settings
 
     get_settings.cache_clear()
     say(f"simulated exchange: {server.url} (seed {plan.seed})")
@@ -208,8 +207,6 @@ def run_demo(home: Path | None = None, plan: DemoPlan | None = None, say: Any = 
 
 def summary(now: datetime) -> dict[str, Any]:
     """The predictions table, model status and report path, as the demo prints them."""
-    from entasis.store.db import connect
-
     with connect() as conn:
         preds = conn.execute(
             """SELECT asset, horizon, as_of, model_version, predicted_class, round(p_bearish::numeric, 3),

@@ -14,7 +14,28 @@ from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from typing import Any
 
+from entasis.backtest.metrics import scalar
+from entasis.backtest.promotion import evaluate_and_promote, spec_of_version
+from entasis.backtest.runner import Inputs, blank_unknown_labels, load_db_inputs, run_walk_forward
+from entasis.backtest.store import record_backtest
+from entasis.backtest.walkforward import WalkForwardResult
+from entasis.collect.candles import collect_candles
+from entasis.collect.derivatives import collect_funding, collect_open_interest
+from entasis.collect.options import collect_options
+from entasis.config import get_settings
+from entasis.deploy.production import ProductionConfigError, require
 from entasis.domain import POOLED, target_column, utc_datetime
+from entasis.features.build import run_features_job
+from entasis.features.store import load_bars
+from entasis.models.train import train_and_register
+from entasis.monitor.checks import run_checks
+from entasis.monitor.drift_log import record_feature_drift
+from entasis.monitor.rollback import check_live_accuracy_and_rollback
+from entasis.publish.predictions import publish_predictions
+from entasis.publish.reconcile import reconcile_outcomes
+from entasis.registry import models as reg
+from entasis.registry.tracking import code_version, configure, ensure_experiment, package_version
+from entasis.store.db import connect
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +47,6 @@ def _use_airflow_store(*needs: str) -> None:
     """Inside Airflow, prefer the ``entasis_db`` connection when one is configured; then, with
     ``ENTASIS_DEPLOYMENT=production``, fail at once (no retries) when ``needs`` (default: the
     database) lack a shared server, naming the missing setting, instead of falling back to local state."""
-    from entasis.deploy.production import ProductionConfigError, require
-
     use_airflow_connection: Callable[..., bool] | None
     try:
         from entasis_airflow.hooks import use_airflow_connection
@@ -70,9 +89,6 @@ def ingest_candles(*, until: datetime | None) -> dict[str, Any]:
     The perpetuals' candles (``universe.perp_symbols`` on ``universe.perp_exchange``) are what
     ``perp_basis`` (perp close / spot close - 1) is computed from.
     """
-    from entasis.collect.candles import collect_candles
-    from entasis.config import get_settings
-
     _use_airflow_store()
     end = _require(until, "until")
     u = get_settings().universe
@@ -87,9 +103,6 @@ def ingest_candles(*, until: datetime | None) -> dict[str, Any]:
 
 def ingest_funding(*, until: datetime | None) -> dict[str, Any]:
     """Funding-rate history of the configured perpetuals settled before ``until``."""
-    from entasis.collect.derivatives import collect_funding
-    from entasis.config import get_settings
-
     _use_airflow_store()
     end = _require(until, "until")
     u = get_settings().universe
@@ -98,9 +111,6 @@ def ingest_funding(*, until: datetime | None) -> dict[str, Any]:
 
 def ingest_open_interest(*, until: datetime | None) -> dict[str, Any]:
     """Hourly open interest of the configured perpetuals (venues keep only recent history)."""
-    from entasis.collect.derivatives import collect_open_interest
-    from entasis.config import get_settings
-
     _use_airflow_store()
     end = _require(until, "until")
     u = get_settings().universe
@@ -109,10 +119,7 @@ def ingest_open_interest(*, until: datetime | None) -> dict[str, Any]:
 
 def ingest_options(*, now: datetime | None) -> dict[str, Any]:
     """Snapshot every listed option per configured currency at ``now``, then fit and store its surface."""
-    from entasis.collect.options import collect_options
-    from entasis.config import get_settings
     from entasis.options.store import build_and_store_surface
-    from entasis.store.db import connect
 
     _use_airflow_store()
     at = _require(now, "now")
@@ -145,10 +152,6 @@ def _plain(obj: Any) -> Any:
 
 def publish(*, as_of: datetime | None) -> dict[str, Any]:
     """Predictions of every @champion for the latest bar complete at ``as_of`` (the run's logical time)."""
-    from entasis.config import get_settings
-    from entasis.publish.predictions import publish_predictions
-    from entasis.store.db import connect
-
     _use_airflow_store(*ML)
     at = _require(as_of, "as_of")
     with connect() as conn:
@@ -160,10 +163,6 @@ def publish(*, as_of: datetime | None) -> dict[str, Any]:
 
 def reconcile(*, now: datetime | None) -> int:
     """Fill outcomes of predictions whose target date has passed by ``now``."""
-    from entasis.config import get_settings
-    from entasis.publish.reconcile import reconcile_outcomes
-    from entasis.store.db import connect
-
     _use_airflow_store()
     at = _require(now, "now")
     with connect() as conn:
@@ -174,12 +173,6 @@ def reconcile(*, now: datetime | None) -> int:
 
 def monitor(*, now: datetime | None) -> dict[str, Any]:
     """Live accuracy, drift and stale data as of ``now``; rolls back failing champions; says if a retrain is due."""
-    from entasis.config import get_settings
-    from entasis.monitor.checks import run_checks
-    from entasis.monitor.drift_log import record_feature_drift
-    from entasis.monitor.rollback import check_live_accuracy_and_rollback
-    from entasis.store.db import connect
-
     _use_airflow_store(*ML)
     at = _require(now, "now")
     s = get_settings()
@@ -208,9 +201,6 @@ def build_features(*, full: bool = False) -> dict[str, Any]:
 
     The same entry function ``spark_jobs/build_features.py`` runs, so the DAG runs that job.
     """
-    from entasis.config import get_settings
-    from entasis.features.build import run_features_job
-
     _use_airflow_store()
     # only the configured timeframes: the flash-crash DAG stores 1m candles that get no features
     summary = run_features_job(full=full, timeframes=get_settings().universe.timeframes)
@@ -230,8 +220,6 @@ def cutoff(conf: dict[str, Any] | None, data_interval_end: datetime | None) -> d
 
 def horizons() -> list[int]:
     """The label horizons to train, one mapped ``train`` task each."""
-    from entasis.config import get_settings
-
     return list(get_settings().labels.horizons)
 
 
@@ -239,8 +227,6 @@ def _train_key(until: datetime, horizon: int) -> str:
     """Identity of one training: the data interval end plus every setting that shapes the model."""
     import hashlib
     import json
-
-    from entasis.config import get_settings
 
     s = get_settings()
     cfg = {"until": until.isoformat(), "horizon": int(horizon), "train": s.train.model_dump(mode="json"),
@@ -250,9 +236,6 @@ def _train_key(until: datetime, horizon: int) -> str:
 
 def _already_trained(key: str, horizon: int) -> list[dict[str, Any]] | None:
     """The versions an earlier attempt registered for ``key`` (every unit of the horizon), else None."""
-    from entasis.config import get_settings
-    from entasis.registry import models as reg
-
     s = get_settings()
     names = [reg.model_name(None, horizon)] if s.train.pooled else [reg.model_name(a, horizon)
                                                                       for a in s.universe.symbols]
@@ -281,13 +264,6 @@ def train(*, until: datetime | None, horizon: int | None = None) -> list[dict[st
     Each registered version carries the tag ``entasis.train_key`` (interval end + settings): a retry of
     the same horizon for the same interval finds it and registers nothing new.
     """
-    from entasis.backtest.runner import blank_unknown_labels
-    from entasis.config import get_settings
-    from entasis.features.store import load_bars
-    from entasis.models.train import train_and_register
-    from entasis.registry import models as reg
-    from entasis.store.db import connect
-
     _use_airflow_store(*ML)
     end = _require(until, "until")
     s = get_settings()
@@ -323,8 +299,6 @@ def train(*, until: datetime | None, horizon: int | None = None) -> list[dict[st
 
 def _evidence(result: Any, labels: dict[str, str]) -> dict[str, Any]:
     """The pooled figures of a walk-forward that the promotion rule reads, small enough for XCom."""
-    from entasis.backtest.metrics import scalar
-
     keep = [*result.models, *result.baselines]
     comps = result.comparisons
     comps = comps[comps["scope"] == POOLED] if len(comps) else comps
@@ -367,8 +341,6 @@ def _rebuild(ev: dict[str, Any]) -> Any:
     """A WalkForwardResult carrying only the recorded evidence (no per-row forecasts)."""
     import pandas as pd
 
-    from entasis.backtest.walkforward import WalkForwardResult
-
     return WalkForwardResult(horizon=int(ev["horizon"]), target=ev["target"], timeframe=ev["timeframe"],
                              config=ev["config"], folds=pd.DataFrame(), predictions=pd.DataFrame(),
                              models=list(ev["models"]), baselines=list(ev["baselines"]), metrics=_nan(ev["metrics"]),
@@ -388,14 +360,6 @@ def backtest(trained: list[dict[str, Any]], *, until: datetime | None) -> list[d
 
     import mlflow
     import pandas as pd
-
-    from entasis.backtest.promotion import spec_of_version
-    from entasis.backtest.runner import Inputs, blank_unknown_labels, load_db_inputs, run_walk_forward
-    from entasis.backtest.store import record_backtest
-    from entasis.config import get_settings
-    from entasis.registry import models as reg
-    from entasis.registry.tracking import code_version, configure, ensure_experiment, package_version
-    from entasis.store.db import connect
 
     _use_airflow_store(*ML)
     end = _require(until, "until")
@@ -451,10 +415,6 @@ def backtest(trained: list[dict[str, Any]], *, until: datetime | None) -> list[d
 def promote(evaluated: list[dict[str, Any]], *, now: datetime | None = None) -> list[dict[str, Any]]:
     """Apply the promotion rule to each new @challenger on the backtest task's evidence (no second
     walk-forward); every decision is logged, stored and tagged. ``changed`` says whether @champion moved."""
-    from entasis.backtest.promotion import evaluate_and_promote
-    from entasis.config import get_settings
-    from entasis.registry import models as reg
-
     _use_airflow_store(*ML)
     b = get_settings().backtest
     decisions = []

@@ -26,7 +26,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from entasis.api import service
+from entasis.api import dashboard, metrics, service
 from entasis.api.cache import Cache, cache_key, make_cache
 from entasis.api.generation import GenerationWatch
 from entasis.api.store import DatabaseUnavailable, ReaderStore, reader_url
@@ -191,8 +191,6 @@ class PredictFastPath:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the pool opens on startup without waiting, so it starts even with the store down."""
     from prometheus_client import CollectorRegistry
-
-    from entasis.api import dashboard, metrics
 
     s = settings or get_settings()
     registry = CollectorRegistry(auto_describe=False)

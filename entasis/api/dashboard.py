@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from entasis.api import analytics, service
 from entasis.api.cache import cache_key
 from entasis.domain import CLASS_NAMES, class_code
+from entasis.features.catalog import timeframe_seconds
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -127,8 +128,6 @@ def volatility_figure(latest: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 async def _asset_page(sv: Serving, asset: str, horizon: int) -> str:
-    from entasis.features.catalog import timeframe_seconds
-
     st, s = sv.store, sv.settings
     latest = []
     for h in sv.horizons:

@@ -17,6 +17,8 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from entasis.store.db import database_url
+
 if TYPE_CHECKING:
     import asyncpg
 
@@ -87,7 +89,6 @@ def reader_url(settings: Settings) -> str:
 
     if settings.api.database_url is not None:
         return settings.api.database_url.get_secret_value()
-    from entasis.store.db import database_url
 
     info: dict[str, str | int | None] = dict(conninfo_to_dict(database_url(settings)))
     info["user"] = settings.api.reader_user

@@ -33,7 +33,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from entasis.backtest.folds import BacktestError, LeakageError
+from entasis.backtest.runner import Inputs, blank_unknown_labels, load_db_inputs
+from entasis.backtest.store import read_decisions, record_decision
+from entasis.backtest.walkforward import walk_forward
 from entasis.domain import POOLED, target_column
+from entasis.registry import models as reg
+from entasis.store.db import connect
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -157,8 +162,6 @@ def decide(challenger: Scores, champion: Scores | None, baselines: Mapping[str, 
 # -- evaluation on the most recent window ------------------------------------------------------------
 def spec_of_version(name: str, version: str, settings: Settings | None = None) -> dict[str, Any]:
     """A walk-forward model spec (kind + saved parameters) of a registered version's ensemble."""
-    from entasis.registry import models as reg
-
     py = reg.load(name, version=version, settings=settings)
     inner = py.unwrap_python_model()
     model = getattr(inner, "ensemble", None)
@@ -172,8 +175,6 @@ def evaluate_versions(specs: Mapping[str, Mapping[str, Any]], frame: pd.DataFram
                       timeframe: str = "1d", **options: Any) -> WalkForwardResult:
     """Walk-forward the given labelled specs over the last ``window_days`` of labelled rows."""
     import pandas as pd
-
-    from entasis.backtest.walkforward import walk_forward
 
     target = target_column(horizon)
     lab = frame[pd.to_numeric(frame[target], errors="coerce").notna()] if target in frame.columns else frame.iloc[:0]
@@ -234,8 +235,6 @@ def evaluate_and_promote(asset: str | None, horizon: int, *, challenger_version:
     already run and recorded (the train DAG's backtest task, labels ``challenger_v<N>`` /
     ``champion_v<M>``) to decide on instead of running one here.
     """
-    from entasis.registry import models as reg
-
     if margin < 0:  # before any walk-forward or record, also when the challenger is already champion
         raise BacktestError(f"margin must be >= 0; got {margin}")
     name = reg.model_name(asset, horizon)
@@ -324,9 +323,6 @@ def _load_inputs(asset: str | None, spec: Mapping[str, Any], *, frame: pd.DataFr
     """The frame given, else features.bars of the asset (or the pooled model's assets) known at decision time."""
     import pandas as pd
 
-    from entasis.backtest.runner import Inputs, blank_unknown_labels, load_db_inputs
-    from entasis.store.db import connect
-
     if frame is not None:
         return Inputs(frame, prices, None, exchange, "frame")
     assets = [asset] if asset is not None else (list(spec.get("_assets") or []) or None)
@@ -346,9 +342,6 @@ def _dt(s: str) -> datetime:
 def _record(d: Decision, settings: Settings | None, record: bool) -> None:
     if not record:
         return
-    from entasis.backtest.store import record_decision
-    from entasis.store.db import connect
-
     with connect(settings) as conn:
         record_decision(conn, d.row())
 
@@ -359,7 +352,6 @@ def _mirror_champion(d: Decision, settings: Settings | None) -> None:
         from entasis.publish.champions import record_champion
     except ImportError:  # pragma: no cover - the publish stage is part of the package
         return
-    from entasis.store.db import connect
 
     with connect(settings) as conn:
         record_champion(conn, asset=None if d.asset == POOLED else d.asset, horizon=d.horizon,
@@ -374,9 +366,6 @@ def _mirror_champion(d: Decision, settings: Settings | None) -> None:
 
 def recorded_decisions(model_name: str | None = None, settings: Settings | None = None) -> Sequence[dict[str, Any]]:
     """ml.promotion_decisions rows as dicts, oldest first (for the CLI and tests)."""
-    from entasis.backtest.store import read_decisions
-    from entasis.store.db import connect
-
     with connect(settings) as conn:
         return list(read_decisions(conn, model_name).to_dict("records"))
 

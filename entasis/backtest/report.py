@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from entasis.backtest.simulate import PORTFOLIO
+from entasis.backtest.walkforward import BUY_AND_HOLD
 from entasis.domain import CLASS_NAMES, POOLED
 
 if TYPE_CHECKING:
@@ -75,9 +77,6 @@ def _ml_models(result: WalkForwardResult) -> list[str]:
 
 def figure_equity(result: WalkForwardResult, path: Path) -> None:
     plt = _plt()
-    from entasis.backtest.simulate import PORTFOLIO
-    from entasis.backtest.walkforward import BUY_AND_HOLD
-
     fig, ax = plt.subplots(figsize=(10, 5))
     eq = result.equity[result.equity["scope"] == PORTFOLIO]
     best = result.best_baseline("accuracy") if result.baselines else None
@@ -104,9 +103,6 @@ def figure_equity(result: WalkForwardResult, path: Path) -> None:
 
 def figure_drawdown(result: WalkForwardResult, path: Path) -> None:
     plt = _plt()
-    from entasis.backtest.simulate import PORTFOLIO
-    from entasis.backtest.walkforward import BUY_AND_HOLD
-
     fig, ax = plt.subplots(figsize=(10, 4))
     eq = result.equity[result.equity["scope"] == PORTFOLIO]
     for name in [*_ml_models(result), BUY_AND_HOLD]:

@@ -17,6 +17,11 @@ from typing import TYPE_CHECKING, Any
 from entasis.backtest.folds import BacktestError, utc
 from entasis.backtest.walkforward import DEFAULT_MODELS, ModelSpec, Progress, WalkForwardResult, walk_forward
 from entasis.domain import POOLED
+from entasis.features.catalog import pair_of, perp_of
+from entasis.features.compute import LabelParams, compute
+from entasis.features.csv_input import read_candle_csv
+from entasis.features.store import load_bars
+from entasis.store.db import connect
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -79,9 +84,6 @@ def load_csv_inputs(csv: str | Path | Sequence[str | Path], *, assets: Sequence[
     """
     import pandas as pd
 
-    from entasis.features.compute import LabelParams, compute
-    from entasis.features.csv_input import read_candle_csv
-
     s = settings
     if s is None:
         from entasis.config import get_settings
@@ -135,9 +137,6 @@ def load_db_inputs(conn: psycopg.Connection, *, assets: Sequence[str] | None, ti
     """features.bars rows up to ``end`` (all history before it: expanding windows need it), closes up to
     one bar after ``end``, and the linear perpetual's funding rates when collected."""
     import pandas as pd
-
-    from entasis.features.catalog import pair_of, perp_of
-    from entasis.features.store import load_bars
 
     s = settings
     if s is None:
@@ -229,8 +228,6 @@ def run_walk_forward(*, horizon: int, start: object, end: object, assets: Sequen
     data interval end) blanks labels not yet known then (:func:`blank_unknown_labels`), so a re-run of a
     past interval is reproducible.
     """
-    from entasis.store.db import connect
-
     if inputs is None:
         if frame is not None:
             sel = frame if not assets else frame[frame["symbol"].isin(list(assets))]

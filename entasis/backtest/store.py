@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from entasis.backtest.walkforward import scalar_metrics
 from entasis.domain import PROBA_COLUMNS
 from entasis.store.upsert import UpsertResult, upsert_frame
 
@@ -65,8 +66,6 @@ def record_backtest(conn: psycopg.Connection, result: WalkForwardResult, *, exch
                     predictions: bool = True) -> dict[str, UpsertResult]:
     """Upsert the run, its long-format metrics and (optionally) every out-of-sample forecast."""
     import pandas as pd
-
-    from entasis.backtest.walkforward import scalar_metrics
 
     row = run_row(result, exchange=exchange, report_path=report_path, mlflow_run_id=mlflow_run_id)
     runs = pd.DataFrame([row])

@@ -63,6 +63,10 @@ from entasis.backtest.simulate import (
     trading_metrics,
 )
 from entasis.domain import POOLED, PROBA_COLUMNS, label_column, target_column
+from entasis.models.base import ModelError, default_features
+from entasis.models.factory import build_model
+from entasis.models.stacking import OOF
+from entasis.risk.metrics import periods_per_year
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -132,9 +136,6 @@ def resolve_specs(models: Sequence[ModelSpec]) -> list[_Spec]:
 
 
 def _build(spec: _Spec, features: list[str]) -> Model:
-    from entasis.models.base import ModelError
-    from entasis.models.factory import build_model
-
     params = dict(spec.params)
     params.setdefault("features", features)
     try:
@@ -376,8 +377,6 @@ class _Fit:
 def _prepare_data(f: pd.DataFrame, *, target: str, horizon: int, features: Sequence[str] | None,
                   px: pd.DataFrame | None, momentum_days: int, context_days: int) -> _Data:
     """Features chosen and checked, labels and times as arrays, the baselines' rule signals (once)."""
-    from entasis.models.base import default_features
-
     if features is not None:
         feats = list(features)
     else:  # the registry's features present in the frame, minus columns with no value at all
@@ -549,8 +548,6 @@ def walk_forward(frame: pd.DataFrame, *, horizon: int, start: object, end: objec
     (folds and ensemble members are independent fits; the forecasts are the same for any value).
     """
     import pandas as pd
-
-    from entasis.risk.metrics import periods_per_year
 
     t_start = time.perf_counter()
     if leakage not in ("raise", "warn", "off"):
@@ -867,8 +864,6 @@ def _oof_before(idx: list[np.ndarray], parts: dict[str, list[np.ndarray]], ts_ns
                 symbols: np.ndarray, train_end: pd.Timestamp) -> Any:
     """Earlier folds' member forecasts whose labels are known before this fold's training cut-off
     (``ts < train_end``: the same purge as the training rows), as the stacker's out-of-fold rows."""
-    from entasis.models.stacking import OOF
-
     if not idx:
         return None
     allidx = np.concatenate(idx)

@@ -14,6 +14,9 @@ from entasis.collect.quality import CONTEXT_BARS, check_candles
 from entasis.collect.series import BATCH_PAGES, Progress, SeriesResult, SeriesSpec, run_series
 from entasis.collect.state import SeriesKey
 from entasis.domain import timeframe_ms, timeframe_origin_ms, to_ms
+from entasis.store.db import connect
+from entasis.store.market import register_instruments as _register
+from entasis.store.market import write_candles
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,17 +27,12 @@ LOOKBACK_BARS = 2
 
 def register_instruments(client: ExchangeClient) -> int:
     """Record every market the client loaded, so the store's writers accept its symbols."""
-    from entasis.store.db import connect
-    from entasis.store.market import register_instruments as _register
-
     frame = client.instruments_frame()
     with connect() as conn:
         return _register(conn, frame).written
 
 
 def candle_spec(client: ExchangeClient, symbol: str, timeframe: str) -> SeriesSpec:
-    from entasis.store.market import write_candles
-
     step = timeframe_ms(timeframe)
     limit = OHLCV_LIMIT.get(client.id, 500)
     exchange = client.id

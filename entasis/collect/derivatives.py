@@ -12,6 +12,7 @@ from entasis.collect.quality import check_funding, check_open_interest
 from entasis.collect.series import BATCH_PAGES, Progress, SeriesResult, SeriesSpec, run_series
 from entasis.collect.state import SeriesKey
 from entasis.domain import timeframe_ms, timeframe_origin_ms, to_ms
+from entasis.store.market import write_funding, write_open_interest
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,8 +31,6 @@ def _check_perp(client: ExchangeClient, symbol: str) -> None:
 
 
 def funding_spec(client: ExchangeClient, symbol: str) -> SeriesSpec:
-    from entasis.store.market import write_funding
-
     limit = FUNDING_LIMIT.get(client.id, 200)
     exchange = client.id
 
@@ -58,8 +57,6 @@ def funding_spec(client: ExchangeClient, symbol: str) -> SeriesSpec:
 
 
 def open_interest_spec(client: ExchangeClient, symbol: str, timeframe: str) -> SeriesSpec:
-    from entasis.store.market import write_open_interest
-
     step = timeframe_ms(timeframe)
     limit = OPEN_INTEREST_LIMIT.get(client.id, 200)
     exchange = client.id

@@ -25,6 +25,8 @@ from entasis.collect.quality import check_options
 from entasis.collect.series import NoProgress, Progress, SeriesResult
 from entasis.collect.state import SeriesKey, mark_failed, quarantine, save_state
 from entasis.domain import to_ms
+from entasis.store.db import connect
+from entasis.store.market import OPTION_COLUMNS, write_option_quotes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -139,9 +141,6 @@ def collect_options(
     progress: Progress | None = None,
 ) -> list[SeriesResult]:
     """Snapshot every listed option of each currency at ``now``; bad rows quarantined, good ones stored."""
-    from entasis.store.db import connect
-    from entasis.store.market import OPTION_COLUMNS, write_option_quotes
-
     cl = client or ExchangeClient(EXCHANGE)
     if cl.id != EXCHANGE:
         raise ValueError(f"option snapshots come from {EXCHANGE!r}, not {cl.id!r}")

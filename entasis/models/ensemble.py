@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from entasis.backtest.folds import split_valid
 from entasis.domain import CLASS_NAMES, PROBA_COLUMNS, confidence, horizon_of
 from entasis.models.base import (
     Model,
@@ -267,8 +268,6 @@ class EnsembleModel(Model):
         cut``; early stopping on their last 15% of days, purged) and predict the rows up to the next cut.
         """
         import pandas as pd
-
-        from entasis.backtest.folds import split_valid
 
         h = _horizon(target)
         parts = [d for d in (train, valid) if d is not None and len(d)]

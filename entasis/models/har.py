@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from entasis.features.compute import forward_vol
 from entasis.models.base import ModelError
 
 if TYPE_CHECKING:
@@ -104,8 +105,6 @@ def panel(candles: Mapping[str, pd.DataFrame], horizons: Sequence[int] = ()) -> 
     at publish time: targets are not needed to forecast.
     """
     import pandas as pd
-
-    from entasis.features.compute import forward_vol
 
     if not candles:
         raise ModelError("no candles to build volatility components from")

@@ -23,6 +23,7 @@ import numpy as np
 
 from entasis.models.base import N_CLASSES, Model, ModelError, default_features, proba_frame
 from entasis.models.datasets import Standardizer, asset_onehot, class_weights, prepare_fit, prepare_predict
+from entasis.models.device import torch_device
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -124,8 +125,6 @@ class TorchSeqTrainer:
             on_epoch: Callable[[int, float, float | None], None] | None = None) -> dict[str, list[float]]:
         """Adam + ReduceLROnPlateau + early stopping; returns per-epoch losses. Best weights restored."""
         import torch
-
-        from entasis.models.device import torch_device
 
         dev = torch_device(self.device_pref)
         amp = dev.type == "cuda"
@@ -308,8 +307,6 @@ class LSTMModel(Model):
 
     def predict_proba(self, rows: pd.DataFrame, *, history: pd.DataFrame | None = None) -> pd.DataFrame:
         import torch
-
-        from entasis.models.device import torch_device
 
         self._require_fitted()
         assert self.features is not None

@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from entasis.backtest.baselines import FoldBaselines, rule_signals
+from entasis.backtest.evaluation import beats_baseline
+from entasis.backtest.evaluation import classification_metrics as cm
 from entasis.models.base import label_array
 
 if TYPE_CHECKING:
@@ -26,8 +29,6 @@ if TYPE_CHECKING:
 
 def classification_metrics(p: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """The evaluation module's metrics (accuracy, balanced accuracy, log-loss, Brier, ECE, per class)."""
-    from entasis.backtest.evaluation import classification_metrics as cm
-
     y = np.asarray(y).astype(int)
     if not len(y):
         return {"n": 0}
@@ -69,8 +70,6 @@ class Baselines:
     @classmethod
     def fit(cls, train: pd.DataFrame, target: str, horizon: int, *, frame: pd.DataFrame | None = None,
             prices: pd.DataFrame | None = None) -> Baselines:
-        from entasis.backtest.baselines import FoldBaselines
-
         b = cls(target=target, horizon=horizon)
         b._index(frame if frame is not None else train, prices)
         lab = train.dropna(subset=[target])
@@ -82,8 +81,6 @@ class Baselines:
     def _index(self, frame: pd.DataFrame, prices: pd.DataFrame | None = None) -> None:
         """Rule signals (backward-only) for every row of ``frame``, and where each (symbol, ts) sits."""
         import pandas as pd
-
-        from entasis.backtest.baselines import rule_signals
 
         src = frame.copy()
         src["ts"] = pd.to_datetime(src["ts"], utc=True)
@@ -125,8 +122,6 @@ def compare(model_metrics: Mapping[str, Any], baseline_metrics: Mapping[str, Map
             ) -> dict[str, Any]:
     """The honesty summary stored as model-version tags: :func:`entasis.backtest.evaluation.beats_baseline`
     (log-loss decides; accuracy and balanced accuracy beside it)."""
-    from entasis.backtest.evaluation import beats_baseline
-
     return beats_baseline(model_metrics, baseline_metrics)
 
 

@@ -22,9 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from entasis.backtest.evaluation import classification_metrics as cm
 from entasis.config import Settings, get_settings
 from entasis.domain import POOLED, PROBA_COLUMNS, target_column
 from entasis.models.base import ModelError, default_features, label_array
+from entasis.models.ensemble import EnsembleModel
+from entasis.models.scoring import Baselines, classification_metrics, compare, scalar_metrics
+from entasis.registry import models as reg
+from entasis.registry.tracking import client, code_version, ensure_experiment, package_version
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -190,8 +195,6 @@ def _vol_params(kind: str, members: Mapping[str, Mapping[str, Any]], given: Mapp
 def _eval_split(ens: EnsembleModel, part: pd.DataFrame, sp: Split, target: str, baselines: Any
                 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, dict[str, Any]], np.ndarray]:
     """Ensemble, member and baseline metrics on the rows that are labelled and eligible."""
-    from entasis.models.scoring import classification_metrics
-
     proba = ens.predict_proba(part, history=sp.frame).to_numpy()
     members = ens.member_proba(part, history=sp.frame)
     y = label_array(part[target])
@@ -199,7 +202,6 @@ def _eval_split(ens: EnsembleModel, part: pd.DataFrame, sp: Split, target: str, 
     yv = y[ok].astype(int)
     m = classification_metrics(proba[ok], yv)
     mm = {name: classification_metrics(p[ok], yv) for name, p in members.items()}
-    from entasis.backtest.evaluation import classification_metrics as cm
 
     bp = baselines.predict_full(part[ok])
     bm = {name: cm(o.proba, yv, o.pred) if len(yv) else {"n": 0} for name, o in bp.items()}
@@ -212,8 +214,6 @@ def _train_unit(frame: pd.DataFrame, *, asset: str | None, horizon: int, members
                 vol_kind: str, vol_params: dict[str, Any], register: bool, timeframe: str, settings: Settings,
                 progress: Progress | None) -> TrainResult:
     from entasis.models.datasets import data_hash, split_frame
-    from entasis.models.ensemble import EnsembleModel
-    from entasis.models.scoring import Baselines, compare
     from entasis.registry.models import model_name
 
     t0 = time.perf_counter()
@@ -272,10 +272,7 @@ def _track(result: TrainResult, ens: EnsembleModel, vol_model: Any, sp: Split, *
     import mlflow
     from mlflow.entities import Metric
 
-    from entasis.models.scoring import scalar_metrics
-    from entasis.registry import models as reg
     from entasis.registry.pyfunc import log_pyfunc
-    from entasis.registry.tracking import client, code_version, ensure_experiment, package_version
 
     exp = ensure_experiment(settings=settings)
     c = client(settings)

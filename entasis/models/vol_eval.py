@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from entasis.backtest.metrics import block_bootstrap_diff
 from entasis.domain import utc_timestamp
+from entasis.features.compute import LabelParams, compute
 from entasis.models import har, vol_refs
 from entasis.models.base import ModelError
 
@@ -67,8 +69,6 @@ def refit_dates(start: str | pd.Timestamp, end: str | pd.Timestamp, freq: str = 
 def _lgbm_frames(candles: Mapping[str, pd.DataFrame], horizons: Sequence[int]) -> pd.DataFrame:
     """features.bars-shaped rows (the product's feature definition) for the LightGBM vol model."""
     import pandas as pd
-
-    from entasis.features.compute import LabelParams, compute
 
     params = LabelParams(horizons=tuple(int(h) for h in horizons))
     out = [compute(c, timeframe="1d", exchange="binance", symbol=s, labels=params) for s, c in candles.items()]
@@ -211,8 +211,6 @@ def score(forecasts: pd.DataFrame, models: Sequence[str] | None = None, *,
     """Per horizon: common-row n, mean QLIKE and MSE(log vol) of each model, and the paired differences
     (candidate - reference; negative = candidate better) with block-bootstrap 95% intervals."""
     import pandas as pd
-
-    from entasis.backtest.metrics import block_bootstrap_diff
 
     models = list(models or model_columns(forecasts))
     missing = [m for m in models if m not in forecasts.columns]

@@ -32,6 +32,8 @@ from entasis.models.datasets import (
     prepare_predict,
     tabular,
 )
+from entasis.models.device import lightgbm_device
+from entasis.models.lstm import TorchSeqTrainer, build_net, torch_threads
 from entasis.models.scoring import lagged_label, regression_metrics
 
 if TYPE_CHECKING:
@@ -123,8 +125,6 @@ class VolatilityModel:
     def _fit_lgbm(self, prep: Prepared, s: np.ndarray, y: np.ndarray, vs: np.ndarray | None) -> None:
         import lightgbm as lgb
 
-        from entasis.models.device import lightgbm_device
-
         params = {"objective": "regression", "num_leaves": self.num_leaves, "learning_rate": self.learning_rate,
                   "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "min_data_in_leaf": 20,
                   "seed": self.seed, "deterministic": True, "verbose": -1,
@@ -141,8 +141,6 @@ class VolatilityModel:
 
     def _fit_lstm(self, prep: Prepared, s: np.ndarray, y: np.ndarray, vs: np.ndarray | None) -> None:
         import torch
-
-        from entasis.models.lstm import build_net, torch_threads
 
         p = {"hidden": (128, 64, 32), "dropout": 0.2, "dense": 16, "lr": 1e-3, "weight_decay": 1e-5,
              "batch_size": 32, "max_epochs": 100, "patience": 10, "lr_patience": 5, "lr_factor": 0.5,
@@ -166,8 +164,6 @@ class VolatilityModel:
         self.est.to("cpu")
 
     def _trainer(self, p: dict[str, Any]) -> Any:
-        from entasis.models.lstm import TorchSeqTrainer
-
         return TorchSeqTrainer(seq_len=self.seq_len, batch_size=p["batch_size"], max_epochs=p["max_epochs"],
                                lr=p["lr"], weight_decay=p["weight_decay"], patience=p["patience"],
                                lr_patience=p["lr_patience"], lr_factor=p["lr_factor"], min_lr=p["min_lr"],

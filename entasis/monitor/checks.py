@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from entasis.backtest.evaluation import live_scores
+from entasis.features.catalog import FEATURE_COLUMNS, timeframe_seconds
+from entasis.features.store import load_bars
+
 if TYPE_CHECKING:
     import pandas as pd
     import psycopg
@@ -75,8 +79,6 @@ def stale_series(latest: pd.DataFrame, now: datetime, stale_after_bars: float) -
     """Series whose newest candle is older than ``stale_after_bars`` bars (columns of ``latest`` + age_bars)."""
     import pandas as pd
 
-    from entasis.features.catalog import timeframe_seconds
-
     if latest.empty:
         return latest.assign(age_bars=pd.Series(dtype=float))
     step = latest["timeframe"].map(lambda tf: timeframe_seconds(str(tf)))
@@ -114,8 +116,6 @@ def live_accuracy(conn: psycopg.Connection, now: datetime, window_days: int) -> 
     ``window_days`` target days ending on the day of ``now``: the one aggregation,
     :func:`entasis.backtest.evaluation.live_scores`. Columns asset, horizon, n, accuracy, log_loss; only
     (asset, horizon) with reconciled predictions in the window."""
-    from entasis.backtest.evaluation import live_scores
-
     df = live_scores(conn, [now], window_days=window_days, by_key=True)
     out = df[["asset", "horizon", "n", "accuracy", "log_loss"]].reset_index(drop=True)
     return out.astype({"accuracy": "float64", "log_loss": "float64"})  # n > 0 on every row: never None
@@ -144,9 +144,6 @@ def predicted_classes(conn: psycopg.Connection, lo: datetime, hi: datetime) -> d
 
 def run_checks(conn: psycopg.Connection, now: datetime, cfg: MonitorConfig, *, timeframe: str = "1d") -> MonitorReport:
     """Every check as of ``now``; the report says whether a retrain is warranted and why."""
-    from entasis.features.catalog import FEATURE_COLUMNS
-    from entasis.features.store import load_bars
-
     rep = MonitorReport(now=now.isoformat())
     live = live_accuracy(conn, now, cfg.live_window_days)
     rep.live = live.to_dict("records")

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from entasis.domain import utc_datetime
+from entasis.store.upsert import upsert_frame
 
 if TYPE_CHECKING:
     import psycopg
@@ -25,8 +26,6 @@ def record_feature_drift(conn: psycopg.Connection, as_of: datetime, timeframe: s
                          rows: Sequence[dict[str, Any]]) -> int:
     """Upsert one row per feature ({feature, psi, n_reference, n_current}); NaN PSI is stored as NULL."""
     import pandas as pd
-
-    from entasis.store.upsert import upsert_frame
 
     as_of = utc_datetime(as_of, "as_of")
     if not rows:

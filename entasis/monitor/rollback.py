@@ -16,9 +16,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from entasis.backtest.evaluation import live_last_day, live_scores
 from entasis.backtest.folds import BacktestError
 from entasis.backtest.promotion import Decision
+from entasis.backtest.store import record_decision
 from entasis.domain import POOLED
+from entasis.publish.champions import record_champion
+from entasis.registry import models as reg
+from entasis.store.db import connect
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,8 +39,6 @@ def rolling_live_accuracy(conn: psycopg.Connection, *, model_version: str, horiz
     day, n, n_correct, accuracy, log_loss (accuracy / log_loss None where n = 0). Empty when the version
     has no reconciled prediction and no ``as_of`` is given."""
     import pandas as pd
-
-    from entasis.backtest.evaluation import live_last_day, live_scores
 
     if days < 1:
         raise BacktestError(f"days must be >= 1; got {days}")
@@ -56,9 +59,6 @@ def check_live_accuracy_and_rollback(asset: str | None, horizon: int, *, thresho
                                      as_of: datetime | None = None, dry_run: bool = False, record: bool = True,
                                      settings: Settings | None = None, now: datetime | None = None) -> Decision:
     """Roll @champion back when its live, reconciled accuracy stays below ``threshold`` for ``days`` days."""
-    from entasis.registry import models as reg
-    from entasis.store.db import connect
-
     if not 0 < threshold < 1:
         raise BacktestError(f"threshold must be in (0, 1); got {threshold}")
     if days < 1 or window_days < 1 or min_predictions < 1:
@@ -122,19 +122,12 @@ def check_live_accuracy_and_rollback(asset: str | None, horizon: int, *, thresho
 def _record(d: Decision, settings: Settings | None, record: bool) -> None:
     if not record:
         return
-    from entasis.backtest.store import record_decision
-    from entasis.store.db import connect
-
     with connect(settings) as conn:
         record_decision(conn, d.row())
 
 
 def _mirror_rollback(name: str, d: Decision, settings: Settings | None) -> None:
     """Copy the restored champion into ml.champions (publish stage's table)."""
-    from entasis.publish.champions import record_champion
-    from entasis.registry import models as reg
-    from entasis.store.db import connect
-
     tags = reg.get_version_tags(name, str(d.new_champion_version), settings)
     with connect(settings) as conn:
         record_champion(conn, asset=None if d.asset == POOLED else d.asset, horizon=d.horizon, model_name=name,

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import special
 
-from entasis.options.black import FloatArray, tv_high, as_call_flag
+from entasis.options.black import FloatArray, as_call_flag, tv_high
 
 OK = 0
 INVALID_INPUT = 1

@@ -17,6 +17,7 @@ import numpy as np
 
 from entasis.domain import utc_timestamp
 from entasis.options.surface import FEATURE_COLUMNS, SMILE_COLUMNS
+from entasis.store.upsert import upsert_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -143,8 +144,6 @@ def build_and_store_surface(conn: psycopg.Connection, underlying: str, snapshot_
 
 def store_surface(conn: psycopg.Connection, surface: Surface) -> int:
     """Upsert a fitted surface (per-expiry rows and the snapshot row); returns the expiries stored."""
-    from entasis.store.upsert import upsert_frame
-
     r1 = upsert_frame(conn, SURFACE_TABLE, surface.smiles, SURFACE_KEY)
     r2 = upsert_frame(conn, OPTION_FEATURES_TABLE, surface.features, OPTION_FEATURES_KEY)
     f = surface.features.iloc[0]

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from entasis.domain import POOLED, from_ms, utc_datetime
+from entasis.registry import models as reg
 
 if TYPE_CHECKING:
     import psycopg
@@ -229,8 +230,6 @@ def registry_loader(settings: Settings | None = None) -> ChampionLoader:
     history and the tree members for SHAP); a version is loaded once per loader and reused across
     assets. ``trained_at`` comes from the version's ``trained_at`` tag (else its creation time).
     """
-    from entasis.registry import models as reg
-
     cache: dict[tuple[str, str], Model] = {}
 
     def load(asset: str, horizon: int) -> Champion | None:

@@ -28,6 +28,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from entasis.domain import PROBA_COLUMNS
+from entasis.models.base import default_features
+from entasis.models.datasets import prepare_predict
+from entasis.models.ensemble import EnsembleModel
+from entasis.models.trees import TabularModel
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,9 +47,6 @@ _SHAP_KINDS = frozenset({"rf", "xgb", "lgbm"})
 
 def tree_members(model: Model) -> list[tuple[str, TabularModel, float]]:
     """(name, tree model, weight in the final probability) for every tree model inside ``model``."""
-    from entasis.models.ensemble import EnsembleModel
-    from entasis.models.trees import TabularModel
-
     if isinstance(model, TabularModel) and model.kind in _SHAP_KINDS:
         return [(model.kind, model, 1.0)]
     if isinstance(model, EnsembleModel):
@@ -108,8 +109,6 @@ class Explainer:
 
     def _shap_contributions(self, row: pd.DataFrame, history: pd.DataFrame | None,
                             c: int) -> dict[str, float]:
-        from entasis.models.datasets import prepare_predict
-
         out: dict[str, float] = {}
         for name, m, weight in self.members:
             assert m.features is not None
@@ -144,8 +143,6 @@ class Explainer:
 
     # -- occlusion fallback --------------------------------------------------------------------------
     def _occlusion(self, row: pd.DataFrame, history: pd.DataFrame | None, c: int) -> dict[str, float]:
-        from entasis.models.base import default_features
-
         feats = list(self.model.features or default_features(row))
         col = PROBA_COLUMNS[c]
         p0 = float(self.model.predict_proba(row, history=history)[col].iloc[0])

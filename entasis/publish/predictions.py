@@ -21,8 +21,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from entasis.config import get_settings
 from entasis.domain import PROBA_COLUMNS, confidence, target_column, timeframe_seconds, utc_datetime
+from entasis.features.store import load_bars
+from entasis.models.datasets import data_hash
 from entasis.publish.champions import Champion, ChampionError, ChampionLoader, record_from, registry_loader
+from entasis.publish.factors import DEFAULT_TOP_K, Explainer
+from entasis.store.upsert import upsert_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,8 +90,6 @@ def latest_complete_bar(conn: psycopg.Connection, *, exchange: str, symbol: str,
 
 
 def _input_hash(frame: pd.DataFrame, features: Sequence[str]) -> str:
-    from entasis.models.datasets import data_hash
-
     return data_hash(frame, list(features))
 
 
@@ -117,11 +120,6 @@ def publish_predictions(
     """
     import numpy as np
     import pandas as pd
-
-    from entasis.config import get_settings
-    from entasis.features.store import load_bars
-    from entasis.publish.factors import DEFAULT_TOP_K, Explainer
-    from entasis.store.upsert import upsert_frame
 
     s = settings or get_settings()
     now = utc_datetime(as_of, "as_of")

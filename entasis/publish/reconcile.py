@@ -18,6 +18,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from entasis.config import get_settings
 from entasis.domain import BandRule, classify_return, timeframe_seconds, utc_datetime
 
 if TYPE_CHECKING:
@@ -77,8 +78,6 @@ def reconcile_outcomes(
     of ``now`` are recomputed on every run (a revised candle or a re-published prediction corrects
     them); older outcomes are final, which keeps a run's cost bounded however long the history.
     """
-    from entasis.config import get_settings
-
     s = settings or get_settings()
     t_now = utc_datetime(now, "now")
     if max_delay_bars < 1:

@@ -25,6 +25,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from entasis.models.base import ModelError
+from entasis.models.har import VARIANTS, HARModel, panel, trainable, variant_fit
+from entasis.store.upsert import upsert_frame
+
 if TYPE_CHECKING:
     import pandas as pd
     import psycopg
@@ -63,9 +67,6 @@ def forecast_rows(candles: Mapping[str, pd.DataFrame], requests: Iterable[tuple[
     """
     import numpy as np
     import pandas as pd
-
-    from entasis.models.base import ModelError
-    from entasis.models.har import VARIANTS, HARModel, panel, trainable, variant_fit
 
     if model not in VARIANTS:
         raise ValueError(f"unknown HAR variant {model!r}; expected one of {sorted(VARIANTS)}")
@@ -169,8 +170,6 @@ def publish_vol_forecasts(conn: psycopg.Connection, keys: Iterable[tuple[str, in
     so re-runs are byte-identical.
     """
     import pandas as pd
-
-    from entasis.store.upsert import upsert_frame
 
     keys = list(keys)
     summary = VolSummary()

@@ -25,6 +25,10 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel  # a runtime import: MLflow resolves predict()'s type hints
 
+from entasis.models.ensemble import EnsembleModel
+from entasis.models.factory import load_model
+from entasis.models.volatility import VolatilityModel
+
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
 
@@ -49,10 +53,6 @@ class EntasisPyfunc(PythonModel):
         self.load_dir(Path(context.artifacts[ARTIFACT]))
 
     def load_dir(self, root: Path) -> None:
-        from entasis.models.ensemble import EnsembleModel
-        from entasis.models.factory import load_model
-        from entasis.models.volatility import VolatilityModel
-
         self.spec = json.loads((root / SPEC).read_text())
         model = load_model(root / "ensemble")
         if not isinstance(model, EnsembleModel):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from entasis.config import Settings, get_settings
+from entasis.deploy.production import require
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -26,7 +27,6 @@ EXPERIMENT = "entasis-train"
 
 def tracking_uri(settings: Settings | None = None) -> str:
     s = settings or get_settings()
-    from entasis.deploy.production import require
 
     require("mlflow", settings=s)  # production: the shared server, never a worker-local SQLite store
     if s.mlflow.tracking_uri:
@@ -38,7 +38,6 @@ def tracking_uri(settings: Settings | None = None) -> str:
 def artifact_root(settings: Settings | None = None) -> str:
     """Experiment artifact location: the configured root, else a folder under ENTASIS_HOME."""
     s = settings or get_settings()
-    from entasis.deploy.production import require
 
     require("artifacts", settings=s)  # production: a shared store (s3://...), never worker-local files
     if s.mlflow.artifact_root:

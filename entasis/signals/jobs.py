@@ -14,6 +14,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from entasis.collect.candles import collect_candles
+from entasis.config import get_settings
+from entasis.features.catalog import timeframe_seconds
+from entasis.signals.flashcrash import CrashRule, detect_many, in_interval
+from entasis.signals.store import write_alerts, write_events, write_levels
+from entasis.store.db import connect
+
 if TYPE_CHECKING:
     import pandas as pd
     import psycopg
@@ -28,16 +35,11 @@ FLASH_TIMEFRAME = "1m"
 
 
 def crash_rule(settings: Settings | None = None) -> CrashRule:
-    from entasis.config import get_settings
-    from entasis.signals.flashcrash import CrashRule
-
     return CrashRule.from_config((settings or get_settings()).signals.flash_crash)
 
 
 def watched(settings: Settings | None = None) -> tuple[str, list[str]]:
     """(exchange, symbols) the flash-crash DAG watches: signals.* or else the universe's."""
-    from entasis.config import get_settings
-
     s = settings or get_settings()
     return s.signals.exchange or s.universe.exchange, list(s.signals.symbols or s.universe.symbols)
 
@@ -46,8 +48,6 @@ def load_candles(conn: psycopg.Connection, *, exchange: str, symbols: Sequence[s
                  start: datetime | None, end: datetime) -> pd.DataFrame:
     """Stored candles with start <= ts and ts + timeframe <= end (closed by ``end``), sorted."""
     import pandas as pd
-
-    from entasis.features.catalog import timeframe_seconds
 
     last_open = end - timedelta(seconds=timeframe_seconds(timeframe))
     rows = conn.execute(
@@ -69,12 +69,6 @@ def detect_flash_crashes(
 ) -> dict[str, Any]:
     """Collect the watched symbols' 1-minute candles up to ``interval_end``, detect crashes, raise an
     alert row for each newly detected one and store each event once it is final."""
-    from entasis.collect.candles import collect_candles
-    from entasis.config import get_settings
-    from entasis.signals.flashcrash import detect_many, in_interval
-    from entasis.signals.store import write_alerts, write_events
-    from entasis.store.db import connect
-
     if interval_start is None or interval_end is None:
         raise ValueError("interval_start and interval_end are required (the DAG passes its data interval)")
     if interval_end <= interval_start:
@@ -122,8 +116,6 @@ def levels_frame(candles: pd.DataFrame, *, asset: str, exchange: str, timeframe:
     """ml.levels rows for ``asset`` as of each bar close in ``as_of`` (bars closing later are ignored)."""
     import pandas as pd
 
-    from entasis.config import get_settings
-    from entasis.features.catalog import timeframe_seconds
     from entasis.signals.levels import LevelParams, levels_at
 
     p = LevelParams.from_config((settings or get_settings()).signals.levels)
@@ -149,10 +141,7 @@ def levels_frame(candles: pd.DataFrame, *, asset: str, exchange: str, timeframe:
 def publish_levels(conn: psycopg.Connection, keys: Sequence[tuple[str, datetime]], *, exchange: str,
                    timeframe: str, settings: Settings | None = None) -> int:
     """Nearest support/resistance for each published (asset, as_of) into ml.levels (joins ml.predictions)."""
-    from entasis.config import get_settings
-    from entasis.features.catalog import timeframe_seconds
     from entasis.signals.levels import LevelParams
-    from entasis.signals.store import write_levels
 
     p = LevelParams.from_config((settings or get_settings()).signals.levels)
     step = timedelta(seconds=timeframe_seconds(timeframe))

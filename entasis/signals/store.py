@@ -6,6 +6,8 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from entasis.store.upsert import upsert_frame
+
 if TYPE_CHECKING:
     import pandas as pd
     import psycopg
@@ -28,8 +30,6 @@ def write_events(conn: psycopg.Connection, events: pd.DataFrame, *, interval_end
     """Upsert final events (one row per crash); returns rows inserted or changed."""
     import pandas as pd
 
-    from entasis.store.upsert import upsert_frame
-
     if events.empty:
         return 0
     df = events.copy()
@@ -41,8 +41,6 @@ def write_events(conn: psycopg.Connection, events: pd.DataFrame, *, interval_end
 def write_alerts(conn: psycopg.Connection, events: pd.DataFrame, *, interval_end: datetime) -> int:
     """Upsert alert rows for newly detected crashes; returns rows inserted or changed."""
     import pandas as pd
-
-    from entasis.store.upsert import upsert_frame
 
     if events.empty:
         return 0
@@ -85,8 +83,6 @@ def flash_crash_counts(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
 def write_levels(conn: psycopg.Connection, levels: pd.DataFrame) -> int:
     """Upsert level rows (asset, as_of, side, rank, exchange, timeframe, price, strength, touches,
     distance_atr, close, atr); returns rows inserted or changed."""
-    from entasis.store.upsert import upsert_frame
-
     if levels.empty:
         return 0
     df = levels.copy()

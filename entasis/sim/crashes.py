@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from entasis.domain import MINUTE_MS
+from entasis.sim.market import Bars
 
 if TYPE_CHECKING:
     from entasis.sim.market import Bars
@@ -85,8 +86,6 @@ def apply_to_minutes(bars: Bars, crashes: list[FlashCrash], price_dp: int, qv_sc
 
     ``qv_scale`` = 10**(QV_DP - lot_dp): quote-volume units per lot x price.
     """
-    from entasis.sim.market import Bars
-
     if len(bars) == 0 or not crashes:
         return bars
     o, h, lo, c = bars.open.copy(), bars.high.copy(), bars.low.copy(), bars.close.copy()

@@ -39,6 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from entasis.domain import DAY_MS, HOUR_MS, MINUTE_MS, timeframe_ms, to_ms
+from entasis.sim.options import QUOTE_COLUMNS, build_chain
 from entasis.sim.timeframes import bucket_start
 
 if TYPE_CHECKING:
@@ -785,14 +786,10 @@ class MarketSim:
     def option_chain(self, currency: str, ts: str | pd.Timestamp | int) -> pd.DataFrame:
         """A Deribit-style option chain snapshot at ``ts`` (must not be after now), like
         ``market.option_quotes`` without the exchange column."""
-        from entasis.sim.options import QUOTE_COLUMNS
-
         return self.option_chain_full(currency, ts)[QUOTE_COLUMNS].copy()
 
     def option_chain_full(self, currency: str, ts: str | pd.Timestamp | int) -> pd.DataFrame:
         """The chain with the extra fields the simulated exchange serves (bid/ask IV, creation...)."""
-        from entasis.sim.options import build_chain
-
         ms = ts if isinstance(ts, int) else to_ms(ts)
         if ms > self._now_ms:
             raise ValueError(f"option chain at {ts} is after now ({self.now}): that would be look-ahead")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 
+from entasis.demo import load_dags
+
 
 def main(argv: list[str]) -> int:
-    from entasis.demo import load_dags
-
     dag_id, at = argv[0], datetime.fromisoformat(argv[1])
     dr = load_dags()[dag_id].test(logical_date=at)
     return 0 if "success" in str(getattr(dr, "state", "")) else 1

@@ -40,6 +40,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from entasis import jobs
+from entasis.config import get_settings
+from entasis.demo import DemoPlan, configure_env, init_airflow_db, load_dags
+from entasis.registry.models import set_alias
+from entasis.sim.exchange import start_server
+from entasis.sim.market import MarketSim
+from entasis.sim.venue_binance import pair_id
+from entasis.soak.faults import RandomFaults
+from entasis.store import embedded
+
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_MS = 1500  # "slow" faults answer after 2.4 s: a timeout
@@ -184,8 +194,6 @@ def _plan_env(plan: SoakPlan) -> dict[str, str]:
 
 
 def _configure(home: Path, plan: SoakPlan) -> None:
-    from entasis.demo import DemoPlan, configure_env
-
     configure_env(home, DemoPlan(start=plan.start - timedelta(days=plan.history_days), train_at=plan.start,
                                   now=plan.start, symbols=plan.symbols, perps=plan.perps, seed=plan.seed,
                                   env=_plan_env(plan)))
@@ -195,8 +203,6 @@ def _configure(home: Path, plan: SoakPlan) -> None:
 
 
 def _use_db(url: str, tracking: Path | None) -> None:
-    from entasis.config import get_settings
-
     os.environ["ENTASIS_DATABASE_URL"] = url
     if tracking is not None:
         os.environ["ENTASIS_MLFLOW__TRACKING_URI"] = f"sqlite:///{tracking}"
@@ -239,8 +245,6 @@ class _RetryCounter(logging.Handler):
 
 
 def _load_dags(plan: SoakPlan) -> dict[str, Any]:
-    from entasis.demo import load_dags
-
     dags = load_dags()
     for dag_id in (*SOAK_DAGS, "entasis_train"):
         for t in dags[dag_id].tasks:
@@ -301,8 +305,6 @@ class _Restarter:
 
     def arm(self, delay_s: float, label: str, stats: RunStats, database: str = "") -> None:
         def go() -> None:
-            from entasis.store import embedded
-
             time.sleep(delay_s)
             waited, connected = self._wait_for_client(database)
             t0 = time.perf_counter()
@@ -317,8 +319,6 @@ class _Restarter:
         self._threads.append(th)
 
     def _wait_for_client(self, database: str, timeout_s: float = 60.0) -> tuple[float, bool]:
-        from entasis.store import embedded
-
         server = embedded.status(self.pg_home)
         if server is None or not database:
             return 0.0, False
@@ -375,8 +375,6 @@ def _revisions(plan: SoakPlan) -> dict[int, tuple[str, datetime]]:
 def run_pipeline(plan: SoakPlan, dags: dict[str, Any], market: Any, server: Any, stats: RunStats, *,
                  faulty: bool, restarter: _Restarter | None) -> None:
     """Drive every interval of the plan; with ``faulty``, faults, restarts and kills as seeded."""
-    from entasis.sim.venue_binance import pair_id
-
     rng = random.Random(plan.seed)
     sched = _schedule(plan)
     restart_at = sorted(rng.sample(range(len(sched)), min(plan.db_restarts, len(sched)))) if faulty else []
@@ -464,9 +462,6 @@ def _seed_champions(until: datetime) -> None:
     """Train with the real training code on the history before the soak and make each model the
     @champion directly: the promotion gate (walk-forward against the baselines) is not what the
     soak tests, and both runs must serve the very same model."""
-    from entasis import jobs
-    from entasis.registry.models import set_alias
-
     for t in jobs.train(until=until):
         set_alias(str(t["model_name"]), "champion", str(t["version"]))
 
@@ -521,13 +516,6 @@ def run_soak(plan: SoakPlan | None = None, home: Path | None = None, say: Any = 
     if plan.secret:
         os.environ["ENTASIS_EXCHANGE__API_KEY"] = "soak-api-key"
         os.environ["ENTASIS_EXCHANGE__API_SECRET"] = plan.secret
-    from entasis.config import get_settings
-    from entasis.demo import init_airflow_db
-    from entasis.sim.exchange import start_server
-    from entasis.sim.market import MarketSim
-    from entasis.soak.faults import RandomFaults
-    from entasis.store import embedded
-
     pg_home = home / "pg"
     server_pg = embedded.ensure_running(pg_home, preferred_port=0)
     admin = server_pg.admin_url

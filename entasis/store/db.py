@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from entasis.config import Settings, get_settings
+from entasis.deploy.production import require
+from entasis.store import embedded
 
 if TYPE_CHECKING:
     import psycopg
@@ -27,10 +29,8 @@ def database_url(settings: Settings | None = None) -> str:
     s = settings or get_settings()
     if s.database_url:
         return s.database_url
-    from entasis.deploy.production import require
 
     require("database", settings=s)  # production: never a private embedded server on one worker
-    from entasis.store import embedded
 
     return embedded.ensure_running(s.home, s.database.embedded_port).url
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from entasis.store.upsert import UpsertResult, upsert_frame
+from entasis.config import get_settings
+from entasis.store.upsert import UpsertResult, idents, table_ident, upsert_frame
 from entasis.store.validate import (
     CANDLE_RULES,
     FUNDING_RULES,
@@ -45,8 +46,6 @@ def _frame(df: pd.DataFrame, columns: list[str], table: str) -> pd.DataFrame:
 
 def known_symbols(conn: psycopg.Connection, exchange: str, extra: Iterable[str] = ()) -> set[str]:
     """Symbols a writer accepts: those registered in market.instruments plus the configured universe."""
-    from entasis.config import get_settings
-
     rows = conn.execute("SELECT symbol FROM market.instruments WHERE exchange = %s", (exchange,)).fetchall()
     s = get_settings().universe.symbols
     return {r[0] for r in rows} | set(s) | {f"{x}:USDT" for x in s} | set(extra)
@@ -98,8 +97,6 @@ def write_option_quotes(conn: psycopg.Connection, df: pd.DataFrame) -> UpsertRes
 def table_checksum(conn: psycopg.Connection, table: str, order_by: Iterable[str]) -> str:
     """md5 over every row in key order: equal checksums mean identical contents."""
     from psycopg import sql
-
-    from entasis.store.upsert import idents, table_ident
 
     row = conn.execute(
         sql.SQL("SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY {order}), '')) FROM {table} t").format(
