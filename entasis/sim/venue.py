@@ -76,6 +76,18 @@ class Venue:
 DROP = Response(0, b"")
 
 
+def int_param(q: dict[str, str], name: str, bad: Callable[[str], Exception]) -> int | None:
+    """An optional integer query parameter: None when absent or empty, ``bad(name)`` raised when not an int
+    (each venue words that error its own way)."""
+    v = q.get(name)
+    if v is None or v == "":
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise bad(name) from None
+
+
 def html_error(status: int) -> Response:
     text = {500: "500 Internal Server Error", 502: "502 Bad Gateway", 503: "503 Service Temporarily Unavailable"}
     msg = text.get(status, f"{status} Error")

@@ -15,7 +15,7 @@ import numpy as np
 from entasis.domain import HOUR_MS, TIMEFRAME_MS
 from entasis.sim.faults import Fault
 from entasis.sim.series import ArraySource, Page, Source, fmt, page
-from entasis.sim.venue import Ctx, OISource, Response, SimCandleSource, Venue, html_error
+from entasis.sim.venue import Ctx, OISource, Response, SimCandleSource, Venue, html_error, int_param
 
 SPOT_KLINE_MAX = 1000
 FAPI_KLINE_MAX = 1500
@@ -42,14 +42,8 @@ def _mandatory(name: str) -> BinanceError:
 
 
 def _int_param(q: dict[str, str], name: str) -> int | None:
-    v = q.get(name)
-    if v is None or v == "":
-        return None
-    try:
-        return int(v)
-    except ValueError:
-        raise _err(-1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.") \
-            from None
+    return int_param(q, name, lambda n: _err(
+        -1100, f"Illegal characters found in parameter '{n}'; legal range is '^[0-9]{{1,20}}$'."))
 
 
 def _limit(q: dict[str, str], default: int, maximum: int) -> int:

@@ -16,7 +16,7 @@ from entasis.domain import HOUR_MS, TIMEFRAME_MS
 from entasis.sim.faults import Fault
 from entasis.sim.series import ArraySource, Source, fmt_trim, page
 from entasis.sim.timeframes import BYBIT_INTERVALS
-from entasis.sim.venue import Ctx, OISource, Response, SimCandleSource, Venue, html_error
+from entasis.sim.venue import Ctx, OISource, Response, SimCandleSource, Venue, html_error, int_param
 
 KLINE_MAX = 1000
 KLINE_DEFAULT = 200
@@ -33,13 +33,7 @@ class BybitError(Exception):
 
 
 def _int(q: dict[str, str], name: str) -> int | None:
-    v = q.get(name)
-    if v is None or v == "":
-        return None
-    try:
-        return int(v)
-    except ValueError:
-        raise BybitError(10001, f"params error: {name} invalid") from None
+    return int_param(q, name, lambda n: BybitError(10001, f"params error: {n} invalid"))
 
 
 def _limit(q: dict[str, str], default: int, maximum: int) -> int:
