@@ -344,12 +344,15 @@ def _commit(
             bad = df.loc[bad_pairs["row"].to_numpy()].assign(reason=bad_pairs["rule"].to_numpy())
             res.quarantined = quarantine(conn, key, bad.drop(columns=["t"]))
         received = set(df["t"].tolist()) if not df.empty else set()
+        # A quarantined row is not present: served corrupted (in transit or by the venue), its bar stays
+        # a gap that later runs re-fetch, so a transient corruption does not lose the bar for good.
+        bad_t = set(df.loc[list(bad_rows), "t"].tolist()) if bad_rows else set()
         if step:
-            present = received | _stored_times(conn, spec, lo, hi)
+            present = (received - bad_t) | _stored_times(conn, spec, lo, hi)
             if seg.gap is not None:
                 res.gaps_resolved = refresh_gaps(conn, key, [seg.gap], present, step)
             else:
-                in_range = [t for t in present if lo <= t < hi]
+                in_range = [t for t in present | bad_t if lo <= t < hi]
                 if in_range:
                     if last_present is not None:
                         first = max(lo, last_present + step)
@@ -365,6 +368,8 @@ def _commit(
         if seg.gap is None:
             newest = [t for t in received if t < until]
             res.watermark = max(newest) if newest else None
+            if bad_t and not step and res.watermark is not None:  # no gaps for irregular series: the
+                res.watermark = min(res.watermark, min(bad_t) - 1)  # next run starts at the bad record
         save_state(conn, key, res.watermark, "ok", None, run_at_ms=until)
     res.tick("db", t0)  # includes the commit
     return res, last_present

@@ -112,7 +112,8 @@ def refresh_gaps(conn: psycopg.Connection, key: SeriesKey, gaps: list[Gap], pres
     """Close gaps whose every bar is now present; shrink the count of partly filled ones.
 
     Returns how many gaps were resolved. ``present`` holds every bar time known to exist
-    (stored or received in this batch, quarantined ones included: the exchange did serve them).
+    (stored, or received in this batch and not quarantined: a quarantined bar stays missing, so a
+    later run re-fetches it).
     """
     where, args = _where(key)
     resolved = 0
