@@ -245,15 +245,15 @@ def test_stacked_ensemble_equals_a_plain_sequential_fit(market, run) -> None:  #
         lo = np.datetime64(fold.test_start.tz_convert(None).to_datetime64())
         hist_fit = f.loc[(ts < cut) & ~used & (ts >= ts.min() - np.timedelta64(400, "D")), xcols]
         hist_pred = f.loc[(ts < lo) & (ts >= lo - np.timedelta64(400, "D")), xcols]
-        ens = build_model("ensemble", features=FEATURES, **spec.params)
+        ens: Any = build_model("ensemble", features=FEATURES, **spec.params)
         oof = _oof_before(oof_idx, oof_p, ts, y, f["symbol"].astype(str).to_numpy(), fold.train_end)
         ens.fit(f.loc[tr[inner], [*xcols, "y_cls_7d"]], "y_cls_7d", valid=f.loc[tr[valid], [*xcols, "y_cls_7d"]],
                 history=hist_fit if len(hist_fit) else None, oof=oof)
-        raw = ens.member_proba(f.loc[te, xcols], history=hist_pred, calibrated=False)  # type: ignore[attr-defined]
-        p = ens.combine(f.loc[te, xcols], raw)  # type: ignore[attr-defined]
+        raw = ens.member_proba(f.loc[te, xcols], history=hist_pred, calibrated=False)
+        p = ens.combine(f.loc[te, xcols], raw)
         got = run.predictions[(run.predictions["model"] == "ensemble") & (run.predictions["fold"] == fold.index)]
         assert got[["p_bearish", "p_neutral", "p_bullish"]].to_numpy().tobytes() == p.tobytes()
-        assert run.folds["oof[ensemble]"].iloc[fold.index] == ens.oof_source  # type: ignore[attr-defined]
+        assert run.folds["oof[ensemble]"].iloc[fold.index] == ens.oof_source
         oof_idx.append(te)
         for m, v in raw.items():
             oof_p.setdefault(m, []).append(v)
