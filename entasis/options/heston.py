@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from entasis.options.black import FloatArray, as_call_flag
+from entasis.options.black import FloatArray, as_call_flag, black_greeks
+from entasis.options.iv import implied_vol
 
 ComplexArray = NDArray[np.complex128]
 
@@ -231,9 +232,6 @@ def calibrate(
     early once its rms error is below ``exact_tol`` (1e-8 in vol: nothing left to fit).
     """
     from scipy.optimize import least_squares
-
-    from entasis.options.black import black_greeks
-    from entasis.options.iv import implied_vol
 
     F_, K_, T_, iv_ = (np.ravel(np.asarray(a, dtype=float)) for a in np.broadcast_arrays(F, K, T, iv))
     call = (K_ >= F_) if is_call is None else np.ravel(np.broadcast_to(as_call_flag(is_call), F_.shape))

@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from entasis.domain import utc_timestamp
-from entasis.options.surface import FEATURE_COLUMNS, SMILE_COLUMNS
+from entasis.options.heston import calibrate, heston_price
+from entasis.options.iv import implied_vol
+from entasis.options.surface import (
+    FEATURE_COLUMNS,
+    SMILE_COLUMNS,
+    features_from_smiles,
+    fit_smiles,
+    prepare_quotes,
+    put_call_oi_ratio,
+)
 from entasis.store.upsert import upsert_frame
 
 if TYPE_CHECKING:
@@ -51,10 +60,6 @@ class Surface:
 def build_surface(quotes: pd.DataFrame, *, calibrate_heston: bool = True) -> Surface:
     """Smiles, features and a Heston calibration for quotes of exactly one (underlying, snapshot)."""
     import pandas as pd
-
-    from entasis.options.heston import calibrate, heston_price
-    from entasis.options.iv import implied_vol
-    from entasis.options.surface import features_from_smiles, fit_smiles, prepare_quotes, put_call_oi_ratio
 
     keys = quotes[["underlying", "snapshot_ts"]].drop_duplicates()
     if len(keys) != 1:

@@ -27,6 +27,8 @@ import numpy as np
 from scipy import special
 
 from entasis.options.black import FloatArray
+from entasis.options.deribit import SECONDS_PER_YEAR, year_fraction
+from entasis.options.iv import implied_vol
 from entasis.options.svi import butterfly_density_ok, fit_svi, svi_total_variance
 
 if TYPE_CHECKING:
@@ -78,9 +80,6 @@ def prepare_quotes(quotes: pd.DataFrame) -> pd.DataFrame:
     ``MIN_EXPIRY_DAYS`` and rows without a usable vol are dropped.
     """
     import pandas as pd
-
-    from entasis.options.deribit import SECONDS_PER_YEAR, year_fraction
-    from entasis.options.iv import implied_vol
 
     _check(quotes)
     cols = ["exchange", "underlying", "snapshot_ts", "expiry", "strike", "kind", "underlying_price",
@@ -225,8 +224,6 @@ def interpolate_total_variance(t: FloatArray, vol: FloatArray, t_target: float) 
 def features_from_smiles(smiles: pd.DataFrame, oi: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per-snapshot features (``FEATURE_COLUMNS``) from :func:`fit_smiles` rows and put/call OI sums."""
     import pandas as pd
-
-    from entasis.options.deribit import SECONDS_PER_YEAR
 
     rows = []
     t7, t30 = (d * 86400.0 / SECONDS_PER_YEAR for d in TENORS_DAYS)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from entasis.signals.levels import LevelParams, LevelSeries
+from entasis.signals.levels import LevelParams, LevelSeries, candle_arrays
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,8 +56,6 @@ def touch_events(candles: pd.DataFrame, *, params: LevelParams | None = None, k:
     """Every touch of a real or control level in one series: ts (bar t), kind ('real'/'control'), side,
     distance_atr, reversed (bool)."""
     import pandas as pd
-
-    from entasis.signals.levels import candle_arrays
 
     if k < 1 or move_atr <= 0 or n_controls < 1:
         raise ValueError("k >= 1, move_atr > 0 and n_controls >= 1 are required")
