@@ -22,7 +22,7 @@ from entasis.api.analytics import (
     hit_rate,
     live_hit_rate,
 )
-from entasis.domain import POOLED
+from entasis.domain import CLASS_NAMES, POOLED
 
 if TYPE_CHECKING:
     from entasis.api.store import ReaderStore
@@ -150,7 +150,7 @@ async def latest_prediction(store: ReaderStore, asset: str, horizon: int,
     return {
         "asset_symbol": a, "timeframe": timeframe_label(h), "horizon_days": int(h),
         "predicted_class": class_name(int(cls)), "confidence": _float(conf), "confidence_level": level,
-        "probabilities": {"bearish": _float(pb), "neutral": _float(pn), "bullish": _float(pu)},
+        "probabilities": dict(zip(CLASS_NAMES, (_float(pb), _float(pn), _float(pu)), strict=True)),
         "factors": factors or [],
         "volatility_forecast": vol,
         "model": {
@@ -187,7 +187,7 @@ async def history(store: ReaderStore, asset: str, horizon: int | None, limit: in
         items.append({
             "timeframe": timeframe_label(r[1]), "horizon_days": int(r[1]), "predicted_at": r[2], "target_date": r[3],
             "predicted_class": class_name(int(r[4])), "confidence": _float(r[5]), "confidence_level": r[11],
-            "probabilities": {"bearish": _float(r[8]), "neutral": _float(r[9]), "bullish": _float(r[10])},
+            "probabilities": dict(zip(CLASS_NAMES, (_float(r[8]), _float(r[9]), _float(r[10])), strict=True)),
             "model_version": r[7], "published_at": r[14],
             "actual_class": class_name(actual), "realized_return": _float(r[12]), "correct": r[13],
             "baseline_class": class_name(b), "baseline_correct": None if actual is None or b is None else b == actual,
