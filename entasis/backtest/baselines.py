@@ -66,8 +66,9 @@ class BaselineOutput:
     pred: np.ndarray    # (n,) int class the baseline predicts
 
 
-def lagged_values(frame: pd.DataFrame, column: str, days: int) -> np.ndarray:
-    """``column`` of the same symbol ``days`` before each row of ``frame`` (NaN when no such row).
+def lagged_values(frame: pd.DataFrame, column: str, days: int, rows: pd.DataFrame | None = None) -> np.ndarray:
+    """``column`` of the same symbol ``days`` before each row of ``rows`` (default ``frame``), looked up in
+    ``frame`` (NaN when no such row).
 
     Matched on the timestamp, not the bar count, so gaps never shift it onto the wrong day.
     """
@@ -76,10 +77,10 @@ def lagged_values(frame: pd.DataFrame, column: str, days: int) -> np.ndarray:
     src = frame[["symbol", "ts", column]].copy()
     src["ts"] = pd.to_datetime(src["ts"], utc=True) + pd.Timedelta(days=days)
     src = src.drop_duplicates(["symbol", "ts"], keep="last").rename(columns={column: "_lag"})
-    key = frame[["symbol", "ts"]].copy()
+    key = (frame if rows is None else rows)[["symbol", "ts"]].copy()
     key["ts"] = pd.to_datetime(key["ts"], utc=True)
     merged = key.merge(src, on=["symbol", "ts"], how="left")
-    return np.asarray(pd.to_numeric(merged["_lag"], errors="coerce").to_numpy(dtype=np.float64))
+    return np.asarray(pd.to_numeric(merged["_lag"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))
 
 
 def momentum_signal(frame: pd.DataFrame, prices: pd.DataFrame, days: int = 50) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from entasis.backtest.baselines import FoldBaselines, rule_signals
+from entasis.backtest.baselines import FoldBaselines, lagged_values, rule_signals
 from entasis.backtest.evaluation import beats_baseline
 from entasis.backtest.evaluation import classification_metrics as cm
 from entasis.models.base import label_array
@@ -44,17 +44,10 @@ def scalar_metrics(m: Mapping[str, Any]) -> dict[str, float]:
 def lagged_label(frame: pd.DataFrame, rows: pd.DataFrame, column: str, horizon_days: int) -> np.ndarray:
     """``column`` of the same symbol ``horizon_days`` before each row's ts (NaN when absent).
 
-    Matching by timestamp rather than by bar count keeps this right on any timeframe and over gaps.
+    Matching by timestamp rather than by bar count keeps this right on any timeframe and over gaps
+    (:func:`entasis.backtest.baselines.lagged_values`, the one lookup).
     """
-    import pandas as pd
-
-    src = frame[["symbol", "ts", column]].copy()
-    src["ts"] = pd.to_datetime(src["ts"], utc=True) + pd.Timedelta(days=horizon_days)
-    src = src.drop_duplicates(["symbol", "ts"], keep="last").rename(columns={column: "_lag"})
-    key = rows[["symbol", "ts"]].copy()
-    key["ts"] = pd.to_datetime(key["ts"], utc=True)
-    merged = key.merge(src, on=["symbol", "ts"], how="left")
-    return label_array(merged["_lag"])
+    return lagged_values(frame, column, horizon_days, rows=rows)
 
 
 @dataclass
