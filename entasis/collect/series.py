@@ -35,7 +35,9 @@ from entasis.collect.state import (
     refresh_gaps,
     save_state,
 )
+from entasis.config import get_settings
 from entasis.domain import from_ms, to_ms
+from entasis.store.db import connect
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,8 +54,6 @@ DEFAULT_SINCE = "2017-01-01"
 
 def _default_since() -> str:
     """Where a never-collected series starts: universe.backfill_since from settings."""
-    from entasis.config import get_settings
-
     return get_settings().universe.backfill_since or DEFAULT_SINCE
 #: Pages per committed batch: bounds memory on long backfills and how much a failure rolls back.
 BATCH_PAGES = 50
@@ -245,8 +245,6 @@ def run_series(
 
     ``earliest`` clamps the start for venues that serve only recent history.
     """
-    from entasis.store.db import connect
-
     prog = progress or NoProgress()
     result = SeriesResult(key)
     step = spec.step_ms
@@ -309,8 +307,6 @@ def _commit(
 ) -> tuple[SeriesResult, int | None]:
     """Validate one segment and write it, with its quarantine, gaps and watermark, atomically."""
     import pandas as pd
-
-    from entasis.store.db import connect
 
     res = SeriesResult(key)
     t0 = time.perf_counter()

@@ -15,6 +15,7 @@ from psycopg import sql
 
 from entasis.collect.grid import Gap, missing_runs
 from entasis.domain import from_ms, to_ms
+from entasis.store.db import connect
 from entasis.store.upsert import upsert_frame
 
 if TYPE_CHECKING:
@@ -76,8 +77,6 @@ def save_state(conn: psycopg.Connection, key: SeriesKey, watermark_ms: int | Non
 
 def mark_failed(key: SeriesKey, message: str) -> None:
     """Note a failed run in its own transaction, leaving the watermark where it was."""
-    from entasis.store.db import connect
-
     with connect() as conn:
         save_state(conn, key, None, "failed", message[:2000])
 

@@ -32,6 +32,7 @@ from entasis.models.datasets import (
     tabular,
     tabular_names,
 )
+from entasis.models.device import lightgbm_device, xgb_device
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -235,8 +236,6 @@ class XGBoostModel(TabularModel):
                 "device": self.device}
 
     def _xgb_params(self) -> dict[str, Any]:
-        from entasis.models.device import xgb_device
-
         return {"objective": "multi:softprob", "num_class": N_CLASSES, "eval_metric": "mlogloss",
                 "max_depth": self.max_depth, "eta": self.learning_rate, "subsample": self.subsample,
                 "colsample_bytree": self.colsample_bytree, "min_child_weight": self.min_child_weight,
@@ -310,8 +309,6 @@ class LightGBMModel(TabularModel):
                 "device": self.device}
 
     def _lgb_params(self) -> dict[str, Any]:
-        from entasis.models.device import lightgbm_device
-
         return {"objective": "multiclass", "num_class": N_CLASSES, "num_leaves": self.num_leaves,
                 "learning_rate": self.learning_rate, "feature_fraction": self.feature_fraction,
                 "bagging_fraction": self.bagging_fraction, "bagging_freq": 1,
