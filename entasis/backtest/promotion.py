@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from entasis.backtest.folds import BacktestError, LeakageError
 from entasis.backtest.runner import Inputs, blank_unknown_labels, load_db_inputs
-from entasis.backtest.store import read_decisions, record_decision
+from entasis.backtest.store import read_decisions, record_backtest, record_decision
 from entasis.backtest.walkforward import walk_forward
 from entasis.domain import POOLED, target_column
 from entasis.registry import models as reg
@@ -305,9 +305,6 @@ def evaluate_and_promote(asset: str | None, horizon: int, *, challenger_version:
         reg.set_alias(name, reg.CHAMPION, ch_v, settings)
     reg.set_version_tags(name, ch_v, tags, settings)
     if record and not given and inputs is not None:  # a given result was recorded by whoever ran it
-        from entasis.backtest.store import record_backtest
-        from entasis.store.db import connect
-
         with connect(settings) as conn:
             record_backtest(conn, result, exchange=inputs.exchange, predictions=False)
     _record(d, settings, record)

@@ -19,6 +19,7 @@ import numpy as np
 
 from entasis.backtest.simulate import PORTFOLIO
 from entasis.backtest.walkforward import BUY_AND_HOLD
+from entasis.config import get_settings
 from entasis.domain import CLASS_NAMES, POOLED
 
 if TYPE_CHECKING:
@@ -218,8 +219,6 @@ def write_report(result: WalkForwardResult, directory: str | Path | None = None,
     import pandas as pd
 
     if directory is None:
-        from entasis.config import get_settings
-
         directory = Path(get_settings().reports_dir) / "backtest" / result.run_id
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from entasis.backtest.folds import BacktestError, utc
+from entasis.backtest.report import write_report
+from entasis.backtest.store import record_backtest
 from entasis.backtest.walkforward import DEFAULT_MODELS, ModelSpec, Progress, WalkForwardResult, walk_forward
+from entasis.config import get_settings
 from entasis.domain import POOLED
 from entasis.features.catalog import pair_of, perp_of
 from entasis.features.compute import LabelParams, compute
@@ -86,8 +89,6 @@ def load_csv_inputs(csv: str | Path | Sequence[str | Path], *, assets: Sequence[
 
     s = settings
     if s is None:
-        from entasis.config import get_settings
-
         s = get_settings()
     paths: list[Path]
     syms: list[str | None]
@@ -140,8 +141,6 @@ def load_db_inputs(conn: psycopg.Connection, *, assets: Sequence[str] | None, ti
 
     s = settings
     if s is None:
-        from entasis.config import get_settings
-
         s = get_settings()
     ex = exchange or s.universe.exchange
     t_end = utc(end, what="end")
@@ -250,14 +249,10 @@ def run_walk_forward(*, horizon: int, start: object, end: object, assets: Sequen
     result.config["source"] = inputs.source
     report_path = None
     if report:
-        from entasis.backtest.report import write_report
-
         report_path = write_report(result, report_dir)
         result.report_path = report_path
     mlflow_run = _log_mlflow(result) if log_mlflow else None
     if record:
-        from entasis.backtest.store import record_backtest
-
         with connect(settings) as conn:
             record_backtest(conn, result, exchange=inputs.exchange,
                             report_path=str(report_path) if report_path else None, mlflow_run_id=mlflow_run)

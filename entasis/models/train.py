@@ -25,9 +25,11 @@ import numpy as np
 from entasis.backtest.evaluation import classification_metrics as cm
 from entasis.config import Settings, get_settings
 from entasis.domain import POOLED, PROBA_COLUMNS, target_column
+from entasis.features.store import load_bars
 from entasis.models.base import ModelError, default_features, label_array
 from entasis.models.ensemble import EnsembleModel
 from entasis.models.scoring import Baselines, classification_metrics, compare, scalar_metrics
+from entasis.models.volatility import VolatilityModel, evaluate_vol
 from entasis.registry import models as reg
 from entasis.registry.tracking import client, code_version, ensure_experiment, package_version
 
@@ -104,8 +106,6 @@ def load_frame(conn_or_frame: Any, *, assets: Sequence[str] | None, timeframe: s
     if isinstance(conn_or_frame, pd.DataFrame):
         frame = conn_or_frame
     else:
-        from entasis.features.store import load_bars  # type: ignore[import-not-found,unused-ignore]
-
         frame = load_bars(conn_or_frame, exchange=exchange, symbols=list(assets) if assets else None,
                           timeframe=timeframe)
     if "timeframe" in frame.columns:
@@ -247,7 +247,6 @@ def _train_unit(frame: pd.DataFrame, *, asset: str | None, horizon: int, members
     vt = f"y_vol_{horizon}d"
     if vol and vt in frame.columns and frame[vt].notna().any():
         emit("member_start", {"name": name, "member": f"vol-{vol_kind}"})
-        from entasis.models.volatility import VolatilityModel, evaluate_vol
 
         vol_model = VolatilityModel(kind=vol_kind, features=features, pooled=asset is None,
                                     seed=settings.train.seed, **vol_params)

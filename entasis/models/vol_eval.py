@@ -31,6 +31,7 @@ from entasis.domain import utc_timestamp
 from entasis.features.compute import LabelParams, compute
 from entasis.models import har, vol_refs
 from entasis.models.base import ModelError
+from entasis.models.volatility import VolatilityModel
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -159,8 +160,6 @@ def walk_forward(
                     f = vol_refs.garch_vol(r[:last], gp, h)
                     out[h].loc[tidx, name] = f[np.searchsorted(idx, tidx)]
         if lg is not None and lgbm_every and i % lgbm_every == 0:
-            from entasis.models.volatility import VolatilityModel
-
             span_end = bounds[min(i + lgbm_every, len(bounds)) - 1]
             lg_test = ((lg_close >= r0) & (lg_close < span_end) & ~lg["warmup"].astype(bool)).to_numpy()
             for h in hs:

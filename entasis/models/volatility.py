@@ -32,7 +32,7 @@ from entasis.models.datasets import (
     prepare_predict,
     tabular,
 )
-from entasis.models.device import lightgbm_device
+from entasis.models.device import lightgbm_device, torch_device
 from entasis.models.lstm import TorchSeqTrainer, build_net, torch_threads
 from entasis.models.scoring import lagged_label, regression_metrics
 
@@ -185,15 +185,12 @@ class VolatilityModel:
         else:
             import torch
 
-            from entasis.models.device import torch_device
-
             dev = torch_device(self.lstm_params.get("device", "auto"))
             self.est.to(dev)
             oh = torch.from_numpy(asset_onehot(prep.ctx.symbols[s], self.assets)) if self.assets else None
             trainer = self._trainer({"batch_size": 32, "max_epochs": 1, "lr": 0.0, "weight_decay": 0.0,
                                      "patience": 1, "lr_patience": 1, "lr_factor": 0.5, "min_lr": 0.0,
                                      "grad_clip": 0.0, "device": "auto"})
-            from entasis.models.lstm import torch_threads
 
             with torch_threads(self.lstm_params.get("num_threads")):
                 z = trainer.forward(self.est, torch.from_numpy(prep.z), s, oh, dev).cpu().numpy()[:, 0]
@@ -242,8 +239,6 @@ class VolatilityModel:
             m.est = lgb.Booster(model_file=str(p / "vol_lgbm.txt"))
         else:
             import torch
-
-            from entasis.models.lstm import build_net
 
             hp = {"hidden": (128, 64, 32), "dropout": 0.2, "dense": 16, **m.lstm_params}
             assert m.features is not None

@@ -27,6 +27,8 @@ from entasis.features.store import load_bars
 from entasis.models.datasets import data_hash
 from entasis.publish.champions import Champion, ChampionError, ChampionLoader, record_from, registry_loader
 from entasis.publish.factors import DEFAULT_TOP_K, Explainer
+from entasis.publish.volatility import publish_vol_forecasts
+from entasis.signals.jobs import publish_levels
 from entasis.store.upsert import upsert_frame
 
 if TYPE_CHECKING:
@@ -220,13 +222,10 @@ def publish_predictions(
         summary.inserted, summary.updated, summary.unchanged = res.inserted, res.updated, res.unchanged
         summary.keys = [(r["asset"], r["horizon"], r["as_of"], r["model_version"]) for r in rows]
         # nearest support/resistance of each published bar into ml.levels (joins on asset, as_of)
-        from entasis.signals.jobs import publish_levels
 
         publish_levels(conn, sorted({(r["asset"], r["as_of"]) for r in rows}), exchange=exchange,
                        timeframe=timeframe, settings=s)
     if volatility:
-        from entasis.publish.volatility import publish_vol_forecasts
-
         summary.vol = publish_vol_forecasts(
             conn, [(a, h, t) for a, h, t, _ in summary.keys], now=now, exchange=exchange,
             universe=assets, published_at=pub_fixed).as_dict()

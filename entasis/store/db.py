@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from entasis.config import Settings, get_settings
 from entasis.deploy.production import require
 from entasis.store import embedded
+from entasis.store.migrate import upgrade
 
 if TYPE_CHECKING:
     import psycopg
@@ -57,8 +58,6 @@ def ensure_schema(url: str) -> None:
         if url in _migrated:
             return
         import psycopg
-
-        from entasis.store.migrate import upgrade
 
         with psycopg.connect(url, autocommit=True) as conn:
             upgrade(conn)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from entasis.store.upsert import ident, table_ident
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -174,8 +176,6 @@ def setup_time_series(conn: psycopg.Connection, ctx: MigrationContext, tables: d
         path = "timescaledb"
     else:
         from psycopg import sql
-
-        from entasis.store.upsert import ident, table_ident
 
         for table, col in tables.items():
             idx = table.replace(".", "_") + f"_{col}_brin"
