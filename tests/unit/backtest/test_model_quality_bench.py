@@ -3,7 +3,6 @@ product configuration is walked forward beside every baseline and the last line 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
@@ -11,18 +10,14 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from tests.bench_loader import load_bench
 from tests.unit.models.test_volatility_har import _candles
 
-ROOT = Path(__file__).resolve().parents[3]
 KEYS = {"bench", "metric", "reference", "ratio", "target", "met"}
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_model_quality", ROOT / "bench" / "model_quality.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("model_quality")
 
 
 def test_bench_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

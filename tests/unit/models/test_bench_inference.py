@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.bench_loader import load_bench
 
 
 def _bench() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_inference", ROOT / "bench" / "inference.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("inference")
 
 
 def test_flop_count_matches_the_networks_weights() -> None:

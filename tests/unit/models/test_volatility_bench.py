@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.bench_loader import load_bench
 from tests.unit.models.test_volatility_har import _candles
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_volatility", ROOT / "bench" / "volatility.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("volatility")
 
 
 def test_bench_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

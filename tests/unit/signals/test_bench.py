@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.bench_loader import load_bench
 
 
 def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
-    spec = importlib.util.spec_from_file_location("bench_signals", ROOT / "bench" / "signals.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    res = mod.main(["--assets", "2", "--repeat", "2", "--crashes", "1"])
+    res = load_bench("signals").main(["--assets", "2", "--repeat", "2", "--crashes", "1"])
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last == res
     assert last["bench"] == "signals_flashcrash" and isinstance(last["met"], bool) and last["target"] == 10.0
@@ -26,11 +20,7 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_levels_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
-    spec = importlib.util.spec_from_file_location("bench_signals_levels", ROOT / "bench" / "signals.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    res = mod.main(["--bench", "levels", "--bars", "400", "--repeat", "2"])
+    res = load_bench("signals").main(["--bench", "levels", "--bars", "400", "--repeat", "2"])
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last == res
     assert last["bench"] == "signals_levels" and last["identical"] is True and last["target"] == 10.0
