@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.bench_loader import load_bench
-from tests.unit.models.test_volatility_har import _candles
+from tests.unit.models.test_volatility_har import write_candle_csvs
 
 KEYS = {"bench", "metric", "reference", "ratio", "target", "met"}
 
@@ -21,10 +21,7 @@ def _bench() -> ModuleType:
 
 
 def test_bench_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for i, name in enumerate(("AAAUSDT_1d.csv", "BBBUSDT_1d.csv")):
-        c = _candles(820, 30 + i, start="2019-01-01", vol0=0.03 + 0.01 * i)
-        c.assign(timestamp=c["ts"].dt.strftime("%Y-%m-%d"))[["timestamp", "open", "high", "low", "close",
-                                                             "volume"]].to_csv(tmp_path / name, index=False)
+    write_candle_csvs(tmp_path, 820, 30, 0.01)
     out = tmp_path / "res.json"
     res = _bench().main(["--data", str(tmp_path), "--horizons", "7", "--start", "2020-10-01", "--end", "2021-02-28",
                          "--refit-days", "60", "--n-boot", "50", "--n-jobs", "1", "--n-estimators", "10",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.bench_loader import load_bench
-from tests.unit.models.test_volatility_har import _candles
+from tests.unit.models.test_volatility_har import write_candle_csvs
 
 
 def _bench():
@@ -17,10 +17,7 @@ def _bench():
 
 
 def test_bench_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for i, name in enumerate(("AAAUSDT_1d.csv", "BBBUSDT_1d.csv")):
-        c = _candles(700, 20 + i, start="2019-01-01", vol0=0.03 + 0.02 * i)
-        c.assign(timestamp=c["ts"].dt.strftime("%Y-%m-%d"))[["timestamp", "open", "high", "low", "close",
-                                                             "volume"]].to_csv(tmp_path / name, index=False)
+    write_candle_csvs(tmp_path, 700, 20, 0.02)
     out = tmp_path / "res.json"
     res = _bench().main(["--data", str(tmp_path), "--horizons", "7", "--start", "2020-03-01", "--split",
                          "2020-06-01", "--end", "2020-09-01", "--lgbm-every", "3", "--lgbm-trees", "10",

@@ -45,6 +45,14 @@ def test_components_by_hand() -> None:
     assert math.isclose(comp["pk_m"].iloc[35], float(np.mean(pk[6:36])), rel_tol=1e-12)
 
 
+def write_candle_csvs(folder: Path, n: int, seed: int, vol_step: float) -> None:
+    """Two synthetic assets' daily candle CSVs (AAAUSDT_1d.csv, BBBUSDT_1d.csv) in the bench readers' format."""
+    for i, name in enumerate(("AAAUSDT_1d.csv", "BBBUSDT_1d.csv")):
+        c = _candles(n, seed + i, start="2019-01-01", vol0=0.03 + vol_step * i)
+        c.assign(timestamp=c["ts"].dt.strftime("%Y-%m-%d"))[["timestamp", "open", "high", "low", "close",
+                                                             "volume"]].to_csv(folder / name, index=False)
+
+
 def test_components_are_causal() -> None:
     c = _candles(120, 2)
     full = har.components(c)
