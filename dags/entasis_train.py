@@ -9,7 +9,9 @@ registers it as `@challenger`. Per horizon, `backtest` walks forward the challen
 champion's configurations beside the tree models and the naive baselines on the same folds (report
 in the artifact store, its URI in `ml.backtest_runs`), and `promote` decides on that evidence, with no
 second walk-forward: a challenger becomes `@champion` only if it beats the best baseline and is not
-worse than the champion on log-loss; the first model becomes champion marked *unproven*. Each
+worse than the champion on log-loss; the first model becomes champion marked *unproven*,
+unless a leak is found (the walk-forward's leakage check, or the training's `edge_suspicious` flag),
+which blocks promotion of any challenger, first or not. Each
 decision and its reason is printed in the `promote` task log, stored in `ml.promotion_decisions` and
 tagged on the model version. `entasis://ml/champion` is emitted only when a champion changed.
 """

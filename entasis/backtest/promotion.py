@@ -10,6 +10,10 @@ The rule (:func:`decide`), on the most recent out-of-sample window:
   champion anyway so that predictions flow; it is marked ``unproven=true`` unless it beats the
   baselines. A later challenger that is promoted under the rule (so beats the baselines) carries
   ``unproven=false``: the mark is cleared.
+* A leak blocks promotion, also of a first model: when the walk-forward's leakage check fails, or the
+  challenger's training flagged ``edge_suspicious`` (test accuracy beats the best naive baseline by
+  more than :data:`entasis.models.train.SUSPICIOUS_EDGE`), the challenger is kept out and no
+  "unproven" champion is made from it; the reason names the check.
 
 How the window is scored (:func:`evaluate_and_promote`): a registered version was trained on data up
 to its training date, so scoring the fitted artifact on "recent" data would be in-sample for it.
