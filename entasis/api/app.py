@@ -110,16 +110,20 @@ class Serving:
         await self.cache.set(key, body)
         return _json(body)
 
+    async def has_volatility(self) -> bool:
+        """Whether the store has ml.vol_forecasts (a store that predates it is re-checked once a minute)."""
+        if not self._has_vol:
+            if self._vol_checked_at is not None and time.monotonic() - self._vol_checked_at < 60:
+                return False  # checked a moment ago: the store has no ml.vol_forecasts
+            rows = await self.store.fetch("SELECT to_regclass('ml.vol_forecasts') IS NOT NULL")
+            self._has_vol, self._vol_checked_at = bool(rows and rows[0][0]), time.monotonic()
+        return self._has_vol
+
     async def volatility(self, asset: str, horizon: int, as_of: datetime) -> dict[str, Any] | None:
         """The volatility forecast published for the same (asset, horizon, as_of) in ml.vol_forecasts;
         None when none was published (or the store predates that table)."""
-        if not self._has_vol:
-            if self._vol_checked_at is not None and time.monotonic() - self._vol_checked_at < 60:
-                return None  # checked a moment ago: the store has no ml.vol_forecasts
-            rows = await self.store.fetch("SELECT to_regclass('ml.vol_forecasts') IS NOT NULL")
-            self._has_vol, self._vol_checked_at = bool(rows and rows[0][0]), time.monotonic()
-            if not self._has_vol:
-                return None
+        if not await self.has_volatility():
+            return None
         return await service.volatility_forecast(self.store, asset, horizon, as_of)
 
     async def asset(self, gen: int, value: str) -> str:
@@ -305,7 +309,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 async def _predict(sv: Serving, asset: str, h: int) -> dict[str, Any]:
-    return await service.latest_prediction(sv.store, asset, h, volatility=sv.volatility)
+    if await sv.has_volatility():  # one query: the prediction with its volatility forecast joined
+        return await service.latest_prediction(sv.store, asset, h, join_volatility=True)
+    return await service.latest_prediction(sv.store, asset, h)
 
 
 async def _metrics_snapshot(sv: Serving) -> dict[str, Any]:

@@ -127,25 +127,47 @@ async def volatility_forecast(store: ReaderStore, asset: str, horizon: int,
                               as_of: datetime) -> dict[str, Any] | None:
     """The row ml.vol_forecasts holds for this prediction's (asset, horizon, as_of), or None."""
     rows = await store.fetch(_VOL_SQL, {"asset": asset, "h": horizon, "as_of": as_of})
-    if not rows:
-        return None
-    model, ann, hv, ref, move, lo, hi, realized, pub = rows[0]
-    return {"model": model, "annualized_vol": _float(ann), "horizon_vol": _float(hv), "ref_price": _float(ref),
-            "expected_move": _float(move), "price_low_1sd": _float(lo), "price_high_1sd": _float(hi),
-            "realized_vol": _float(realized), "published_at": pub}
+    return _vol_row(rows[0]) if rows else None
 
 
 VolatilityLookup = Callable[[str, int, datetime], Awaitable["dict[str, Any] | None"]]
 
 
+# The same row with its volatility forecast joined in (ml.vol_forecasts is keyed by asset, horizon, as_of):
+# one round trip instead of two for an uncached /predict when the store has that table.
+_LATEST_WITH_VOL_SQL = _LATEST_SQL.replace("\nFROM (SELECT * FROM ml.predictions", """,
+       v.model, v.vol_annualized, v.vol_horizon, v.ref_price, v.expected_move, v.price_low_1sd,
+       v.price_high_1sd, v.realized_vol, v.published_at
+FROM (SELECT * FROM ml.predictions""", 1) + """LEFT JOIN ml.vol_forecasts v
+  ON v.asset = p.asset AND v.horizon = p.horizon AND v.as_of = p.as_of
+"""
+
+
+def _vol_row(row: Sequence[Any]) -> dict[str, Any] | None:
+    model, ann, hv, ref, move, lo, hi, realized, pub = row
+    if pub is None:  # NOT NULL in ml.vol_forecasts: no row joined
+        return None
+    return {"model": model, "annualized_vol": _float(ann), "horizon_vol": _float(hv), "ref_price": _float(ref),
+            "expected_move": _float(move), "price_low_1sd": _float(lo), "price_high_1sd": _float(hi),
+            "realized_vol": _float(realized), "published_at": pub}
+
+
 async def latest_prediction(store: ReaderStore, asset: str, horizon: int,
-                            volatility: VolatilityLookup | None = None) -> dict[str, Any]:
-    rows = await store.fetch(_LATEST_SQL, {"asset": asset, "h": horizon})
+                            volatility: VolatilityLookup | None = None, *,
+                            join_volatility: bool = False) -> dict[str, Any]:
+    """The latest published row for (asset, horizon). ``join_volatility``: read its volatility forecast in
+    the same query (the store has ml.vol_forecasts); else ``volatility`` looks it up (or None)."""
+    sql = _LATEST_WITH_VOL_SQL if join_volatility else _LATEST_SQL
+    rows = await store.fetch(sql, {"asset": asset, "h": horizon})
     if not rows:
         raise NoPrediction(f"no published prediction for {asset} at {timeframe_label(horizon)}")
     (a, h, as_of, mv, cls, pb, pn, pu, conf, level, target, factors, run_id, dhash, pub,
-     c_scope, trained, promoted, c_unproven, acc, base_name, base_acc, beats, h_scope, h_unproven, cur) = rows[0]
-    vol = None if volatility is None else await volatility(a, int(h), as_of)
+     c_scope, trained, promoted, c_unproven, acc, base_name, base_acc, beats, h_scope, h_unproven,
+     cur) = rows[0][:26]
+    if join_volatility:
+        vol = _vol_row(rows[0][26:])
+    else:
+        vol = None if volatility is None else await volatility(a, int(h), as_of)
     unproven = c_unproven if c_scope is not None else h_unproven
     return {
         "asset_symbol": a, "timeframe": timeframe_label(h), "horizon_days": int(h),
