@@ -1,16 +1,13 @@
-"""Backtest speed: the vectorised trading simulation vs a bar-by-bar loop, and a full walk-forward.
+"""Backtest speed: the vectorised trading simulation vs a bar-by-bar loop.
 
-Usage: python bench/backtest.py [--bars 2200,20000,2000000] [--assets 20] [--walk-forward] [--start 2018-01-01]
-       [--end 2023-12-31] [--refit-days 7] [--n-jobs 2] [--horizon 7] [--smoke]
+Usage: python bench/backtest.py [--bars 2200,20000,2000000] [--assets-sim 20] [--bars-per-asset 3000] [--smoke]
 
-1. Simulation: the same random signals (class, confidence, funding) through
+Simulation: the same random signals (class, confidence, funding) through
    (a) ``target_weights`` + ``strategy_returns`` (numpy) and (b) a per-bar Python loop doing the same
    (direction, sizing, block holding, fees on turnover, funding), for one series of several lengths and
    for 10 strategies x 2,200 bars at once (what the walk-forward does per asset); also the frame-level
    path (``simulate_predictions``) against a loop over DataFrame rows. Results are checked equal.
-2. Walk-forward (``--walk-forward``): BTC daily from the shared data, features computed in-process,
-   weekly refits of RF / XGBoost / LightGBM with modest sizes on ``--n-jobs`` threads. (The walk-forward
-   speed targets are measured by bench/walkforward.py.)
+The walk-forward's speed (pooled monthly refits, BTC weekly refits) is measured by bench/walkforward.py.
 
 The last line is the JSON summary: metric = the vectorised simulation of 10 strategies x 2,200 bars (one
 asset of the walk-forward) in ms, reference = the per-bar loop on the same inputs; target (ours, a guard
@@ -21,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -155,66 +150,18 @@ def bench_frames(n_assets: int, n_bars: int) -> None:
           f"row loop {t_loop * 1e3:.0f} ms, ratio {t_loop / t_vec:.0f}x (identical results)")
 
 
-def bench_walk_forward(args: argparse.Namespace) -> None:
-    from entasis.backtest.runner import load_csv_inputs
-    from entasis.backtest.walkforward import walk_forward
-
-    data = Path(os.environ.get("ENTASIS_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-    d = data / "binance_spot_yanniedog" / "1d"
-    if not d.exists():
-        print(f"walk-forward skipped: {d} not found (set ENTASIS_SHARED_DATA)")
-        return
-    t0 = time.perf_counter()
-    inp = load_csv_inputs(d, assets=args.assets.split(","), timeframe="1d")
-    t_load = time.perf_counter() - t0
-    nj = args.n_jobs
-    models = [
-        {"name": "rf", "n_estimators": 100, "max_depth": 6, "min_samples_leaf": 20, "n_jobs": nj},
-        {"name": "xgb", "n_estimators": 200, "max_depth": 3, "learning_rate": 0.05, "n_jobs": nj},
-        {"name": "lgbm", "n_estimators": 200, "num_leaves": 15, "learning_rate": 0.05, "n_jobs": nj},
-    ]
-    done = {"n": 0}
-
-    def progress(k: int, total: int, info: dict[str, object]) -> None:
-        done["n"] = total
-        if k % 50 == 0 or k == total:
-            print(f"  fold {k}/{total} ({str(info['test_start'])[:10]}) {time.perf_counter() - t1:.0f}s", flush=True)
-
-    t1 = time.perf_counter()
-    res = walk_forward(inp.frame, horizon=args.horizon, start=args.start, end=args.end, models=models,
-                       prices=inp.prices, refit_days=args.refit_days, n_boot=1000, leakage="warn", progress=progress)
-    wall = time.perf_counter() - t1
-    ran = int(res.folds["skipped"].isna().sum()) if "skipped" in res.folds.columns else len(res.folds)
-    fits = {k: round(v, 1) for k, v in res.timings.items()}
-    print(f"walk-forward {args.assets} 1d, {args.start}..{args.end}, h={args.horizon}, refit every "
-          f"{args.refit_days} days: {ran} folds run of {done['n']} (first scored test day "
-          f"{res.predictions[res.predictions['scored']]['ts'].min().date()}), wall {wall:.0f}s "
-          f"(+{t_load:.1f}s features), {nj} thread(s) per model; time per model {fits}")
-    print(res.summary()[["model", "n", "accuracy", "log_loss", "d_acc_vs_best", "d_acc_lo", "d_acc_hi"]]
-          .to_string(index=False))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bars", default="2200,20000,2000000", help="comma-separated series lengths")
     ap.add_argument("--assets-sim", type=int, default=20)
     ap.add_argument("--bars-per-asset", type=int, default=3000)
-    ap.add_argument("--walk-forward", action="store_true")
-    ap.add_argument("--assets", default="BTC/USDT")
-    ap.add_argument("--start", default="2018-01-01")
-    ap.add_argument("--end", default="2023-12-31")
-    ap.add_argument("--horizon", type=int, default=7)
-    ap.add_argument("--refit-days", type=int, default=7)
-    ap.add_argument("--n-jobs", type=int, default=2)
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes, no walk-forward: checks the bench runs")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the bench runs")
     args = ap.parse_args()
     if args.smoke:
-        args.bars, args.assets_sim, args.bars_per_asset, args.walk_forward = "2200", 2, 300, False
+        args.bars, args.assets_sim, args.bars_per_asset = "2200", 2, 300
     bench_arrays([int(x) for x in args.bars.split(",")])
     t_vec, t_loop = bench_matrix(10, 2200)  # equality asserted inside
     bench_frames(args.assets_sim, args.bars_per_asset)
-    if args.walk_forward:
-        bench_walk_forward(args)
     ratio = t_vec / t_loop
     print(json.dumps({"bench": "backtest", "metric": round(t_vec * 1e3, 4), "reference": round(t_loop * 1e3, 4),
                       "ratio": round(ratio, 5), "target": "vectorised simulation <= 0.1x the per-bar loop (ms, "
