@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from entasis import domain
 from entasis.features import catalog, joins
 from entasis.features.compute import Extras, LabelParams, compute
-from entasis.sim.replay import load_candle_csv
+from entasis.sim.replay import ReplayFormatError, load_candle_csv, split_pair
 
 if TYPE_CHECKING:
     import pandas as pd
 
 _NS = 10**9
-_QUOTES = ("USDT", "USDC", "BUSD", "USD", "BTC", "EUR")
 
 
 def read_candle_csv(path: str | Path) -> pd.DataFrame:
@@ -41,7 +41,7 @@ def infer_timeframe(ts: pd.Series) -> str:
     d = np.diff(t)
     vals, counts = np.unique(d[d > 0], return_counts=True)
     step = int(vals[np.argmax(counts)]) // _NS
-    for tf in ("1m", "5m", "15m", "1h", "4h", "1d"):
+    for tf in domain.PIPELINE_TIMEFRAMES:
         if catalog.timeframe_seconds(tf) == step:
             return tf
     raise ValueError(f"bars are {step}s apart, which is no known timeframe; pass timeframe=")
@@ -72,9 +72,10 @@ def compute_from_candles_csv(
 
 
 def symbol_from_name(path: str | Path) -> str:
-    """'BTCUSDT_1d.csv' -> 'BTC/USDT'; the upper-cased stem when no known quote ends it."""
+    """'BTCUSDT_1d.csv' -> 'BTC/USDT' (:func:`entasis.sim.replay.split_pair`); the upper-cased stem
+    when no known quote ends it."""
     stem = Path(path).stem.split("_")[0].upper()
-    for quote in _QUOTES:
-        if stem.endswith(quote) and len(stem) > len(quote):
-            return f"{stem[: -len(quote)]}/{quote}"
-    return stem
+    try:
+        return split_pair(stem)
+    except ReplayFormatError:
+        return stem
