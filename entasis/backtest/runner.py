@@ -22,7 +22,7 @@ from entasis.config import get_settings
 from entasis.domain import POOLED
 from entasis.features.catalog import pair_of, perp_of
 from entasis.features.compute import LabelParams, compute
-from entasis.features.csv_input import read_candle_csv
+from entasis.features.csv_input import read_candle_csv, symbol_from_name
 from entasis.features.store import load_bars
 from entasis.store.db import connect
 
@@ -108,7 +108,7 @@ def load_csv_inputs(csv: str | Path | Sequence[str | Path], *, assets: Sequence[
         if not p.is_file():
             raise BacktestError(f"candle CSV {p} does not exist")
         candles = read_candle_csv(p)
-        symbol = sym or _symbol_from_path(p)
+        symbol = sym or symbol_from_name(p)
         feats = compute(candles.drop(columns=[c for c in ("exchange", "symbol", "timeframe") if c in candles.columns]),
                         timeframe=timeframe, exchange="csv", symbol=symbol, labels=labels)
         frames.append(feats)
@@ -118,17 +118,9 @@ def load_csv_inputs(csv: str | Path | Sequence[str | Path], *, assets: Sequence[
         prices.append(c.drop_duplicates("ts", keep="last"))
     funding = None
     if funding_csv is not None:
-        funding = load_funding_csv(funding_csv, str(syms[0] or _symbol_from_path(paths[0])))
+        funding = load_funding_csv(funding_csv, str(syms[0] or symbol_from_name(paths[0])))
     return Inputs(pd.concat(frames, ignore_index=True), pd.concat(prices, ignore_index=True), funding, "csv",
                   "csv:" + ",".join(str(p) for p in paths))
-
-
-def _symbol_from_path(p: Path) -> str:
-    stem = p.stem.split("_")[0].upper()
-    for quote in ("USDT", "USDC", "BUSD", "USD", "BTC", "EUR"):
-        if stem.endswith(quote) and len(stem) > len(quote):
-            return f"{stem[: -len(quote)]}/{quote}"
-    return stem
 
 
 # -- database ----------------------------------------------------------------------------------------
