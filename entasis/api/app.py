@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import orjson
 from fastapi import FastAPI, Query, Request
@@ -135,8 +135,8 @@ class Serving:
 
 
 PREDICT_PATH = f"{API}/predict"
-PREDICT_FIELDS = frozenset({"asset_symbol", "timeframe"})
-TIMEFRAMES = frozenset({"7d", "14d", "30d"})  # PredictRequest.timeframe's literals
+PREDICT_FIELDS = frozenset(PredictRequest.model_fields)
+TIMEFRAMES = frozenset(get_args(PredictRequest.model_fields["timeframe"].annotation))  # its Literal
 
 
 class PredictFastPath:
