@@ -92,9 +92,9 @@ def check_live_accuracy_and_rollback(asset: str | None, horizon: int, *, thresho
                      reason=(f"not enough reconciled predictions of v{v}: need >= {min_predictions} in each "
                              f"{window_days}-day window on each of the last {days} days"))
     elif not below:
-        worst = max(float(a) for a in roll["accuracy"])
+        best = max(float(a) for a in roll["accuracy"])
         d = Decision(**common, action="no_rollback", promoted=False, new_champion_version=v,
-                     reason=(f"live accuracy of v{v} reached {worst:.3f} >= threshold {threshold:.3f} within the "
+                     reason=(f"live accuracy of v{v} reached {best:.3f} >= threshold {threshold:.3f} within the "
                              f"last {days} days; champion kept"))
     else:
         prev = None
