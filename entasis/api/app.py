@@ -119,13 +119,6 @@ class Serving:
             self._has_vol, self._vol_checked_at = bool(rows and rows[0][0]), time.monotonic()
         return self._has_vol
 
-    async def volatility(self, asset: str, horizon: int, as_of: datetime) -> dict[str, Any] | None:
-        """The volatility forecast published for the same (asset, horizon, as_of) in ml.vol_forecasts;
-        None when none was published (or the store predates that table)."""
-        if not await self.has_volatility():
-            return None
-        return await service.volatility_forecast(self.store, asset, horizon, as_of)
-
     async def asset(self, gen: int, value: str) -> str:
         """The published asset ``value`` names (404 naming the known ones otherwise); the list of assets is
         kept per generation in this process."""
@@ -309,9 +302,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 async def _predict(sv: Serving, asset: str, h: int) -> dict[str, Any]:
-    if await sv.has_volatility():  # one query: the prediction with its volatility forecast joined
-        return await service.latest_prediction(sv.store, asset, h, join_volatility=True)
-    return await service.latest_prediction(sv.store, asset, h)
+    return await service.latest_prediction(sv.store, asset, h, with_volatility=await sv.has_volatility())
 
 
 async def _metrics_snapshot(sv: Serving) -> dict[str, Any]:

@@ -132,7 +132,7 @@ async def _asset_page(sv: Serving, asset: str, horizon: int) -> str:
     latest = []
     for h in sv.horizons:
         try:
-            latest.append(await service.latest_prediction(st, asset, h, volatility=sv.volatility))
+            latest.append(await service.latest_prediction(st, asset, h, with_volatility=await sv.has_volatility()))
         except service.NoPrediction:
             continue
     hist = await service.history(st, asset, horizon, limit=100_000)

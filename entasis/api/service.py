@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -81,14 +81,20 @@ async def known_assets(store: ReaderStore) -> list[str]:
 
 
 # -- POST /predict ---------------------------------------------------------------------------------
-_LATEST_SQL = """
+# One statement per /predict: the latest row, its champion facts and (where the store has
+# ml.vol_forecasts, keyed by asset, horizon, as_of) its volatility forecast.
+_LATEST_COLUMNS = """
 SELECT p.asset, p.horizon, p.as_of, p.model_version, p.predicted_class, p.p_bearish, p.p_neutral,
        p.p_bullish, p.confidence, p.confidence_level, p.target_date, p.factors, p.run_id, p.data_hash,
        p.published_at,
        c.asset, c.trained_at, c.promoted_at, c.unproven, c.test_accuracy, c.best_baseline,
        c.best_baseline_accuracy, c.beats_baseline,
        h.asset, h.unproven,
-       cur.model_name || '/' || cur.version
+       cur.model_name || '/' || cur.version"""
+_VOL_COLUMNS = """,
+       v.model, v.vol_annualized, v.vol_horizon, v.ref_price, v.expected_move, v.price_low_1sd,
+       v.price_high_1sd, v.realized_vol, v.published_at"""
+_LATEST_FROM = """
 FROM (SELECT * FROM ml.predictions WHERE asset = %(asset)s AND horizon = %(h)s
       ORDER BY as_of DESC, published_at DESC, model_version DESC LIMIT 1) p
 LEFT JOIN ml.champions c
@@ -103,6 +109,11 @@ LEFT JOIN LATERAL (
     WHERE y.horizon = p.horizon AND y.asset IN (p.asset, 'pooled')
     ORDER BY (y.asset = 'pooled') LIMIT 1) cur ON true
 """
+_VOL_JOIN = """LEFT JOIN ml.vol_forecasts v
+  ON v.asset = p.asset AND v.horizon = p.horizon AND v.as_of = p.as_of
+"""
+_LATEST_SQL = _LATEST_COLUMNS + _LATEST_FROM
+_LATEST_WITH_VOL_SQL = _LATEST_COLUMNS + _VOL_COLUMNS + _LATEST_FROM + _VOL_JOIN
 
 
 def skill(test_accuracy: Any, best_baseline: Any, best_baseline_accuracy: Any,
@@ -116,33 +127,6 @@ def skill(test_accuracy: Any, best_baseline: Any, best_baseline_accuracy: Any,
             "beats_baseline": beats}
 
 
-_VOL_SQL = """
-SELECT model, vol_annualized, vol_horizon, ref_price, expected_move, price_low_1sd, price_high_1sd,
-       realized_vol, published_at
-FROM ml.vol_forecasts WHERE asset = %(asset)s AND horizon = %(h)s AND as_of = %(as_of)s
-"""
-
-
-async def volatility_forecast(store: ReaderStore, asset: str, horizon: int,
-                              as_of: datetime) -> dict[str, Any] | None:
-    """The row ml.vol_forecasts holds for this prediction's (asset, horizon, as_of), or None."""
-    rows = await store.fetch(_VOL_SQL, {"asset": asset, "h": horizon, "as_of": as_of})
-    return _vol_row(rows[0]) if rows else None
-
-
-VolatilityLookup = Callable[[str, int, datetime], Awaitable["dict[str, Any] | None"]]
-
-
-# The same row with its volatility forecast joined in (ml.vol_forecasts is keyed by asset, horizon, as_of):
-# one round trip instead of two for an uncached /predict when the store has that table.
-_LATEST_WITH_VOL_SQL = _LATEST_SQL.replace("\nFROM (SELECT * FROM ml.predictions", """,
-       v.model, v.vol_annualized, v.vol_horizon, v.ref_price, v.expected_move, v.price_low_1sd,
-       v.price_high_1sd, v.realized_vol, v.published_at
-FROM (SELECT * FROM ml.predictions""", 1) + """LEFT JOIN ml.vol_forecasts v
-  ON v.asset = p.asset AND v.horizon = p.horizon AND v.as_of = p.as_of
-"""
-
-
 def _vol_row(row: Sequence[Any]) -> dict[str, Any] | None:
     model, ann, hv, ref, move, lo, hi, realized, pub = row
     if pub is None:  # NOT NULL in ml.vol_forecasts: no row joined
@@ -152,22 +136,18 @@ def _vol_row(row: Sequence[Any]) -> dict[str, Any] | None:
             "realized_vol": _float(realized), "published_at": pub}
 
 
-async def latest_prediction(store: ReaderStore, asset: str, horizon: int,
-                            volatility: VolatilityLookup | None = None, *,
-                            join_volatility: bool = False) -> dict[str, Any]:
-    """The latest published row for (asset, horizon). ``join_volatility``: read its volatility forecast in
-    the same query (the store has ml.vol_forecasts); else ``volatility`` looks it up (or None)."""
-    sql = _LATEST_WITH_VOL_SQL if join_volatility else _LATEST_SQL
-    rows = await store.fetch(sql, {"asset": asset, "h": horizon})
+async def latest_prediction(store: ReaderStore, asset: str, horizon: int, *,
+                            with_volatility: bool = False) -> dict[str, Any]:
+    """The latest published row for (asset, horizon); ``with_volatility``: the store has
+    ml.vol_forecasts, read the row's forecast in the same statement (else it is None)."""
+    rows = await store.fetch(_LATEST_WITH_VOL_SQL if with_volatility else _LATEST_SQL,
+                             {"asset": asset, "h": horizon})
     if not rows:
         raise NoPrediction(f"no published prediction for {asset} at {timeframe_label(horizon)}")
     (a, h, as_of, mv, cls, pb, pn, pu, conf, level, target, factors, run_id, dhash, pub,
      c_scope, trained, promoted, c_unproven, acc, base_name, base_acc, beats, h_scope, h_unproven,
      cur) = rows[0][:26]
-    if join_volatility:
-        vol = _vol_row(rows[0][26:])
-    else:
-        vol = None if volatility is None else await volatility(a, int(h), as_of)
+    vol = _vol_row(rows[0][26:]) if with_volatility else None
     unproven = c_unproven if c_scope is not None else h_unproven
     return {
         "asset_symbol": a, "timeframe": timeframe_label(h), "horizon_days": int(h),
