@@ -67,9 +67,8 @@ class GenerationWatch:
 
     async def current(self) -> int:
         """The generation: from memory while the listener is up, otherwise one query to the store."""
-        if self._live and self._value is not None:
-            return self._value
-        return await self._store.generation()
+        value = self.peek()
+        return value if value is not None else await self._store.generation()
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def start(self) -> None:
