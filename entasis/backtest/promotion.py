@@ -283,7 +283,8 @@ def evaluate_and_promote(asset: str | None, horizon: int, *, challenger_version:
                   "best_log_loss_baseline": "baseline:" + facts["best_log_loss_baseline"]}
     leaks = list(result.leakage.get("problems") or [])
     ch_tags = reg.get_version_tags(name, ch_v, settings)
-    if str(ch_tags.get("edge_suspicious", "")).lower() == "true":  # set by training (models.train)
+    edge_suspicious = str(ch_tags.get("edge_suspicious", "")).lower() == "true"  # set by training (models.train)
+    if edge_suspicious:
         leaks.append(f"training flagged v{ch_v} edge_suspicious (test accuracy beats the best baseline by "
                      f"{ch_tags.get('accuracy_edge', '?')}, more than the plausible edge)")
     if leaks:  # a leak blocks promotion, also of a first model (no "unproven" champion from a leak)
@@ -301,7 +302,7 @@ def evaluate_and_promote(asset: str | None, horizon: int, *, challenger_version:
                  details={"best_log_loss_baseline": facts["best_log_loss_baseline"],
                           "window_days": window_days, "refit_days": refit_days,
                           "baselines": {k: asdict(v) for k, v in base_scores.items()},
-                          "leakage": leaks, "edge_suspicious": bool(leaks)})
+                          "leakage": leaks, "edge_suspicious": edge_suspicious})
     tags = {**_version_tags(result, ch_eval, facts_full), "promotion_decision": action,
             "promotion_reason": reason[:5000], "promotion_decided_at": decided_at.isoformat(timespec="seconds")}
     if promoted:
