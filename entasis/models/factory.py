@@ -15,13 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from entasis.models.base import Model, ModelError, read_spec
-from entasis.models.ensemble import EnsembleModel
-from entasis.models.lstm import LSTMModel
-from entasis.models.trees import LightGBMModel, RandomForestModel, XGBoostModel
+from entasis.models.ensemble import MEMBER_CLASSES, EnsembleModel
 
-MODEL_CLASSES: dict[str, type[Model]] = {
-    cls.kind: cls for cls in (LSTMModel, RandomForestModel, XGBoostModel, LightGBMModel, EnsembleModel)
-}
+# every member model (one list, kept in ensemble.py) plus the ensemble itself
+MODEL_CLASSES: dict[str, type[Model]] = {**MEMBER_CLASSES, EnsembleModel.kind: EnsembleModel}
 
 
 def available_models() -> list[str]:
