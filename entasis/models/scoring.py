@@ -27,12 +27,13 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def classification_metrics(p: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """The evaluation module's metrics (accuracy, balanced accuracy, log-loss, Brier, ECE, per class)."""
+def classification_metrics(p: np.ndarray, y: np.ndarray, pred: np.ndarray | None = None) -> dict[str, Any]:
+    """The evaluation module's metrics (accuracy, balanced accuracy, log-loss, Brier, ECE, per class);
+    ``pred``: the classes a rule chose (a baseline's), else the argmax of ``p``."""
     y = np.asarray(y).astype(int)
     if not len(y):
         return {"n": 0}
-    return cm(p, y)
+    return cm(p, y, pred)
 
 
 def scalar_metrics(m: Mapping[str, Any]) -> dict[str, float]:

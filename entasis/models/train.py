@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from entasis.backtest.evaluation import classification_metrics as cm
 from entasis.config import Settings, get_settings
 from entasis.domain import POOLED, PROBA_COLUMNS, target_column
 from entasis.features.store import load_bars
@@ -204,7 +203,7 @@ def _eval_split(ens: EnsembleModel, part: pd.DataFrame, sp: Split, target: str, 
     mm = {name: classification_metrics(p[ok], yv) for name, p in members.items()}
 
     bp = baselines.predict_full(part[ok])
-    bm = {name: cm(o.proba, yv, o.pred) if len(yv) else {"n": 0} for name, o in bp.items()}
+    bm = {name: classification_metrics(o.proba, yv, o.pred) for name, o in bp.items()}
     return m, mm, bm, ok
 
 
