@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,15 @@ import psycopg
 import pytest
 
 from entasis.store.market import CANDLE_KEY, table_checksum
-from entasis.store.upsert import _binary_copy, _binary_fields, _column_types, ident, table_ident, upsert_frame
+from entasis.store.upsert import (
+    MAX_COPY_LAYOUTS,
+    frame_copy_stream,
+    ident,
+    table_ident,
+    table_shape,
+    upsert_frame,
+)
+from tests.bench_loader import load_bench
 
 DDL = """CREATE TABLE public.kinds (
     k text NOT NULL, ts timestamptz NOT NULL, f double precision, i bigint, j integer, s smallint,
@@ -47,11 +54,18 @@ def _sum(conn: psycopg.Connection) -> str:
     return table_checksum(conn, "public.kinds", KEYS)
 
 
+def _one(conn: psycopg.Connection, query: str) -> Any:
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def _binary(conn: psycopg.Connection, df: pd.DataFrame, table: str = "public.kinds") -> bool:
+    return frame_copy_stream(df, table_shape(conn, table).types) is not None
+
+
 def test_every_supported_type_goes_binary(conn: psycopg.Connection) -> None:
-    df = frame()
-    fields = _binary_fields(df, _column_types(conn, "public.kinds"))
-    assert fields is not None
-    assert _binary_copy(fields, len(df)) is not None
+    assert _binary(conn, frame())
 
 
 @pytest.mark.parametrize("cols", [["k", "ts", "f", "i", "j", "s", "b", "v"], ["k", "ts", "f", "v"]])
@@ -72,14 +86,15 @@ def test_binary_and_csv_store_identical_rows(conn: psycopg.Connection, cols: lis
 
 def test_nulls_and_special_floats_round_trip(conn: psycopg.Connection) -> None:
     upsert_frame(conn, "public.kinds", frame()[["k", "ts", "f", "v"]], KEYS)
-    rows = dict(conn.execute("SELECT k || '@' || extract(epoch FROM ts)::text, f FROM public.kinds").fetchall())
+    rows: dict[str, float | None] = dict(
+        conn.execute("SELECT k || '@' || extract(epoch FROM ts)::text, f FROM public.kinds").fetchall())
     got = sorted((v for v in rows.values() if v is not None), key=repr)
     assert any(v == float("inf") for v in got)
     assert any(v == 0.0 and np.signbit(v) for v in got)
     assert 1e-300 in got
-    assert conn.execute("SELECT count(*) FROM public.kinds WHERE f IS NULL").fetchone()[0] == 1
-    assert conn.execute("SELECT count(*) FROM public.kinds WHERE v IS NULL").fetchone()[0] == 2
-    assert conn.execute("SELECT count(*) FROM public.kinds WHERE k = ''").fetchone()[0] == 1
+    assert _one(conn, "SELECT count(*) FROM public.kinds WHERE f IS NULL") == 1
+    assert _one(conn, "SELECT count(*) FROM public.kinds WHERE v IS NULL") == 2
+    assert _one(conn, "SELECT count(*) FROM public.kinds WHERE k = ''") == 1
 
 
 def test_microseconds_and_pre_2000_timestamps_exact(conn: psycopg.Connection) -> None:
@@ -91,32 +106,30 @@ def test_microseconds_and_pre_2000_timestamps_exact(conn: psycopg.Connection) ->
 
 def test_jsonb_and_mixed_objects_fall_back_to_csv(conn: psycopg.Connection) -> None:
     df = frame()[["k", "ts"]].assign(doc=[{"a": 1}, [1, 2], None, {"z": "é"}, {}])
-    assert _binary_fields(df, _column_types(conn, "public.kinds")) is None
+    assert not _binary(conn, df)
     upsert_frame(conn, "public.kinds", df, KEYS)
-    assert conn.execute("SELECT doc FROM public.kinds WHERE k = 'ünïcødé €'").fetchone()[0] == [1, 2]
+    assert _one(conn, "SELECT doc FROM public.kinds WHERE k = 'ünïcødé €'") == [1, 2]
     mixed = frame()[["k", "ts"]].assign(v=["x", 3, None, "y", "z"])  # not all strings
-    assert _binary_fields(mixed, _column_types(conn, "public.kinds")) is None
+    assert not _binary(conn, mixed)
 
 
 def test_out_of_range_int_falls_back_and_the_server_names_it(conn: psycopg.Connection) -> None:
     df = frame()[["k", "ts"]].assign(j=np.array([1, 2, 3, 2**40, 5], dtype=np.int64))
-    assert _binary_fields(df, _column_types(conn, "public.kinds")) is None
+    assert not _binary(conn, df)
     with pytest.raises(psycopg.errors.NumericValueOutOfRange):
         upsert_frame(conn, "public.kinds", df, KEYS)
     conn.rollback()
-    assert conn.execute("SELECT count(*) FROM public.kinds").fetchone()[0] == 0
+    assert _one(conn, "SELECT count(*) FROM public.kinds") == 0
 
 
 def test_many_layouts_fall_back_to_csv_with_the_same_result(db_url: str) -> None:
-    from entasis.store.upsert import _MAX_GROUPS
-
-    n = _MAX_GROUPS + 50
+    n = MAX_COPY_LAYOUTS + 50
     df = pd.DataFrame({"exchange": "binance", "symbol": [f"S{'x' * i}/USDT" for i in range(n)], "timeframe": "1h",
                        "ts": pd.Timestamp("2024-01-01", tz="UTC"), "open": 1.0, "high": 2.0, "low": 0.5,
                        "close": 1.5, "volume": 3.0, "quote_volume": np.nan})
     with psycopg.connect(db_url) as conn:
-        fields = _binary_fields(df, _column_types(conn, "market.candles"))
-        assert fields is not None and _binary_copy(fields, n) is None
+        assert _binary(conn, df.head(10), "market.candles")  # the types encode: the layouts are too many
+        assert not _binary(conn, df, "market.candles")
         upsert_frame(conn, "market.candles", df, CANDLE_KEY)
         a = table_checksum(conn, "market.candles", CANDLE_KEY)
         conn.execute("TRUNCATE market.candles")
@@ -135,9 +148,7 @@ def test_identifiers_are_checked_and_quoted() -> None:
 
 
 def test_bench_smoke_prints_a_met_flag_computed_from_figures(capsys: pytest.CaptureFixture[str]) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
-    import upsert as bench  # type: ignore[import-not-found]
-
+    bench = load_bench("upsert")
     assert bench.main(["--rows", "3000", "--sample", "300"]) == 0
     printed = capsys.readouterr().out
     assert "per-row execute loop" in printed and "merge-only" in printed
