@@ -105,6 +105,17 @@ def beats_baseline(model: Mapping[str, Any], baselines: Mapping[str, Mapping[str
     return out
 
 
+# The (asset, horizon, model_version) filter of the live queries; None matches all. Bound with
+# :func:`_live_filter_params`.
+_LIVE_FILTER = """(%(asset)s::text IS NULL OR asset = %(asset)s::text)
+    AND (%(horizon)s::integer IS NULL OR horizon = %(horizon)s::integer)
+    AND (%(mv)s::text IS NULL OR model_version = %(mv)s::text)"""
+
+
+def _live_filter_params(asset: str | None, horizon: int | None, model_version: str | None) -> dict[str, Any]:
+    return {"asset": asset, "horizon": None if horizon is None else int(horizon), "mv": model_version}
+
+
 def live_scores(conn: psycopg.Connection, ends: Sequence[datetime], *, window_days: int,
                 asset: str | None = None, horizon: int | None = None, model_version: str | None = None,
                 by_key: bool = False) -> pd.DataFrame:
@@ -128,15 +139,11 @@ def live_scores(conn: psycopg.Connection, ends: Sequence[datetime], *, window_da
     cols = ["window_end", *(["asset", "horizon"] if by_key else []), *LIVE_COLUMNS]
     if not stamps:
         return pd.DataFrame(columns=cols)
-    f = {"ends": stamps, "days": int(window_days), "asset": asset, "horizon": None if horizon is None else int(horizon),
-         "mv": model_version}
+    f = {"ends": stamps, "days": int(window_days), **_live_filter_params(asset, horizon, model_version)}
     if by_key:
         sql = f"""SELECT e.window_end, k.asset, k.horizon, l.n, l.n_correct, l.accuracy, l.log_loss
             FROM unnest(%(ends)s::timestamptz[]) WITH ORDINALITY AS e(window_end, i)
-            CROSS JOIN (SELECT DISTINCT asset, horizon FROM {LIVE_VIEW}
-                        WHERE (%(asset)s::text IS NULL OR asset = %(asset)s::text)
-                          AND (%(horizon)s::integer IS NULL OR horizon = %(horizon)s::integer)
-                          AND (%(mv)s::text IS NULL OR model_version = %(mv)s::text)) k
+            CROSS JOIN (SELECT DISTINCT asset, horizon FROM {LIVE_VIEW} WHERE {_LIVE_FILTER}) k
             CROSS JOIN LATERAL {LIVE_SCORES}(e.window_end, %(days)s::integer, k.asset, k.horizon, %(mv)s::text) l
             WHERE l.n > 0 ORDER BY e.i, k.asset, k.horizon"""  # noqa: S608 - fixed names, values bound
     else:
@@ -159,12 +166,8 @@ def live_scores(conn: psycopg.Connection, ends: Sequence[datetime], *, window_da
 def live_last_day(conn: psycopg.Connection, *, asset: str | None = None, horizon: int | None = None,
                   model_version: str | None = None) -> datetime | None:
     """The newest target UTC day with a reconciled prediction (filters as :func:`live_scores`), or None."""
-    sql = f"""SELECT max(day) FROM {LIVE_VIEW}
-              WHERE (%(asset)s::text IS NULL OR asset = %(asset)s::text)
-                AND (%(horizon)s::integer IS NULL OR horizon = %(horizon)s::integer)
-                AND (%(mv)s::text IS NULL OR model_version = %(mv)s::text)"""  # noqa: S608 - fixed names
-    row = conn.execute(sql, {"asset": asset, "horizon": None if horizon is None else int(horizon),  # type: ignore[arg-type]
-                             "mv": model_version}).fetchone()
+    sql = f"SELECT max(day) FROM {LIVE_VIEW} WHERE {_LIVE_FILTER}"  # noqa: S608 - fixed names, values bound
+    row = conn.execute(sql, _live_filter_params(asset, horizon, model_version)).fetchone()  # type: ignore[arg-type]
     return None if row is None else row[0]
 
 

@@ -187,3 +187,24 @@ def test_rolling_windows_are_half_open(db_url: str) -> None:
     assert [d.date().isoformat() for d in r["day"]] == ["2021-01-03", "2021-01-04"]
     assert r["n"].tolist() == [2, 2]
     assert r["accuracy"].tolist() == pytest.approx([0.0, 0.5])
+
+
+@pytest.mark.parametrize("flt", [
+    {}, {"asset": "BTC/USDT"}, {"horizon": 14}, {"model_version": BTC_V}, {"asset": "ETH/USDT"},
+    {"asset": "BTC/USDT", "horizon": 14, "model_version": BTC_V},  # each matches, together nothing
+])
+def test_live_last_day_and_live_scores_filter_alike(db_url: str, flt: dict[str, Any]) -> None:
+    """One (asset, horizon, model_version) filter: the newest reconciled day and the keys scored
+    are those of the seeded rows that match it, written out here."""
+    from entasis.store.db import connect
+
+    with connect() as conn:
+        rows = _seed(conn)
+        last = live_last_day(conn, **flt)
+        keys = live_scores(conn, [END + 30 * DAY], window_days=400, by_key=True, **flt)
+    sel = [r for r in rows if r["correct"] is not None
+           and all(r["model_version" if k == "model_version" else k] == v for k, v in flt.items())]
+    want_last = max((pd.Timestamp(r["target_date"]).floor("D") for r in sel), default=None)
+    assert (None if last is None else pd.Timestamp(last)) == want_last
+    assert sorted(zip(keys["asset"], keys["horizon"], strict=True)) == sorted({(r["asset"], r["horizon"]) for r in sel})
+    assert keys["n"].sum() == len(sel)
