@@ -358,6 +358,7 @@ def _mirror_champion(d: Decision, settings: Settings | None) -> None:
     with connect(settings) as conn:
         record_champion(conn, asset=None if d.asset == POOLED else d.asset, horizon=d.horizon,
                         model_name=d.model_name, version=str(d.new_champion_version), promoted_at=d.decided_at,
+                        trained_at=reg.version_trained_at(d.model_name, str(d.new_champion_version), settings),
                         unproven=bool(d.unproven),
                         test_accuracy=d.challenger.accuracy if d.challenger and d.action == "promote" else None,
                         best_baseline=d.best_baseline,

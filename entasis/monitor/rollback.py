@@ -132,6 +132,7 @@ def _mirror_rollback(name: str, d: Decision, settings: Settings | None) -> None:
     with connect(settings) as conn:
         record_champion(conn, asset=None if d.asset == POOLED else d.asset, horizon=d.horizon, model_name=name,
                         version=str(d.new_champion_version), promoted_at=d.decided_at,
+                        trained_at=reg.version_trained_at(name, str(d.new_champion_version), settings),
                         unproven=str(tags.get("unproven", "false")).lower() == "true",
                         tags={"decision": "rollback", "reason": d.reason[:500]})
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from entasis.domain import POOLED, from_ms, utc_datetime
+from entasis.domain import POOLED
 from entasis.registry import models as reg
 
 if TYPE_CHECKING:
@@ -89,7 +89,9 @@ def record_champion(
     ``asset=None`` (or ``'pooled'``) records a pooled model. ``beats_baseline`` defaults to
     ``test_accuracy > best_baseline_accuracy`` when both are known. ``promoted_at`` only takes effect
     when the version changes, so re-recording the same champion (as every publish run does) leaves the
-    row untouched. Returns True when the row was inserted or changed.
+    row untouched. ``trained_at`` is the version's own training time
+    (:func:`entasis.registry.models.trained_at_of`); re-recording the same version without one keeps
+    the stored time. Returns True when the row was inserted or changed.
     """
     scope = _check_scope(asset, horizon)
     if not model_name or not str(version):
@@ -122,7 +124,10 @@ def record_champion(
                 %(beats_baseline)s, %(tags)s::jsonb, %(promoted_at)s)
             ON CONFLICT (asset, horizon) DO UPDATE SET
                 model_name = EXCLUDED.model_name, version = EXCLUDED.version, run_id = EXCLUDED.run_id,
-                trained_at = EXCLUDED.trained_at, unproven = EXCLUDED.unproven,
+                trained_at = CASE WHEN (c.model_name, c.version) IS NOT DISTINCT FROM
+                                       (EXCLUDED.model_name, EXCLUDED.version)
+                                  THEN coalesce(EXCLUDED.trained_at, c.trained_at) ELSE EXCLUDED.trained_at END,
+                unproven = EXCLUDED.unproven,
                 test_accuracy = EXCLUDED.test_accuracy, best_baseline = EXCLUDED.best_baseline,
                 best_baseline_accuracy = EXCLUDED.best_baseline_accuracy,
                 beats_baseline = EXCLUDED.beats_baseline, tags = EXCLUDED.tags,
@@ -132,7 +137,9 @@ def record_champion(
             WHERE (c.model_name, c.version, c.run_id, c.trained_at, c.unproven, c.test_accuracy,
                    c.best_baseline, c.best_baseline_accuracy, c.beats_baseline, c.tags)
                   IS DISTINCT FROM
-                  (EXCLUDED.model_name, EXCLUDED.version, EXCLUDED.run_id, EXCLUDED.trained_at,
+                  (EXCLUDED.model_name, EXCLUDED.version, EXCLUDED.run_id,
+                   CASE WHEN (c.model_name, c.version) IS NOT DISTINCT FROM (EXCLUDED.model_name, EXCLUDED.version)
+                        THEN coalesce(EXCLUDED.trained_at, c.trained_at) ELSE EXCLUDED.trained_at END,
                    EXCLUDED.unproven, EXCLUDED.test_accuracy, EXCLUDED.best_baseline,
                    EXCLUDED.best_baseline_accuracy, EXCLUDED.beats_baseline, EXCLUDED.tags)
             RETURNING c.promoted_at
@@ -207,28 +214,12 @@ def champion_from_tags(model: Model, *, model_name: str, version: str, horizon: 
     )
 
 
-def _ms_to_utc(ms: Any) -> datetime | None:
-    try:
-        return from_ms(int(ms)) if ms else None
-    except (TypeError, ValueError, OverflowError):
-        return None
-
-
-def _iso_to_utc(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return utc_datetime(value, "registry tag trained_at")
-    except ValueError as e:
-        raise ChampionError(str(e)) from None
-
-
 def registry_loader(settings: Settings | None = None) -> ChampionLoader:
     """The production loader: the MLflow registry's @champion, asset-specific first, else pooled.
 
     The ensemble inside the registered pyfunc is unwrapped (the publisher needs ``predict_proba`` with
     history and the tree members for SHAP); a version is loaded once per loader and reused across
-    assets. ``trained_at`` comes from the version's ``trained_at`` tag (else its creation time).
+    assets. ``trained_at`` is the version's own (:func:`entasis.registry.models.trained_at_of`).
     """
     cache: dict[tuple[str, str], Model] = {}
 
@@ -250,10 +241,14 @@ def registry_loader(settings: Settings | None = None) -> ChampionLoader:
                     raise ChampionError(f"{name} v{mv.version} is not an Entasis pyfunc (no ensemble inside)")
                 cache[key] = model
             tags = {str(k): str(v) for k, v in (mv.tags or {}).items()}
+            try:
+                trained_at = reg.trained_at_of(mv)
+            except reg.RegistryError as e:
+                raise ChampionError(str(e)) from None
             return champion_from_tags(
                 cache[key], model_name=name, version=str(mv.version), horizon=horizon,
                 asset=POOLED if scope is None else asset, run_id=mv.run_id or tags.get("run_id"), tags=tags,
-                trained_at=_iso_to_utc(tags.get("trained_at")) or _ms_to_utc(mv.creation_timestamp),
+                trained_at=trained_at,
             )
         return None
 

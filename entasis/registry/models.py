@@ -16,10 +16,11 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from entasis.config import Settings, get_settings
-from entasis.domain import POOLED
+from entasis.domain import POOLED, from_ms, utc_datetime
 from entasis.registry.tracking import client
 
 if TYPE_CHECKING:
@@ -112,6 +113,27 @@ def delete_alias(name: str, alias: str, settings: Settings | None = None) -> Non
 
 def get_version_tags(name: str, version: str | int, settings: Settings | None = None) -> dict[str, str]:
     return dict(client(settings).get_model_version(name, str(version)).tags)
+
+
+def trained_at_of(mv: ModelVersion) -> datetime | None:
+    """A version's own training time: its ``trained_at`` tag (written once, when training registered
+    it), else the version's creation time in the registry. Never the time of a later promotion or
+    rollback, so re-recording a champion does not rewrite when it was trained."""
+    raw = (mv.tags or {}).get("trained_at")
+    if raw:
+        try:
+            return utc_datetime(raw, "registry tag trained_at")
+        except ValueError as e:
+            raise RegistryError(f"{mv.name} v{mv.version}: {e}") from None
+    try:
+        return from_ms(int(mv.creation_timestamp)) if mv.creation_timestamp else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def version_trained_at(name: str, version: str | int, settings: Settings | None = None) -> datetime | None:
+    """:func:`trained_at_of` the registered ``version`` of ``name``."""
+    return trained_at_of(client(settings).get_model_version(name, str(version)))
 
 
 def set_version_tags(name: str, version: str | int, tags: dict[str, Any],

@@ -10,6 +10,7 @@ are refused with a clear error before anything is recorded.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -57,6 +58,15 @@ def _champions() -> list[tuple[Any, ...]]:
                             "ORDER BY asset, horizon").fetchall()
 
 
+def _trained_at() -> Any:
+    from entasis.store.db import connect
+
+    with connect() as conn:
+        row = conn.execute("SELECT trained_at FROM ml.champions").fetchone()
+    assert row is not None
+    return row[0]
+
+
 def test_a_label_copy_is_never_promoted_even_without_a_champion(
         db_url: str, market: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     leaky = _train(market[0], LEAKY)
@@ -92,6 +102,7 @@ def test_edges_with_a_champion(db_url: str, market: tuple[pd.DataFrame, pd.DataF
     assert d1.details["edge_suspicious"] is False
     champions = _champions()
     assert [(c[0], c[1], c[2]) for c in champions] == [("pooled", 7, weak["version"])]
+    assert _trained_at() == datetime.fromisoformat(weak["trained_at"])  # the version's own, not the decision's
 
     # the challenger is already the champion: a no-op that says so; @champion and ml.champions unchanged
     again = evaluate_and_promote(None, 7, **_opts(market))

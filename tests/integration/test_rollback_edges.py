@@ -91,6 +91,24 @@ def test_rollback_table(db_url: str, pattern: list[int], action: str, why: str) 
         assert d.new_champion_version == v1 and _mirrored() == (v1,)
 
 
+def test_a_rollback_records_the_restored_versions_own_trained_at(db_url: str) -> None:
+    from entasis.publish.champions import record_champion
+    from entasis.registry import models as reg
+    from entasis.store.db import connect
+
+    v1, v2 = _versions(2)
+    reg.set_version_tags(NAME, v1, {"trained_at": "2020-12-01T00:00:00+00:00"})
+    with connect() as conn:  # v2 serving, as its promotion recorded it
+        record_champion(conn, asset=None, horizon=7, model_name=NAME, version=v2, promoted_at=T0,
+                        trained_at=T0 - timedelta(days=2))
+    _live(v2, COLLAPSED)
+    d = check_live_accuracy_and_rollback(None, 7, now=T0 + timedelta(days=40), **KW)
+    assert d.action == "rollback" and _mirrored() == (v1,)
+    with connect() as conn:
+        row = conn.execute("SELECT trained_at, promoted_at FROM ml.champions").fetchone()
+    assert row == (datetime(2020, 12, 1, tzinfo=UTC), d.decided_at)
+
+
 @pytest.mark.parametrize(("need", "judged"), [(20, True), (21, False)])
 def test_min_predictions_is_inclusive(db_url: str, need: int, judged: bool) -> None:
     v1, v2 = _versions(2)

@@ -56,6 +56,32 @@ def test_record_champion_is_idempotent_and_keeps_history(db_url):
         assert hist == [("1", T0), ("2", T0 + 7 * DAY)]
 
 
+# (version recorded, trained_at given) -> trained_at stored: the version's own time, never a later one
+TRAINED_AT_TABLE = [
+    ("1", T0, T0),                  # first record
+    ("1", None, T0),                # the same version re-recorded without a time (a re-promotion): kept
+    ("1", T0 + DAY, T0 + DAY),      # a time given for the same version wins (a corrected tag)
+    ("2", None, None),              # another version never inherits the previous one's time
+    ("2", T0 + 3 * DAY, T0 + 3 * DAY),
+    ("1", T0 + DAY, T0 + DAY),      # a rollback to v1 records v1's own time, not v2's, not the clock
+]
+
+
+def test_record_champion_trained_at_is_the_versions_own(db_url):
+    from entasis.publish.champions import record_champion
+    from entasis.store.db import connect
+
+    with connect() as conn:
+        for i, (version, given, want) in enumerate(TRAINED_AT_TABLE):
+            record_champion(conn, asset=None, horizon=7, model_name="entasis-pooled-7d", version=version,
+                            promoted_at=T0 + i * DAY, trained_at=given)
+            got = conn.execute("SELECT trained_at FROM ml.champions").fetchone()
+            assert got == (want,), (i, version, given)
+        # re-recording v1 without a time changes nothing at all
+        assert record_champion(conn, asset=None, horizon=7, model_name="entasis-pooled-7d", version="1",
+                               promoted_at=T0 + 30 * DAY) is False
+
+
 def test_record_champion_rejects_bad_input(db_url):
     from entasis.publish.champions import record_champion
     from entasis.store.db import connect

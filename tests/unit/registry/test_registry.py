@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,26 @@ def test_version_tags_roundtrip(home: Path, ensemble: EnsembleModel) -> None:
     reg.set_version_tags(name, v, {"beats_baseline": True, "test_accuracy": 0.51, "extra": {"a": 1}})
     tags = reg.get_version_tags(name, v)
     assert tags["beats_baseline"] == "true" and tags["test_accuracy"] == "0.51" and tags["extra"] == '{"a": 1}'
+
+
+def test_trained_at_is_the_versions_tag_else_its_creation_time(home: Path) -> None:
+    from entasis.registry.tracking import client
+
+    c = client()
+    name = "entasis-TRAINED-AT-7d"
+    c.create_registered_model(name)
+    tagged = c.create_model_version(name, source="file:///nonexistent/never-loaded")
+    plain = c.create_model_version(name, source="file:///nonexistent/never-loaded")
+    reg.set_version_tags(name, tagged.version, {"trained_at": "2023-04-01T06:00:00+00:00"})
+    assert reg.version_trained_at(name, tagged.version) == datetime(2023, 4, 1, 6, tzinfo=UTC)
+    created = reg.version_trained_at(name, plain.version)
+    assert created is not None and int(created.timestamp() * 1000) == plain.creation_timestamp
+    # promoting later moves neither
+    reg.set_alias(name, reg.CHAMPION, tagged.version)
+    assert reg.version_trained_at(name, tagged.version) == datetime(2023, 4, 1, 6, tzinfo=UTC)
+    reg.set_version_tags(name, plain.version, {"trained_at": "2023-04-01 06:00"})  # no zone: refused, named
+    with pytest.raises(reg.RegistryError, match=rf"{name} v{plain.version}: .*trained_at"):
+        reg.version_trained_at(name, plain.version)
 
 
 def test_cli_models_list_and_rollback(home: Path, ensemble: EnsembleModel) -> None:
