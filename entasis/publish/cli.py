@@ -93,14 +93,15 @@ def predictions_table(df: pd.DataFrame) -> Table:
 def status_table(df: pd.DataFrame) -> Table:
     t = Table(title="Model status (ml.model_status)")
     for c in ("asset", "h", "champion", "scope", "trained", "unproven", "test acc", "best baseline",
-              "beats", "live acc 30d", "n live", "predictions", "last published"):
+              "beats", "live acc 30d", "live log-loss 30d", "n live", "predictions", "last published"):
         t.add_column(c)
     for r in df.itertuples(index=False):
         champ = f"{r.model_name}/{r.champion_version}" if r.model_name else "-"
         base = f"{r.best_baseline} {_fmt(r.best_baseline_accuracy)}" if r.best_baseline else "-"
         t.add_row(str(r.asset), str(r.horizon), champ, _fmt(r.champion_scope), _fmt(r.trained_at),
                   _fmt(r.unproven), _fmt(r.test_accuracy), base, _fmt(r.beats_baseline),
-                  _fmt(r.live_accuracy_30d), str(r.live_reconciled_30d), str(r.n_predictions),
+                  _fmt(r.live_accuracy_30d), _fmt(r.live_log_loss_30d), str(r.live_reconciled_30d),
+                  str(r.n_predictions),
                   _fmt(r.last_published))
     return t
 

@@ -150,3 +150,31 @@ def test_model_status_shows_champion_and_live_accuracy(db_url):
     assert eth.live_accuracy_30d == pytest.approx(0.5) and eth.n_predictions == 2
     pooled = by[("pooled", 7)]
     assert pooled.champion_version == "2" and pooled.n_predictions == 0 and pd.isna(pooled.live_accuracy_30d)
+
+
+def test_cli_show_prints_live_log_loss_beside_live_accuracy(db_url):
+    """BTC: 3 right (p 0.7) and 1 wrong (p 0.1 on the outcome) in the window: accuracy 0.750, log-loss
+    (3 ln(1/0.7) + ln(1/0.1)) / 4 = 0.843; the pooled row (champion only, nothing reconciled): '-' for both."""
+    import math
+
+    from typer.testing import CliRunner
+
+    from entasis.cli import app
+    from entasis.publish.champions import record_champion
+    from entasis.store.db import connect
+
+    with connect() as conn:
+        record_champion(conn, asset=None, horizon=7, model_name="entasis-pooled-7d", version=2, promoted_at=T0)
+        _predictions(conn, "BTC/USDT", 7, [True, True, False, True], start=T0)
+    res = CliRunner().invoke(app, ["publish", "show"], env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.output.splitlines() if "│" in ln or "┃" in ln]
+    status = res.output[res.output.index("Model status"):]
+    header = next(ln for ln in status.splitlines() if "┃" in ln)
+    names = [c.strip() for c in header.strip("┃ ").split("┃")]
+    rows = {cells[0]: dict(zip(names, cells, strict=True)) for ln in lines if "│" in ln and ln in status
+            for cells in [[c.strip() for c in ln.strip("│ ").split("│")]]}
+    want = (3 * math.log(1 / 0.7) + math.log(1 / 0.1)) / 4
+    assert rows["BTC/USDT"]["live acc 30d"] == "0.750"
+    assert rows["BTC/USDT"]["live log-loss 30d"] == f"{want:.3f}" == "0.843"
+    assert rows["pooled"]["live acc 30d"] == rows["pooled"]["live log-loss 30d"] == "-"
