@@ -12,8 +12,13 @@ see the same load):
 * ``lstm net``: the network alone on (batch, 90, features) windows under ``torch.inference_mode``;
 * ``lstm predict``: ``LSTMModel.predict_proba`` on ``--rows`` rows with their history (the product path:
   context, scaling, window gather, batches of ``eval_batch``, softmax);
-* each tree member's ``predict_proba`` (view building + the booster/forest) on the same rows, and the
-  whole ensemble's ``predict_proba``.
+* the tree members: ``trees together`` is what the ensemble spends on rf + xgb + lgbm (one shared row view
+  and matrix, then each member's booster/forest: ``EnsembleModel.member_proba(members=TREES)``); beside it
+  each member's own ``predict_proba`` (builds its own view), each member on the shared matrix alone, the
+  shared view + matrix alone, and the reference: the context path every member took before issue 14
+  (context + sort per member, scikit-learn's joblib ``predict_proba``, an XGBoost ``DMatrix``), measured in
+  this run, whose forecasts must be identical (asserted);
+* the whole ensemble's ``predict_proba``.
 
 Targets (issue 14): LSTM predict ≤ 2 × F / R per sample; rf + xgb + lgbm together ≤ 20 µs per sample.
 Models are fitted on the shared data's Binance daily series with the product's features (``--data``;
@@ -116,6 +121,67 @@ def frames(symbols: int, n_days: int, n_features: int, rows: int, data: str | No
     return train, valid, df, feats, cut_pred
 
 
+def context_path_proba(model: Any, rows: Any) -> Any:
+    """A tree member's forecasts the way every member made them before issue 14 (the reference path).
+
+    Its own context (concat, sort by symbol and ts), the scaled view, then the libraries' generic calls:
+    scikit-learn's ``predict_proba`` (joblib over trees), XGBoost through a ``DMatrix``, LightGBM's predict.
+    """
+    import numpy as np
+
+    from entasis.models.base import N_CLASSES, proba_frame
+    from entasis.models.datasets import prepare_predict
+
+    prep = prepare_predict(features=model.features, scaler=model.scaler, min_history=model.min_history, rows=rows,
+                           history=None)
+    s = prep.samples["rows"]
+    if not len(s):
+        return proba_frame(rows.index, s, np.zeros((0, N_CLASSES)))
+    x = model._matrix(prep, s)
+    if model.kind == "rf":
+        p = np.zeros((len(x), N_CLASSES))
+        p[:, model.est.classes_.astype(int)] = model.est.predict_proba(x)
+    elif model.kind == "xgb":
+        import xgboost as xgb
+
+        p = model.booster.predict(xgb.DMatrix(x), iteration_range=(0, (model.best_iteration or 0) + 1))
+    else:
+        p = model.booster.predict(x, num_iteration=model.booster.best_iteration or None)
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-9, None)
+    return proba_frame(rows.index, prep.ctx.positions_of("rows", rows.index, s), p / p.sum(axis=1, keepdims=True))
+
+
+def tree_figures(ens: Any, rows: Any, history: Any, repeat: int) -> dict[str, Any]:
+    """µs per sample of the tree paths (see the module docstring); asserts the fast forecasts equal the reference."""
+    import numpy as np
+
+    from entasis.models.trees import row_view, union_features
+
+    n = len(rows)
+    members = [ens.models[t] for t in TREES]
+    for m in members:
+        new = m.predict_proba(rows, history=history).to_numpy()
+        ref = context_path_proba(m, rows).to_numpy()
+        if m.kind == "rf" and m.n_jobs != 1:   # scikit-learn's threads add the trees in finishing order
+            assert np.allclose(new, ref, rtol=1e-12, atol=0, equal_nan=True), "rf: forecasts differ"
+        else:
+            assert np.array_equal(new, ref, equal_nan=True), f"{m.kind}: forecasts differ from the context path"
+
+    def us(fn: Callable[[], Any], reps: int = repeat) -> float:
+        return best_of(fn, reps) / n * 1e6
+
+    feats = union_features(members)
+    view = row_view(rows, feats)
+    x = members[0].view_matrix(view)
+    own = {m.kind: us(partial(m.predict_proba, rows, history=history)) for m in members}
+    model_only = {m.kind: us(partial(m.predict_proba_matrix, m.view_matrix(view))) for m in members}
+    shared_view = us(lambda: [m.view_matrix(row_view(rows, feats)) for m in members])
+    together = us(lambda: ens.member_proba(rows, history=history, calibrated=False, members=TREES))
+    reference = {m.kind: us(partial(context_path_proba, m, rows)) for m in members}
+    return {"own": own, "model_only": model_only, "shared_view": shared_view, "together": together,
+            "reference": reference, "shared_matrix": all(m.view_matrix(view) is x for m in members)}
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=4096, help="rows predicted per call")
@@ -196,11 +262,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     bound_us = flops / rate * 1e6
     net_us = t_net / a.batch * 1e6
     pred_us = t_pred / n * 1e6
-    tree_us = {}
-    for t in TREES:
-        tree_us[t] = best_of(partial(ens.models[t].predict_proba, rows, history=history), a.repeat) / n * 1e6
+    tf = tree_figures(ens, rows, history, a.repeat)
+    tree_us, trees_total = tf["own"], tf["together"]
+    ref_total = sum(tf["reference"].values())
     ens_us = best_of(lambda: ens.predict_proba(rows, history=history), max(1, a.repeat // 2)) / n * 1e6
-    trees_total = sum(tree_us.values())
 
     print(f"matmul fp32 {a.matmul_n}x{a.matmul_n}: {rate / 1e9:.1f} GFLOP/s")
     print(f"LSTM {SPEC_LSTM['hidden']} x {SPEC_LSTM['seq_len']} steps, {len(feats)} features: "
@@ -208,16 +273,27 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"{'path':<28}{'us/sample':>12}{'x bound':>10}")
     print(f"{'lstm net (batch ' + str(a.batch) + ')':<28}{net_us:>12.1f}{net_us / bound_us:>10.2f}")
     print(f"{'lstm predict_proba':<28}{pred_us:>12.1f}{pred_us / bound_us:>10.2f}")
+    print(f"{'tree path':<40}{'us/sample':>12}{'reference':>12}")
     for t, us in tree_us.items():
-        print(f"{t + ' predict_proba':<28}{us:>12.2f}")
-    print(f"{'trees together':<28}{trees_total:>12.2f}   (target <= {TREES_TARGET_US:g})")
-    print(f"{'ensemble predict_proba':<28}{ens_us:>12.1f}")
+        print(f"{t + ' predict_proba (own view)':<40}{us:>12.2f}{tf['reference'][t]:>12.2f}")
+    for t, us in tf["model_only"].items():
+        print(f"{t + ' on the shared matrix':<40}{us:>12.2f}")
+    print(f"{'shared row view + matrix':<40}{tf['shared_view']:>12.2f}")
+    print(f"{'trees together (ensemble, shared view)':<40}{trees_total:>12.2f}{ref_total:>12.2f}"
+          f"   (target <= {TREES_TARGET_US:g}; reference = the three context paths)")
+    print(f"{'ensemble predict_proba (lstm + trees)':<40}{ens_us:>12.1f}")
     ratio = pred_us / bound_us
     result = {"bench": "inference_lstm_vs_flop_bound", "metric": round(pred_us, 2), "reference": round(bound_us, 2),
               "ratio": round(ratio, 3), "target": f"ratio <= {LSTM_TARGET:g} and trees <= {TREES_TARGET_US:g} us",
               "unit": "us per sample", "gflops": round(rate / 1e9, 2), "mflop_per_sample": round(flops / 1e6, 2),
               "lstm_net_us": round(net_us, 2), "trees_us": {k: round(v, 2) for k, v in tree_us.items()},
-              "trees_total_us": round(trees_total, 2), "ensemble_us": round(ens_us, 2), "rows": n,
+              "trees_model_only_us": {k: round(v, 2) for k, v in tf["model_only"].items()},
+              "trees_shared_view_us": round(tf["shared_view"], 2), "trees_shared_matrix": tf["shared_matrix"],
+              "trees_total_us": round(trees_total, 2),
+              "trees_reference_us": {k: round(v, 2) for k, v in tf["reference"].items()},
+              "trees_reference_total_us": round(ref_total, 2),
+              "trees_speedup": round(ref_total / trees_total, 2) if trees_total > 0 else None,
+              "ensemble_us": round(ens_us, 2), "rows": n,
               "threads": a.threads, "clock": a.clock, "batch": a.batch, "data": "real" if data else "synthetic",
               "features": len(feats),
               "met": bool(ratio <= LSTM_TARGET and trees_total <= TREES_TARGET_US)}

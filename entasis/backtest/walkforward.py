@@ -28,6 +28,7 @@ import json
 import logging
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,8 +113,7 @@ def resolve_specs(models: Sequence[ModelSpec]) -> list[_Spec]:
             specs.append(_Spec(label, str(name), d))
         else:
             raise BacktestError(f"model spec must be a name or a mapping; got {type(m).__name__}")
-    labels = [s.label for s in specs]
-    dup = sorted({x for x in labels if labels.count(x) > 1})
+    dup = sorted(x for x, n in Counter(s.label for s in specs).items() if n > 1)
     if dup:
         raise BacktestError(f"duplicate model label(s) {dup}; give each spec a distinct 'label'")
     for s in specs:
@@ -583,10 +583,10 @@ def walk_forward(frame: pd.DataFrame, *, horizon: int, start: object, end: objec
     results = _run_jobs(jobs, plans, d, n_workers)
     pending: dict[tuple[int, str, str | None], _Fit] = {}
     job_iter = iter(results)
+    per_fold = Counter(j.fold for j, _ in jobs)
     for k, plan in enumerate(plans):
         if "skipped" not in plan.info:
-            n_jobs_k = sum(1 for j, _ in jobs if j.fold == k)
-            for _ in range(n_jobs_k):
+            for _ in range(per_fold[k]):
                 job, res = next(job_iter)
                 pending[(job.fold, job.label, job.member if job.kind == "member" else job.kind)] = res
             _combine_fold(k, plan, specs, d, fc, pending, bl_names)

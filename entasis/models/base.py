@@ -50,9 +50,9 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from entasis.domain import LABEL_PREFIXES, N_CLASSES, PROBA_COLUMNS
 
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SPEC_FILE = "spec.json"
+ModelT = TypeVar("ModelT", bound="Model")
 # Columns of features.bars that are never features.
 NON_FEATURE_COLUMNS = frozenset({"exchange", "symbol", "timeframe", "ts", "warmup", "asset", "horizon"})
 
@@ -206,6 +207,15 @@ class Model(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
+
+
+def construct(cls: type[ModelT], params: Mapping[str, Any], *, what: str) -> ModelT:
+    """``cls(**params)``, a wrong or unknown parameter named as a :class:`ModelError` (``what``: e.g.
+    ``"model 'rf'"``); the one place the factory and the ensemble's members are built."""
+    try:
+        return cls(**params)
+    except TypeError as e:
+        raise ModelError(f"bad parameters for {what}: {e}") from None
 
 
 def _json_default(o: Any) -> Any:

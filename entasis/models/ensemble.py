@@ -37,6 +37,7 @@ from entasis.domain import CLASS_NAMES, PROBA_COLUMNS, confidence, horizon_of
 from entasis.models.base import (
     Model,
     ModelError,
+    construct,
     default_features,
     label_array,
     proba_frame,
@@ -52,7 +53,14 @@ from entasis.models.stacking import (
     decide,
     prior_inputs,
 )
-from entasis.models.trees import LightGBMModel, RandomForestModel, XGBoostModel
+from entasis.models.trees import (
+    LightGBMModel,
+    RandomForestModel,
+    TabularModel,
+    XGBoostModel,
+    row_view,
+    union_features,
+)
 from entasis.models.weights import apply_temperature, fit_temperature, fit_weights
 
 if TYPE_CHECKING:
@@ -173,10 +181,7 @@ class EnsembleModel(Model):
     def _build(self, name: str) -> Model:
         params = {"features": self.features, "pooled": self.pooled, "seed": self.seed,
                   **self.member_params.get(name, {})}
-        try:
-            return member_class(name)(**params)
-        except TypeError as e:
-            raise ModelError(f"bad parameters for member {name!r}: {e}") from None
+        return construct(member_class(name), params, what=f"member {name!r}")
 
     def fit(self, train: pd.DataFrame, target: str, *, valid: pd.DataFrame | None = None,
             history: pd.DataFrame | None = None,
@@ -349,28 +354,49 @@ class EnsembleModel(Model):
         return self.stacker.weights() if self.stacker is not None else {}
 
     def member_proba(self, rows: pd.DataFrame, *, history: pd.DataFrame | None = None,
-                     calibrated: bool = True) -> dict[str, np.ndarray]:
-        """Each member's (n, 3) probabilities for ``rows`` (NaN rows where that member is ineligible)."""
+                     calibrated: bool = True, members: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Each member's (n, 3) probabilities for ``rows`` (NaN rows where that member is ineligible).
+
+        The tree members on the last-bar view read the rows once between them (one :class:`RowView`, one
+        matrix where their features, scaler and assets agree) instead of each building its own context;
+        the forecasts are those of each member's own ``predict_proba``. ``members``: a subset, in order.
+        """
+        names = list(self.models) if members is None else list(members)
+        unknown = [n for n in names if n not in self.models]
+        if unknown:
+            raise ModelError(f"no fitted member(s) {unknown}; this ensemble holds {list(self.models)}")
+        shared = [m for n in names if isinstance(m := self.models[n], TabularModel) and m.reads_rows_only]
+        view = row_view(rows, union_features(shared)) if shared else None
         out = {}
-        for name, m in self.models.items():
-            p = m.predict_proba(rows, history=history).to_numpy(dtype=np.float64)
+        for name in names:
+            m = self.models[name]
+            if view is not None and isinstance(m, TabularModel) and m.reads_rows_only:
+                p = m.view_proba(view)
+            else:
+                p = m.predict_proba(rows, history=history).to_numpy(dtype=np.float64)
             out[name] = apply_temperature(p, self.temperatures[name]) if calibrated else p
         return out
 
     def predict_proba(self, rows: pd.DataFrame, *, history: pd.DataFrame | None = None) -> pd.DataFrame:
         self._require_fitted()
-        mix = self.combine(rows, self.member_proba(rows, history=history, calibrated=False))
+        return self._proba_frame(rows, self.combine(rows, self.member_proba(rows, history=history, calibrated=False)))
+
+    @staticmethod
+    def _proba_frame(rows: pd.DataFrame, mix: np.ndarray) -> pd.DataFrame:
         ok = ~np.isnan(mix).any(axis=1)
-        pos = np.flatnonzero(ok)
-        return proba_frame(rows.index, pos, mix[ok])
+        return proba_frame(rows.index, np.flatnonzero(ok), mix[ok])
 
     def predict(self, rows: pd.DataFrame, *, history: pd.DataFrame | None = None,
                 members: bool = False) -> pd.DataFrame:
-        """Probabilities plus predicted_class (0/1/2), class name, confidence and confidence_level."""
-        proba = self.predict_proba(rows, history=history)
-        p = proba.to_numpy(dtype=np.float64)
-        return describe_proba(proba, rows, extra=self.member_proba(rows, history=history) if members else None,
-                              classes=self.classes(p))
+        """Probabilities plus predicted_class (0/1/2), class name, confidence and confidence_level.
+
+        The members predict once: the same raw probabilities feed the ensemble and, with ``members``, the
+        per-member (temperature-scaled) columns."""
+        self._require_fitted()
+        raw = self.member_proba(rows, history=history, calibrated=False)
+        proba = self._proba_frame(rows, self.combine(rows, raw))
+        extra = {m: apply_temperature(p, self.temperatures[m]) for m, p in raw.items()} if members else None
+        return describe_proba(proba, rows, extra=extra, classes=self.classes(proba.to_numpy(dtype=np.float64)))
 
     def _state(self) -> dict[str, Any]:
         return {**super()._state(), "weights_fitted": self.weights, "temperatures": self.temperatures,

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from entasis.models.base import Model, ModelError, read_spec
+from entasis.models.base import Model, ModelError, construct, read_spec
 from entasis.models.ensemble import MEMBER_CLASSES, EnsembleModel
 
 # every member model (one list, kept in ensemble.py) plus the ensemble itself
@@ -36,11 +36,7 @@ def model_class(name: str) -> type[Model]:
 
 def build_model(name: str, **params: Any) -> Model:
     """A fresh, unfitted model by name: ``lstm``, ``rf``, ``xgb``, ``lgbm`` or ``ensemble``."""
-    cls = model_class(name)
-    try:
-        return cls(**params)
-    except TypeError as e:
-        raise ModelError(f"bad parameters for model {name!r}: {e}") from None
+    return construct(model_class(name), params, what=f"model {name!r}")
 
 
 def build_from_config(config: Mapping[str, Any]) -> Model:

@@ -11,22 +11,35 @@ the base rates, which costs log-loss.
 XGBoost and LightGBM run their GPU tree methods when CUDA is present (LightGBM only when its GPU build
 works) and stop early on the validation set when one is given. Saved in native formats: XGBoost UBJ,
 LightGBM text, scikit-learn through skops (loaded only after checking every type is trusted).
+
+Inference (issue 14's trees <= 20 us/sample): the last-bar view needs no context, so a predict call
+reads the rows once into a :class:`RowView` (no sort, no concat, no per-member pandas work) that the
+ensemble builds ONCE and hands to every tree member; each member turns it into its float32 matrix
+(shared between members with the same features, scaler and assets) and predicts it with the fastest
+call that gives the same numbers: XGBoost ``inplace_predict`` (no DMatrix), LightGBM on the numpy
+array with its thread count set, and the forest summed tree by tree in tree order without joblib
+(``tree_.apply`` + the leaves' class fractions: what scikit-learn's ``predict_proba`` adds up with
+``n_jobs=1``). Lagged / rolling views keep the context path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from entasis.models.base import N_CLASSES, Model, ModelError, default_features, proba_frame
+from entasis.domain import PROBA_COLUMNS
+from entasis.models.base import N_CLASSES, Model, ModelError, check_frame, default_features, proba_frame
 from entasis.models.datasets import (
     Prepared,
     Standardizer,
     asset_onehot,
     class_weights,
+    make_context,
     prepare_fit,
     prepare_predict,
     tabular,
@@ -38,6 +51,86 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SCALER_FILE = "scaler.npz"
+# Rows per thread below which a predict call runs on one thread: thread start-up and joins cost more
+# than they save on small batches (a day's forecasts are a few dozen rows).
+ROWS_PER_THREAD = 2048
+
+
+def predict_threads(n_jobs: int, n_rows: int) -> int:
+    """Threads worth using for ``n_rows`` rows under the model's ``n_jobs`` (-1 / 0 = every core)."""
+    import os
+
+    cores = os.cpu_count() or 1
+    limit = cores if n_jobs <= 0 else min(n_jobs, cores)
+    return max(1, min(limit, n_rows // ROWS_PER_THREAD))
+
+
+@dataclass
+class RowView:
+    """One predict call's rows as the last-bar tree view reads them: built once, shared by the members.
+
+    Rows stay in input order (a last-bar row looks at no other row, so nothing is sorted); ``positions``
+    are the eligible rows (not ``warmup``) in ``index``; ``values`` their raw ``features`` (float64).
+    """
+
+    index: pd.Index
+    features: list[str]
+    values: np.ndarray
+    symbols: np.ndarray
+    positions: np.ndarray
+    _matrices: dict[tuple[Any, ...], np.ndarray] = field(default_factory=dict, repr=False)
+    _codes: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def onehot(self, assets: Sequence[str]) -> np.ndarray:
+        """The one-hot asset block of the eligible rows (one lookup per distinct symbol, not per row)."""
+        import pandas as pd
+
+        if self._codes is None:
+            codes, uniq = pd.factorize(self.symbols)
+            self._codes = (np.asarray(codes), np.asarray(uniq, dtype=object))
+        codes, uniq = self._codes
+        return asset_onehot(uniq, assets)[codes]
+
+
+def row_view(rows: pd.DataFrame, features: Sequence[str]) -> RowView:
+    """Read ``rows`` once for the last-bar view, with the same checks and errors as the context path."""
+    import pandas as pd
+
+    feats = list(features)
+    check_frame(rows, feats, what="rows")
+    plain = all(pd.api.types.is_numeric_dtype(rows[c]) and not pd.api.types.is_bool_dtype(rows[c]) for c in feats)
+    if not plain or _has_duplicate_keys(rows):
+        # rare: coerce odd columns / raise the duplicate-key error exactly as the context path does
+        ctx = make_context({"rows": rows}, feats)
+        s = ctx.samples("rows", 1)
+        return RowView(rows.index, feats, ctx.values[s], ctx.symbols[s], ctx.positions_of("rows", rows.index, s))
+    if "warmup" in rows.columns:
+        pos = np.flatnonzero(~rows["warmup"].fillna(False).astype(bool).to_numpy())
+    else:
+        pos = np.arange(len(rows))
+    values = rows[feats].to_numpy(dtype=np.float64, na_value=np.nan)
+    symbols = rows["symbol"].astype(str).to_numpy(dtype=object)
+    if len(pos) < len(rows):
+        values, symbols = values[pos], symbols[pos]
+    return RowView(rows.index, feats, values, symbols, pos)
+
+
+def _has_duplicate_keys(rows: pd.DataFrame) -> bool:
+    """Whether two rows share (symbol, ts) (the contract refuses them; ts compared as UTC instants)."""
+    import pandas as pd
+
+    sym = pd.factorize(rows["symbol"])[0].astype(np.int64)
+    ts = pd.factorize(pd.to_datetime(rows["ts"], utc=True))[0].astype(np.int64)
+    key = sym * (int(ts.max(initial=0)) + 2) + ts
+    return bool(np.unique(key).size < key.size)
+
+
+def union_features(models: Sequence[TabularModel]) -> list[str]:
+    """Every feature the ``models`` read, in first-seen order (the columns of their shared view)."""
+    return list(dict.fromkeys(f for m in models for f in (m.features or [])))
 
 
 class TabularModel(Model):
@@ -95,23 +188,63 @@ class TabularModel(Model):
         self.fitted = True
         return self
 
+    @property
+    def reads_rows_only(self) -> bool:
+        """The last-bar view: a row's inputs are its own features (so a shared :class:`RowView` serves)."""
+        return self.min_history <= 1
+
     def predict_proba(self, rows: pd.DataFrame, *, history: pd.DataFrame | None = None) -> pd.DataFrame:
         self._require_fitted()
         assert self.features is not None
-        if self.min_history <= 1:
-            history = None   # the last-bar view looks at no earlier bar: context rows would only cost time
+        if self.reads_rows_only:   # history is context only, and this view looks at no earlier bar
+            import pandas as pd
+
+            return pd.DataFrame(self.view_proba(row_view(rows, self.features)), index=rows.index,
+                                columns=list(PROBA_COLUMNS))
         prep = prepare_predict(features=self.features, scaler=self.scaler, min_history=self.min_history,
                                rows=rows, history=history)
         s = prep.samples["rows"]
         if not len(s):
             return proba_frame(rows.index, s, np.zeros((0, N_CLASSES)))
-        p = self._predict_x(self._matrix(prep, s))
-        p = np.clip(p, 1e-9, None)
-        p = p / p.sum(axis=1, keepdims=True)
+        p = self.predict_proba_matrix(self._matrix(prep, s))
         return proba_frame(rows.index, prep.ctx.positions_of("rows", rows.index, s), p)
 
+    def view_matrix(self, view: RowView) -> np.ndarray:
+        """This model's float32 C-contiguous matrix of the view's eligible rows (scaled features, then the
+        asset one-hot): exactly what the context path builds; cached on the view for members that share
+        features, scaler and assets."""
+        self._require_fitted()
+        assert self.features is not None and self.scaler.mean is not None and self.scaler.std is not None
+        key = (tuple(self.features), self.scaler.mean.tobytes(), self.scaler.std.tobytes(), tuple(self.assets))
+        x = view._matrices.get(key)
+        if x is None:
+            raw = view.values
+            if self.features != view.features:
+                col = {f: j for j, f in enumerate(view.features)}
+                raw = raw[:, [col[f] for f in self.features]]
+            z = self.scaler.transform(raw).astype(np.float32)
+            x = np.hstack([z, view.onehot(self.assets)]) if self.assets else z
+            x = view._matrices[key] = np.ascontiguousarray(x, dtype=np.float32)
+        return x
+
+    def view_proba(self, view: RowView) -> np.ndarray:
+        """(len(view.index), 3) probabilities for the view's rows; NaN rows where ineligible."""
+        if not self.reads_rows_only:
+            raise ModelError(f"{self.kind} with lags {self.lags} / rolling windows {self.roll} reads earlier "
+                             "bars: use predict_proba with history, not a row view")
+        out = np.full((len(view.index), N_CLASSES), np.nan)
+        if len(view):
+            out[view.positions] = self.predict_proba_matrix(self.view_matrix(view))
+        return out
+
+    def predict_proba_matrix(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities (n, 3) of a built matrix, clipped at 1e-9 and renormalised as predict_proba gives."""
+        self._require_fitted()
+        p = np.clip(self._predict_x(x), 1e-9, None)
+        return p / p.sum(axis=1, keepdims=True)
+
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities for an already-built tabular matrix (used by explainers such as SHAP)."""
+        """The estimator's raw probabilities for an already-built tabular matrix (explainers such as SHAP)."""
         self._require_fitted()
         return self._predict_x(x)
 
@@ -165,6 +298,12 @@ class RandomForestModel(TabularModel):
         self.max_features = max_features
         self.max_samples = max_samples
         self.est: Any = None
+        self._leaves: tuple[Any, list[tuple[Any, np.ndarray]]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_leaves"] = None   # derived from est; rebuilt on first use
+        return state
 
     def get_params(self) -> dict[str, Any]:
         return {**self.base_params(), "n_estimators": self.n_estimators, "max_depth": self.max_depth,
@@ -181,8 +320,41 @@ class RandomForestModel(TabularModel):
             random_state=self.seed)
         self.est.fit(x, y, sample_weight=w)
 
+    def _tree_leaves(self) -> list[tuple[Any, np.ndarray]]:
+        """Each tree with its (n_nodes, n_classes) class fractions (what a tree's predict_proba takes)."""
+        cached = getattr(self, "_leaves", None)
+        if cached is None or cached[0] is not self.est:
+            cached = self._leaves = (self.est, [(e.tree_, np.ascontiguousarray(e.tree_.value[:, 0, :]))
+                                                for e in self.est.estimators_])
+        return cached[1]
+
+    def _forest_proba(self, x: np.ndarray) -> np.ndarray:
+        """The forest's mean class probabilities, summed tree by tree in tree order.
+
+        The same additions, in the same order, as scikit-learn's ``predict_proba`` with ``n_jobs=1`` (its
+        threads add trees in whatever order they finish), without joblib's per-tree dispatch and input
+        checks, which cost more than the trees themselves on the batches we predict.
+        """
+        trees = self._tree_leaves()
+        out = np.zeros((len(x), trees[0][1].shape[1]))
+        tmp = np.empty_like(out)
+        for tree, frac in trees:
+            np.take(frac, tree.apply(x), axis=0, out=tmp)
+            out += tmp
+        out /= len(trees)
+        return out
+
     def _predict_x(self, x: np.ndarray) -> np.ndarray:
-        p = self.est.predict_proba(x)
+        n_in = int(self.est.n_features_in_)
+        if x.ndim != 2 or x.shape[1] != n_in:
+            raise ModelError(f"the forest was fit on {n_in} columns; got a matrix of shape {x.shape}")
+        x = np.ascontiguousarray(x, dtype=np.float32)   # the trees' own input type
+        threads = predict_threads(self.n_jobs, len(x))
+        if threads == 1:
+            p = self._forest_proba(x)
+        else:   # rows split over threads (tree_.apply and numpy release the GIL); each row's sum unchanged
+            with ThreadPoolExecutor(threads) as pool:
+                p = np.vstack(list(pool.map(self._forest_proba, np.array_split(x, threads))))
         out = np.zeros((len(x), N_CLASSES))
         out[:, self.est.classes_.astype(int)] = p
         return out
@@ -204,43 +376,56 @@ class RandomForestModel(TabularModel):
         self.est.n_jobs = self.n_jobs
 
 
+# -- gradient boosting -----------------------------------------------------------------------------
+class BoostedModel(TabularModel):
+    """What XGBoost and LightGBM share: boosting rounds, learning rate, early stopping, device, booster."""
+
+    def __init__(self, *, n_estimators: int = 400, learning_rate: float = 0.05, early_stopping_rounds: int = 50,
+                 device: str = "auto", **kw: Any) -> None:
+        super().__init__(**kw)
+        self.n_estimators = int(n_estimators)
+        self.learning_rate = learning_rate
+        self.early_stopping_rounds = int(early_stopping_rounds)
+        self.device = device
+        self.booster: Any = None
+
+    def boosting_params(self, **own: Any) -> dict[str, Any]:
+        """``get_params`` of a booster: the shared parameters plus the subclass's ``own``."""
+        return {**self.base_params(), "n_estimators": self.n_estimators, "learning_rate": self.learning_rate,
+                "early_stopping_rounds": self.early_stopping_rounds, "device": self.device, **own}
+
+    def threads(self) -> int:
+        """The booster's thread setting for training (0 = every core, as both libraries read it)."""
+        return self.n_jobs if self.n_jobs > 0 else 0
+
+
 # -- XGBoost ---------------------------------------------------------------------------------------
 XGB_FILE = "xgb.ubj"
 
 
-class XGBoostModel(TabularModel):
+class XGBoostModel(BoostedModel):
     kind = "xgb"
 
-    def __init__(self, *, n_estimators: int = 400, max_depth: int = 4, learning_rate: float = 0.05,
-                 subsample: float = 0.8, colsample_bytree: float = 0.8, min_child_weight: float = 5.0,
-                 reg_lambda: float = 1.0, early_stopping_rounds: int = 50, device: str = "auto",
-                 **kw: Any) -> None:
+    def __init__(self, *, max_depth: int = 4, subsample: float = 0.8, colsample_bytree: float = 0.8,
+                 min_child_weight: float = 5.0, reg_lambda: float = 1.0, **kw: Any) -> None:
         super().__init__(**kw)
-        self.n_estimators = int(n_estimators)
         self.max_depth = int(max_depth)
-        self.learning_rate = learning_rate
-        self.subsample = subsample
-        self.colsample_bytree = colsample_bytree
-        self.min_child_weight = min_child_weight
-        self.reg_lambda = reg_lambda
-        self.early_stopping_rounds = int(early_stopping_rounds)
-        self.device = device
-        self.booster: Any = None
+        self.subsample, self.colsample_bytree = subsample, colsample_bytree
+        self.min_child_weight, self.reg_lambda = min_child_weight, reg_lambda
         self.best_iteration: int | None = None
+        self._nthread: tuple[Any, int] | None = None   # (booster, predict threads) last set on it
 
     def get_params(self) -> dict[str, Any]:
-        return {**self.base_params(), "n_estimators": self.n_estimators, "max_depth": self.max_depth,
-                "learning_rate": self.learning_rate, "subsample": self.subsample,
-                "colsample_bytree": self.colsample_bytree, "min_child_weight": self.min_child_weight,
-                "reg_lambda": self.reg_lambda, "early_stopping_rounds": self.early_stopping_rounds,
-                "device": self.device}
+        return self.boosting_params(max_depth=self.max_depth, subsample=self.subsample,
+                                    colsample_bytree=self.colsample_bytree, min_child_weight=self.min_child_weight,
+                                    reg_lambda=self.reg_lambda)
 
     def _xgb_params(self) -> dict[str, Any]:
         return {"objective": "multi:softprob", "num_class": N_CLASSES, "eval_metric": "mlogloss",
                 "max_depth": self.max_depth, "eta": self.learning_rate, "subsample": self.subsample,
                 "colsample_bytree": self.colsample_bytree, "min_child_weight": self.min_child_weight,
                 "lambda": self.reg_lambda, "tree_method": "hist", "device": xgb_device(self.device),
-                "seed": self.seed, "nthread": self.n_jobs if self.n_jobs > 0 else 0}
+                "seed": self.seed, "nthread": self.threads()}
 
     def _fit_xy(self, x: np.ndarray, y: np.ndarray, w: np.ndarray, xv: np.ndarray | None,
                 yv: np.ndarray | None) -> None:
@@ -258,10 +443,15 @@ class XGBoostModel(TabularModel):
         self.history_ = {"best_iteration": [float(self.best_iteration)]}
 
     def _predict_x(self, x: np.ndarray) -> np.ndarray:
-        import xgboost as xgb
-
+        """``inplace_predict`` on the array itself: the same numbers as a ``DMatrix`` predict (missing = NaN
+        in both) without copying the rows into one first."""
         it = (0, (self.best_iteration or 0) + 1)
-        return np.asarray(self.booster.predict(xgb.DMatrix(x), iteration_range=it), dtype=np.float64)
+        threads = predict_threads(self.n_jobs, len(x))
+        done = getattr(self, "_nthread", None)
+        if done is None or done[0] is not self.booster or done[1] != threads:   # set_param reconfigures: only on change
+            self.booster.set_param({"nthread": threads})
+            self._nthread = (self.booster, threads)
+        return np.asarray(self.booster.inplace_predict(x, iteration_range=it), dtype=np.float64)
 
     def _save_estimator(self, path: Path) -> None:
         self.booster.save_model(str(path / XGB_FILE))
@@ -282,38 +472,27 @@ class XGBoostModel(TabularModel):
 LGBM_FILE = "lgbm.txt"
 
 
-class LightGBMModel(TabularModel):
+class LightGBMModel(BoostedModel):
     kind = "lgbm"
 
-    def __init__(self, *, n_estimators: int = 400, num_leaves: int = 15, learning_rate: float = 0.05,
-                 feature_fraction: float = 0.8, bagging_fraction: float = 0.8, min_data_in_leaf: int = 20,
-                 lambda_l2: float = 1.0, early_stopping_rounds: int = 50, device: str = "auto",
-                 **kw: Any) -> None:
+    def __init__(self, *, num_leaves: int = 15, feature_fraction: float = 0.8, bagging_fraction: float = 0.8,
+                 min_data_in_leaf: int = 20, lambda_l2: float = 1.0, **kw: Any) -> None:
         super().__init__(**kw)
-        self.n_estimators = int(n_estimators)
-        self.num_leaves = int(num_leaves)
-        self.learning_rate = learning_rate
-        self.feature_fraction = feature_fraction
-        self.bagging_fraction = bagging_fraction
-        self.min_data_in_leaf = int(min_data_in_leaf)
+        self.num_leaves, self.min_data_in_leaf = int(num_leaves), int(min_data_in_leaf)
+        self.feature_fraction, self.bagging_fraction = feature_fraction, bagging_fraction
         self.lambda_l2 = lambda_l2
-        self.early_stopping_rounds = int(early_stopping_rounds)
-        self.device = device
-        self.booster: Any = None
 
     def get_params(self) -> dict[str, Any]:
-        return {**self.base_params(), "n_estimators": self.n_estimators, "num_leaves": self.num_leaves,
-                "learning_rate": self.learning_rate, "feature_fraction": self.feature_fraction,
-                "bagging_fraction": self.bagging_fraction, "min_data_in_leaf": self.min_data_in_leaf,
-                "lambda_l2": self.lambda_l2, "early_stopping_rounds": self.early_stopping_rounds,
-                "device": self.device}
+        return self.boosting_params(num_leaves=self.num_leaves, feature_fraction=self.feature_fraction,
+                                    bagging_fraction=self.bagging_fraction, min_data_in_leaf=self.min_data_in_leaf,
+                                    lambda_l2=self.lambda_l2)
 
     def _lgb_params(self) -> dict[str, Any]:
         return {"objective": "multiclass", "num_class": N_CLASSES, "num_leaves": self.num_leaves,
                 "learning_rate": self.learning_rate, "feature_fraction": self.feature_fraction,
                 "bagging_fraction": self.bagging_fraction, "bagging_freq": 1,
                 "min_data_in_leaf": self.min_data_in_leaf, "lambda_l2": self.lambda_l2, "seed": self.seed,
-                "deterministic": True, "num_threads": self.n_jobs if self.n_jobs > 0 else 0,
+                "deterministic": True, "num_threads": self.threads(),
                 "device_type": lightgbm_device(self.device), "verbose": -1}
 
     def _fit_xy(self, x: np.ndarray, y: np.ndarray, w: np.ndarray, xv: np.ndarray | None,
@@ -332,8 +511,10 @@ class LightGBMModel(TabularModel):
         self.history_ = {"best_iteration": [float(best)]}
 
     def _predict_x(self, x: np.ndarray) -> np.ndarray:
+        """The numpy array straight in (float32 as built; no pandas, no copy), threads sized to the batch."""
         best = self.booster.best_iteration or None
-        return np.asarray(self.booster.predict(x, num_iteration=best), dtype=np.float64)
+        return np.asarray(self.booster.predict(x, num_iteration=best,
+                                               num_threads=predict_threads(self.n_jobs, len(x))), dtype=np.float64)
 
     def _save_estimator(self, path: Path) -> None:
         self.booster.save_model(str(path / LGBM_FILE), num_iteration=self.booster.best_iteration or None)

@@ -34,5 +34,30 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert {"bench", "metric", "reference", "ratio", "target", "met"} <= set(last)
     assert last["bench"] == "inference_lstm_vs_flop_bound" and last["gflops"] > 0
     assert last["ratio"] == pytest.approx(last["metric"] / last["reference"], rel=0.01)
-    assert set(last["trees_us"]) == {"rf", "xgb", "lgbm"}
+    for key in ("trees_us", "trees_model_only_us", "trees_reference_us"):
+        assert set(last[key]) == {"rf", "xgb", "lgbm"} and all(v > 0 for v in last[key].values()), key
+    # trees together = the ensemble's shared-view path; the reference = the three pre-issue-14 context paths
+    assert last["trees_total_us"] > 0 and last["trees_shared_matrix"] is True
+    assert last["trees_reference_total_us"] == pytest.approx(sum(last["trees_reference_us"].values()), abs=0.02)
+    assert last["trees_speedup"] == pytest.approx(last["trees_reference_total_us"] / last["trees_total_us"], rel=0.01)
     assert last["met"] == (last["ratio"] <= 2.0 and last["trees_total_us"] <= 20.0)
+
+
+def test_context_path_reference_is_the_members_forecast() -> None:
+    """The bench's reference path (what every tree member ran before issue 14) forecasts what the fast path
+    forecasts, including the ineligible (warmup) rows' NaN: the bench asserts it, here it is pinned once."""
+    import numpy as np
+
+    from entasis.models.datasets import split_frame
+    from entasis.models.factory import build_model
+
+    from ._synth import FEATS, TARGET, TINY, frame
+
+    sp = split_frame(frame(0.6, n_days=160), 7)
+    rows = sp.test.copy()
+    rows["warmup"] = np.arange(len(rows)) % 4 == 0
+    for name in ("rf", "xgb", "lgbm"):
+        m = build_model(name, features=FEATS, **TINY[name]).fit(sp.train, TARGET, valid=sp.valid)
+        ref = _bench().context_path_proba(m, rows).to_numpy()
+        assert np.isnan(ref[rows["warmup"].to_numpy()]).all() and np.isfinite(ref[~rows["warmup"].to_numpy()]).all()
+        np.testing.assert_array_equal(m.predict_proba(rows).to_numpy(), ref)
