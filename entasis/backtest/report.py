@@ -12,6 +12,7 @@ metrics, the folds and the leakage checks. Every number is on the common out-of-
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,49 +77,50 @@ def _ml_models(result: WalkForwardResult) -> list[str]:
     return [m for m in result.models if not m.startswith("shuffled:")]
 
 
+def _portfolio_equity(result: WalkForwardResult, names: list[str]) -> Iterator[tuple[str, pd.Series, np.ndarray]]:
+    """(strategy, its bar times, its portfolio equity net of costs from 1) for each of ``names`` traded."""
+    eq = result.equity[result.equity["scope"] == PORTFOLIO]
+    for name in names:
+        g = eq[eq["strategy"] == name].sort_values("ts")
+        if not g.empty:
+            yield name, g["ts"], np.cumprod(1 + g["net"].to_numpy())
+
+
+def _save(plt: Any, fig: Any, path: Path, ax: Any = None, *, legend: int = 8, ncol: int = 1) -> None:
+    """Legend (font size ``legend``) and grid on ``ax`` when given; the figure written as PNG, closed."""
+    if ax is not None:
+        ax.legend(fontsize=legend, ncol=ncol)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def figure_equity(result: WalkForwardResult, path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 5))
-    eq = result.equity[result.equity["scope"] == PORTFOLIO]
     best = result.best_baseline("accuracy") if result.baselines else None
     lo, hi = 1.0, 1.0
-    for name in [*_ml_models(result), *([best] if best else []), BUY_AND_HOLD]:
-        g = eq[eq["strategy"] == name].sort_values("ts")
-        if g.empty:
-            continue
+    for name, ts, curve in _portfolio_equity(result, [*_ml_models(result), *([best] if best else []), BUY_AND_HOLD]):
         style = {"color": "black", "lw": 2} if name == BUY_AND_HOLD else ({"ls": "--"} if name == best else {})
-        curve = np.cumprod(1 + g["net"].to_numpy())
         lo, hi = min(lo, float(curve.min())), max(hi, float(curve.max()))
-        ax.plot(g["ts"], curve, label=name, **style)
+        ax.plot(ts, curve, label=name, **style)
     log_scale = hi / max(lo, 1e-12) > 3
     if log_scale:
         ax.set_yscale("log")
     ax.set_title(f"Equity (portfolio, net of costs), {result.horizon}-day forecasts")
     ax.set_ylabel("equity (start = 1" + (", log scale)" if log_scale else ")"))
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(plt, fig, path, ax)
 
 
 def figure_drawdown(result: WalkForwardResult, path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 4))
-    eq = result.equity[result.equity["scope"] == PORTFOLIO]
-    for name in [*_ml_models(result), BUY_AND_HOLD]:
-        g = eq[eq["strategy"] == name].sort_values("ts")
-        if g.empty:
-            continue
-        e = np.cumprod(1 + g["net"].to_numpy())
+    for name, ts, e in _portfolio_equity(result, [*_ml_models(result), BUY_AND_HOLD]):
         dd = e / np.maximum.accumulate(np.concatenate([[1.0], e]))[1:] - 1
-        ax.plot(g["ts"], dd * 100, label=name, **({"color": "black"} if name == BUY_AND_HOLD else {}))
+        ax.plot(ts, dd * 100, label=name, **({"color": "black"} if name == BUY_AND_HOLD else {}))
     ax.set_title("Drawdown (%)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(plt, fig, path, ax)
 
 
 def figure_reliability(result: WalkForwardResult, path: Path) -> None:
@@ -136,11 +138,7 @@ def figure_reliability(result: WalkForwardResult, path: Path) -> None:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_title("Reliability (pooled)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(plt, fig, path, ax)
 
 
 def figure_confusion(result: WalkForwardResult, path: Path) -> None:
@@ -158,9 +156,7 @@ def figure_confusion(result: WalkForwardResult, path: Path) -> None:
         ax.set_xlabel("predicted")
         ax.set_ylabel("actual")
         ax.set_title(m, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def rolling_accuracy(result: WalkForwardResult, days: int = 90, min_count: int = 30) -> pd.DataFrame:
@@ -191,11 +187,7 @@ def figure_rolling(result: WalkForwardResult, path: Path, days: int = 90) -> Non
         ax.plot(ra.index, ra[m], label=m, lw=1 if base else 1.8, ls="--" if base else "-", alpha=0.8 if base else 1)
     ax.set_title(f"Rolling {days}-day accuracy: models vs baselines")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(plt, fig, path, ax, legend=7, ncol=2)
 
 
 def comparison_table(result: WalkForwardResult, scope: str = POOLED) -> pd.DataFrame:
