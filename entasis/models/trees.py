@@ -101,7 +101,8 @@ def row_view(rows: pd.DataFrame, features: Sequence[str]) -> RowView:
 
     feats = list(features)
     check_frame(rows, feats, what="rows")
-    plain = all(pd.api.types.is_numeric_dtype(rows[c]) and not pd.api.types.is_bool_dtype(rows[c]) for c in feats)
+    dtypes = dict(zip(rows.columns, rows.dtypes, strict=True))
+    plain = all(pd.api.types.is_numeric_dtype(dtypes[c]) and not pd.api.types.is_bool_dtype(dtypes[c]) for c in feats)
     if not plain or _has_duplicate_keys(rows):
         # rare: coerce odd columns / raise the duplicate-key error exactly as the context path does
         ctx = make_context({"rows": rows}, feats)
@@ -122,10 +123,11 @@ def _has_duplicate_keys(rows: pd.DataFrame) -> bool:
     """Whether two rows share (symbol, ts) (the contract refuses them; ts compared as UTC instants)."""
     import pandas as pd
 
-    sym = pd.factorize(rows["symbol"])[0].astype(np.int64)
-    ts = pd.factorize(pd.to_datetime(rows["ts"], utc=True))[0].astype(np.int64)
-    key = sym * (int(ts.max(initial=0)) + 2) + ts
-    return bool(np.unique(key).size < key.size)
+    sym = pd.factorize(rows["symbol"])[0]
+    ts = pd.to_datetime(rows["ts"], utc=True).array.asi8
+    order = np.lexsort((ts, sym))
+    sym, ts = sym[order], ts[order]
+    return bool(((sym[1:] == sym[:-1]) & (ts[1:] == ts[:-1])).any())
 
 
 def union_features(models: Sequence[TabularModel]) -> list[str]:
