@@ -1,6 +1,7 @@
 """Prediction API under bounded load on loopback: throughput and p50 / p99 latency, cached and uncached.
 
-Workload: ``entasis api serve`` (uvicorn, one worker) against a store seeded by the pipeline's own
+Workload: ``entasis api serve`` (uvicorn, ``--workers`` processes: the product default ``api.workers``
+unless given) against a store seeded by the pipeline's own
 publish and reconcile functions (the API tests' seed: 3 assets x 3 horizons, tiny real models). A
 closed-loop load generator (raw asyncio sockets, HTTP/1.1 keep-alive, so the client costs little CPU)
 runs C concurrent clients for N requests in total of ``POST /api/v1/ml/predict`` spread over every
@@ -13,15 +14,19 @@ runs C concurrent clients for N requests in total of ``POST /api/v1/ml/predict``
   store on every request (how the API worked before the listener; also its fallback while the
   listener is down), so every hit goes through the full FastAPI handler;
 * uncached: ``ENTASIS_API__CACHE_ENABLED=false`` (every request reads the store);
-* reference: the same load against a bare uvicorn app that answers a constant JSON body, measured in
-  the same run: the HTTP + loopback + load-generator floor of this machine.
+* reference: the same load against a bare uvicorn app (as many workers) that answers a constant JSON
+  body, measured in the same run: the HTTP + loopback + load-generator floor of this machine.
+
+Before each measured run the bench polls ``/healthz`` until every worker reports the generation source
+the run expects ("listen": its LISTEN connection is up; "store" for cached-pr), then warms every
+worker's cache and store connections with the full number of clients.
 
 Targets (the specification's): p99 <= 20 ms cached and <= 100 ms uncached. The JSON line's ratio is
 cached p99 / reference p99. Each run also reports the server process's CPU time per request (from
-/proc), which, unlike latency, does not depend on what else the machine is running; the load average
-is printed with the table.
+/proc, summed over the server's worker processes), which, unlike latency, does not depend on what else
+the machine is running; the load average is printed with the table.
 
-    .venv/bin/python bench/api.py [--clients 64] [--requests 20000]
+    .venv/bin/python bench/api.py [--clients 64] [--requests 20000] [--workers N]
     .venv/bin/python bench/api.py --smoke   # 4 clients, 60 requests (seeds its own store: ~1 min)
     .venv/bin/python bench/api.py --database-url URL   # an already seeded store (the smoke test)
 """
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import socket
@@ -39,6 +45,7 @@ import sys
 import tempfile
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 warnings.filterwarnings("ignore")
@@ -77,20 +84,67 @@ def _wait(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None
     raise RuntimeError(f"no server on port {port} after {timeout}s")
 
 
-def _start(kind: str, database_url: str, home: Path) -> tuple[subprocess.Popen[bytes], int]:
+def _healthz(port: int) -> tuple[int, str] | None:
+    """(pid, generation_source) from one /healthz on a fresh connection; None if it did not answer 200."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/healthz")
+        r = conn.getresponse()
+        body = r.read()
+        if r.status != 200:
+            return None
+        h = json.loads(body)
+        return int(h["pid"]), str(h["generation_source"])
+    except (OSError, ValueError, KeyError):
+        return None
+    finally:
+        conn.close()
+
+
+def wait_ready(port: int, source: str, workers: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Poll /healthz until ``workers`` distinct worker pids report ``generation_source == source``.
+
+    Probes go out several at a time on fresh connections so that every worker accepts some; a worker's
+    latest answer counts. RuntimeError naming what was seen after ``timeout`` seconds.
+    """
+    seen: dict[int, str] = {}
+    deadline = time.monotonic() + timeout
+    with ThreadPoolExecutor(max_workers=2 * workers) as ex:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode} while waiting for /healthz")
+            for got in ex.map(lambda _: _healthz(port), range(2 * workers)):
+                if got is not None:
+                    seen[got[0]] = got[1]
+            if sum(src == source for src in seen.values()) >= workers:
+                return
+            time.sleep(0.05)
+    raise RuntimeError(f"/healthz on port {port}: wanted {workers} worker(s) with generation_source={source!r} "
+                       f"within {timeout:g}s; saw {seen or 'no answer'}")
+
+
+def _start(kind: str, database_url: str, home: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENTASIS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENTASIS_") and k != "PROMETHEUS_MULTIPROC_DIR"}
     env.update({"ENTASIS_DATABASE_URL": database_url, "ENTASIS_HOME": str(home), "PYTHONPATH": str(REPO)})
     if kind == "reference":
-        cmd = [sys.executable, __file__, "--floor-server", str(port)]
+        cmd = [sys.executable, __file__, "--floor-server", str(port), "--workers", str(workers)]
     else:
-        cmd = [str(Path(sys.executable).parent / "entasis"), "api", "serve", "--port", str(port)]
+        cmd = [str(Path(sys.executable).parent / "entasis"), "api", "serve", "--port", str(port),
+               "--workers", str(workers)]
         if kind == "uncached":
             env["ENTASIS_API__CACHE_ENABLED"] = "false"
         if kind == "cached-pr":
             env["ENTASIS_API__GENERATION_LISTEN"] = "false"
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait(port, proc)
+    try:
+        _wait(port, proc)
+        if kind != "reference":
+            wait_ready(port, "store" if kind == "cached-pr" else "listen", workers, proc)
+    except BaseException:
+        proc.terminate()
+        proc.wait(timeout=30)
+        raise
     return proc, port
 
 
@@ -123,13 +177,26 @@ async def _client(port: int, reqs: list[bytes], counter: list[int], total: int, 
         writer.close()
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux /proc); NaN elsewhere."""
+def _stat(pid: int) -> list[str] | None:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
+        return None
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and its child processes (the uvicorn workers) so far
+    (Linux /proc); NaN elsewhere."""
+    fields = _stat(pid)
+    if fields is None:
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = int(fields[11]) + int(fields[12])
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != pid:
+            child = _stat(int(entry.name))
+            if child is not None and int(child[1]) == pid:  # field 4 of /proc/pid/stat: the parent's pid
+                total += int(child[11]) + int(child[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _run_loop(coro):  # type: ignore[no-untyped-def]
@@ -163,13 +230,12 @@ def load(port: int, reqs: list[bytes], clients: int, total: int, server_pid: int
 
 
 async def _warm(port: int, reqs: list[bytes], clients: int) -> None:
+    """All ``clients`` at once (every worker opens its store connections, fills its cache for every key)."""
     lat: list[float] = []
     errors: list[str] = []
-    await asyncio.gather(*[_client(port, reqs, [0], len(reqs), lat, errors) for _ in range(min(clients, 4))])
+    await asyncio.gather(*[_client(port, reqs, [0], 2 * len(reqs), lat, errors) for _ in range(clients)])
     if errors:
         raise RuntimeError(f"warm-up requests failed: {errors[:5]}")
-    await asyncio.sleep(0.3)  # the server's generation listener is up by now (else hits take the slow path)
-    await asyncio.gather(*[_client(port, reqs, [0], len(reqs), lat, errors) for _ in range(min(clients, 4))])
 
 
 def _seeded_store(home: Path) -> str:
@@ -190,10 +256,20 @@ def _seeded_store(home: Path) -> str:
     return server.url
 
 
+def product_workers() -> int:
+    """``api.workers``: what ``entasis api serve`` runs without --workers (ENTASIS_API__WORKERS overrides)."""
+    sys.path.insert(0, str(REPO))
+    from entasis.config import Settings
+
+    return Settings().api.workers
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--requests", type=int, default=20_000)
+    ap.add_argument("--workers", type=int, default=None,
+                    help="uvicorn workers of every server (default: the product default, api.workers)")
     ap.add_argument("--database-url", help="an already seeded store (default: start and seed an embedded one)")
     ap.add_argument("--smoke", action="store_true", help="4 clients, 60 requests: checks the bench runs")
     ap.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)
@@ -201,9 +277,15 @@ def main() -> int:
     if args.floor_server:
         import uvicorn
 
-        uvicorn.run(floor_app, host="127.0.0.1", port=args.floor_server, log_level="warning", access_log=False,
+        # an import string (this file as module "api" from its folder): uvicorn's workers import the app themselves
+        uvicorn.run("api:floor_app", app_dir=str(Path(__file__).resolve().parent), host="127.0.0.1",
+                    port=args.floor_server, workers=args.workers or 1, log_level="warning", access_log=False,
                     loop="uvloop", http="httptools")
         return 0
+    if args.workers is None:
+        args.workers = product_workers()
+    if args.workers < 1:
+        ap.error("need --workers >= 1")
     if args.smoke:
         args.clients, args.requests = 4, 60
     if args.clients < 1 or args.requests < args.clients:
@@ -217,7 +299,7 @@ def main() -> int:
     results: dict[str, dict[str, float]] = {}
     try:
         for kind in ("reference", "cached", "cached-pr", "uncached"):
-            proc, port = _start(kind, url, home)
+            proc, port = _start(kind, url, home, args.workers)
             try:
                 results[kind] = load(port, reqs, args.clients, args.requests, proc.pid)
             finally:
@@ -229,7 +311,8 @@ def main() -> int:
 
             embedded.stop(home)
     load_avg = os.getloadavg()
-    print(f"\nPOST /api/v1/ml/predict, {args.clients} concurrent clients, {args.requests} requests each run, loopback; "
+    print(f"\nPOST /api/v1/ml/predict, {args.workers} uvicorn worker(s), {args.clients} concurrent clients, "
+          f"{args.requests} requests each run, loopback; "
           f"load average {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f} on {os.cpu_count()} CPUs")
     print(f"{'run':<10} {'requests':>9} {'errors':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
           f"{'server CPU us/req':>18}")
@@ -243,7 +326,7 @@ def main() -> int:
         "bench": "api", "metric": round(c["p99_ms"], 3), "reference": round(ref["p99_ms"], 3),
         "ratio": round(c["p99_ms"] / ref["p99_ms"], 3),
         "target": f"p99 <= {TARGET_CACHED_MS:g} ms cached and <= {TARGET_UNCACHED_MS:g} ms uncached",
-        "met": met, "clients": args.clients, "requests": args.requests,
+        "met": met, "workers": args.workers, "clients": args.clients, "requests": args.requests,
         "cached": {k: round(v, 3) for k, v in c.items()}, "uncached": {k: round(v, 3) for k, v in u.items()},
         "cached_per_request_generation": {k: round(v, 3) for k, v in results["cached-pr"].items()},
         "reference_run": {k: round(v, 3) for k, v in ref.items()}, "load_average_1m": round(load_avg[0], 2),

@@ -214,6 +214,9 @@ class ApiConfig(BaseModel):
     # The cache generation comes from one LISTEN connection (NOTIFY entasis_serving); false = one query per request.
     generation_listen: bool = True
     generation_poll_s: float = 5.0  # the listener re-reads the generation this often (fallback, liveness)
+    # uvicorn worker processes of `entasis api serve` (ENTASIS_API__WORKERS); 2 measured best at p99 on 2 cores
+    # (bench/api.py); /metrics merges the workers (prometheus_client multiprocess mode).
+    workers: int = Field(default=2, ge=1)
 
     @field_validator("cache_ttl_s", "db_timeout_s", "generation_poll_s")
     @classmethod

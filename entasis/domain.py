@@ -36,6 +36,9 @@ PROBA_COLUMNS: tuple[str, str, str] = ("p_bearish", "p_neutral", "p_bullish")
 
 #: The ``asset`` value of a model trained across the whole universe (ml.champions, registry names, API).
 POOLED = "pooled"
+#: Length bounds of an asset symbol as given from outside ('BTC/USDT', 'btc-usdt', 'BTC/USDT:USDT'); the
+#: store's ``asset`` columns are unbounded text, so this is the one limit (the API's ``asset_symbol``).
+ASSET_SYMBOL_MIN_LEN, ASSET_SYMBOL_MAX_LEN = 1, 40
 
 
 def class_name(code: int) -> str:

@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from entasis import domain
 
 BASELINE_NAME = "trailing_majority"
-LIVE_WINDOW_DAYS = 30  # as ml.model_status: reconciled predictions with target date in the 30 days to the last
+LIVE_WINDOW_DAYS = 30  # as ml.model_status: reconciled predictions with target UTC day in the 30 days to the last
 
 
 @dataclass(frozen=True)
@@ -103,15 +103,21 @@ def hit_rate(rows: Sequence[Outcome], calls: Sequence[int | None]) -> HitRate:
     )
 
 
+def utc_day(t: datetime) -> date:
+    return t.astimezone(UTC).date()
+
+
 def live_window(rows: Sequence[Outcome], days: int = LIVE_WINDOW_DAYS) -> list[int]:
-    """Indices of the reconciled rows whose target date lies in the ``days`` up to the latest reconciled
-    target date (exclusive start, inclusive end), the window ml.model_status uses."""
+    """Indices of the reconciled rows in the window of SQL ml.live_scores (migration 0506), ending on the latest
+    reconciled target date as ml.model_status's does: target UTC day d with E - days < d <= E, E the UTC day
+    of that latest target date (whole days; exactly ``days`` before E is out). The live baseline is scored
+    on these rows, beside the model's figure from ml.live_scores itself."""
     settled = [i for i, r in enumerate(rows) if r.actual_class is not None]
-    if not settled:
+    if not settled or days < 1:
         return []
-    end = max(rows[i].target_date for i in settled)
+    end = max(utc_day(rows[i].target_date) for i in settled)
     start = end - timedelta(days=days)
-    return [i for i in settled if rows[i].target_date > start]
+    return [i for i in settled if start < utc_day(rows[i].target_date) <= end]
 
 
 def live_hit_rate(rows: Sequence[Outcome], calls: Sequence[int | None], days: int = LIVE_WINDOW_DAYS) -> HitRate:

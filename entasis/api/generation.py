@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from entasis.api.store import DatabaseUnavailable, ReaderStore, safe_reason
@@ -42,7 +43,8 @@ class GenerationWatch:
     """The serving generation: from memory while the LISTEN connection is up, from the store otherwise."""
 
     def __init__(self, store: ReaderStore, *, poll_s: float = 5.0, retry_s: float = 0.5,
-                 max_retry_s: float = 5.0) -> None:
+                 max_retry_s: float = 5.0, on_change: Callable[[bool, int | None], None] | None = None) -> None:
+        """``on_change(live, generation)`` is told each change of either (the workers' /metrics gauges)."""
         if not (poll_s > 0 and retry_s > 0 and max_retry_s >= retry_s):
             raise ValueError(f"need poll_s > 0 and 0 < retry_s <= max_retry_s; got {poll_s}, {retry_s}, {max_retry_s}")
         self._store = store
@@ -54,6 +56,14 @@ class GenerationWatch:
         self._task: asyncio.Task[None] | None = None
         self.connects = 0  # listener sessions opened so far (tests and logs)
         self.notifications = 0
+        self._on_change = on_change
+        self._told: tuple[bool, int | None] | None = None
+
+    def _changed(self) -> None:
+        state = (self.live, self._value)
+        if self._on_change is not None and state != self._told:
+            self._told = state
+            self._on_change(*state)
 
     # -- what requests use -------------------------------------------------------------------------------------
     @property
@@ -77,6 +87,7 @@ class GenerationWatch:
 
     async def stop(self) -> None:
         self._live = False
+        self._changed()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -96,9 +107,11 @@ class GenerationWatch:
         # and their notifications come in order); max() also keeps a poll's older snapshot from winning.
         if self._value is None or g > self._value:
             self._value = g
+            self._changed()
 
     def _on_terminate(self, conn: Any) -> None:
         self._live = False
+        self._changed()
         if self._lost is not None:
             self._lost.set()
 
@@ -121,6 +134,7 @@ class GenerationWatch:
         self._value = int(g)  # a new session takes the store's value as it is
         self._live = True
         self.connects += 1
+        self._changed()
         log.info("api generation: listening on %s (generation %s)", CHANNEL, g)
         while True:
             with contextlib.suppress(TimeoutError):
@@ -131,6 +145,7 @@ class GenerationWatch:
             if g is not None and (self._value is None or int(g) > self._value):
                 log.info("api generation: poll found %s (notification missed?)", g)
                 self._value = int(g)
+                self._changed()
 
     async def _run(self) -> None:
         delay = self.retry_s
@@ -142,6 +157,7 @@ class GenerationWatch:
                 raise
             except Exception as e:  # noqa: BLE001 - any failure means: untrusted, reconnect later
                 self._live = False
+                self._changed()
                 await self._drop()
                 (log.warning if self.connects > before else log.info)(
                     "api generation: listener down (%s); reading the generation per request until it is back",

@@ -3,7 +3,16 @@ read from the store at scrape time (live accuracy beside the live baseline, pred
 age, data freshness, feature drift, the unproven flag). The rules in monitoring/alerts.yml use them.
 
 Store-derived series are built fresh for each scrape from a snapshot dict (no global gauges that could
-keep a value the store no longer holds).
+keep a value the store no longer holds), so whichever worker answers a scrape exports them once.
+
+Several uvicorn workers (``entasis api serve --workers N``): prometheus_client's multiprocess mode.
+``PROMETHEUS_MULTIPROC_DIR`` (set by the CLI before the workers start) makes every process-recorded series
+(the latency histogram, the workers' listener gauges) live in per-process files there; a scrape, answered
+by any one worker, merges them all (:class:`~prometheus_client.multiprocess.MultiProcessCollector`):
+counters and histogram buckets summed over the workers, including ones that have exited, and each worker's
+listener gauge per pid while it lives (``multiprocess_mode="liveall"``); the serving generation as the
+oldest any live worker holds (``"livemin"``). A worker that shuts down marks itself dead
+(:func:`mark_dead`), which drops its live gauges.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from entasis.api.analytics import BASELINE_NAME
@@ -57,9 +66,40 @@ class LatencyMiddleware:
             self.histogram.labels(scope.get("method", ""), path, str(status[0])).observe(time.perf_counter() - start)
 
 
+def multiprocess() -> bool:
+    """Whether this process records into PROMETHEUS_MULTIPROC_DIR (decided by prometheus_client at import)."""
+    return bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
 def latency_histogram(registry: CollectorRegistry) -> Histogram:
     return Histogram(REQUEST_SECONDS, "API request latency by method, route and status.",
                      ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=registry)
+
+
+class WorkerGauges:
+    """What each worker knows of its own generation listener: up or not (one series per live worker's pid in
+    multiprocess mode) and the serving generation it holds (the oldest over the live workers)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.up = Gauge("entasis_api_generation_listener_up",
+                        "1 while this worker's LISTEN connection is up (cached answers need no store round trip).",
+                        registry=registry, multiprocess_mode="liveall")
+        self.generation = Gauge("entasis_api_serving_generation",
+                                "The store's serving generation this worker serves (oldest over live workers).",
+                                registry=registry, multiprocess_mode="livemin")
+
+    def observe(self, live: bool, generation: int | None) -> None:
+        self.up.set(1.0 if live else 0.0)
+        if generation is not None:
+            self.generation.set(float(generation))
+
+
+def mark_dead(pid: int) -> None:
+    """Drop a finished worker's live gauges from PROMETHEUS_MULTIPROC_DIR (a no-op in single-process mode)."""
+    if multiprocess():
+        from prometheus_client import multiprocess as mp
+
+        mp.mark_process_dead(pid)
 
 
 def _ts(v: datetime | None) -> float | None:
@@ -143,6 +183,14 @@ class _Static:
 
 
 def exposition(fams: list[Metric], process_registry: CollectorRegistry) -> bytes:
+    """The store's series, then the process-recorded ones: this process's registry, or in multiprocess mode
+    every worker's files merged (the registry's own values are in those files, so it is not read twice)."""
     reg = CollectorRegistry(auto_describe=False)
     reg.register(_Static(fams))  # type: ignore[arg-type]  # any object with collect() is a collector
+    if multiprocess():
+        from prometheus_client import multiprocess as mp
+
+        merged = CollectorRegistry(auto_describe=False)
+        mp.MultiProcessCollector(merged)
+        return bytes(generate_latest(reg)) + bytes(generate_latest(merged))
     return bytes(generate_latest(reg)) + bytes(generate_latest(process_registry))

@@ -227,19 +227,19 @@ SELECT max(ts) FROM ml.asset_prices WHERE exchange = %(ex)s AND asset = %(asset)
 """
 
 
-# The project's one live-accuracy definition is the view ml.live_outcomes (migration 0505); the window is
-# ml.model_status's: target days in the 30 days up to the latest reconciled one.
+# The project's one live-accuracy aggregation is the SQL function ml.live_scores (migration 0506); the window
+# end is ml.model_status's live_window_end: the latest reconciled target date of the asset and horizon.
 _LIVE_SQL = """
-WITH last AS (SELECT asset, horizon, max(day) AS last_day FROM ml.live_outcomes GROUP BY asset, horizon)
-SELECT o.asset, o.horizon, sum(o.n)::bigint, sum(o.n_correct)::bigint
-FROM ml.live_outcomes o JOIN last l USING (asset, horizon)
-WHERE o.day > l.last_day - make_interval(days => %(days)s)
-GROUP BY o.asset, o.horizon
+WITH ends AS (
+    SELECT asset, horizon, max(target_date) AS window_end FROM ml.predictions
+    WHERE correct IS NOT NULL AND actual_class IS NOT NULL GROUP BY asset, horizon)
+SELECT e.asset, e.horizon, l.n, l.n_correct
+FROM ends e CROSS JOIN LATERAL ml.live_scores(e.window_end, %(days)s, e.asset, e.horizon) l
 """
 
 
 async def live_records(store: ReaderStore) -> dict[tuple[str, int], HitRate]:
-    """Per (asset, horizon): live accuracy and count from ml.live_outcomes, and beside them the naive
+    """Per (asset, horizon): live accuracy and count from ml.live_scores, and beside them the naive
     baseline's on the same window (computed from the reconciled rows, which the view does not keep)."""
     sc = await scored(store)
     rows_live = await store.fetch(_LIVE_SQL, {"days": LIVE_WINDOW_DAYS})

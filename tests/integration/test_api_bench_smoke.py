@@ -1,4 +1,5 @@
-"""bench/api.py at smoke size against a seeded store: it runs all three servers and ends with its JSON line."""
+"""bench/api.py at smoke size against a seeded store: it runs all four servers (the product's default number of
+workers, each waited for through /healthz) and ends with its JSON line."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 import uuid
 from pathlib import Path
 
+from entasis.config import Settings
 from tests.unit.api import seed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,6 +27,8 @@ def test_api_bench_smoke(pg_server: str, _template: str) -> None:
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     line = json.loads(out.stdout.strip().splitlines()[-1])
     assert line["bench"] == "api" and isinstance(line["met"], bool)
+    assert line["workers"] == Settings().api.workers  # the product default unless --workers says otherwise
+    assert f"{line['workers']} uvicorn worker(s)" in out.stdout
     assert set(line) >= {"metric", "reference", "ratio", "target", "cached", "uncached", "reference_run"}
     for run in ("cached", "cached_per_request_generation", "uncached", "reference_run"):
         assert line[run]["requests"] == 60 and line[run]["errors"] == 0

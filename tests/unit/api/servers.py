@@ -66,10 +66,11 @@ def redis_server() -> Iterator[str]:
 
 @contextmanager
 def api_server(database_url: str, *, redis_url: str | None = None, home: Path | None = None,
-               extra_env: dict[str, str] | None = None) -> Iterator[str]:
-    """`entasis api serve` on a free loopback port against ``database_url`` (read as entasis_reader)."""
+               extra_env: dict[str, str] | None = None, workers: int = 1) -> Iterator[str]:
+    """`entasis api serve --workers N` on a free loopback port against ``database_url`` (read as entasis_reader).
+    One worker unless asked: tests that follow one process's state (its listener sessions) need a single one."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENTASIS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENTASIS_") and k != "PROMETHEUS_MULTIPROC_DIR"}
     env.update({"ENTASIS_DATABASE_URL": database_url, "PYTHONPATH": str(REPO)})
     if home is not None:
         env["ENTASIS_HOME"] = str(home)
@@ -77,7 +78,8 @@ def api_server(database_url: str, *, redis_url: str | None = None, home: Path | 
         env["ENTASIS_REDIS_URL"] = redis_url
     env.update(extra_env or {})
     exe = Path(sys.executable).parent / "entasis"
-    proc = subprocess.Popen([str(exe), "api", "serve", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([str(exe), "api", "serve", "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", str(workers)],
                             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -110,3 +110,25 @@ def test_reliability_bins_edges() -> None:
     assert reliability([]) == []
     with pytest.raises(ValueError, match="bins"):
         reliability(rows, bins=0)
+
+
+def test_live_window_counts_whole_utc_days_as_sql_live_scores() -> None:
+    """The edges of ml.live_scores (migration 0506): target UTC day d in (E - 30, E], E the last target's UTC day."""
+    end = T0 + timedelta(days=41, hours=6)
+    rows = [
+        o(0, 1, 1, target_day=41),                                                   # end's day, 00:00: in
+        o(1, 1, 1, target_day=11),                                                   # E - 30 exactly: out
+        o(2, 1, 1, target_day=12),                                                   # E - 29: in
+        Outcome("BTC/USDT", 7, T0, T0 + timedelta(days=11, hours=23), 1, 50.0, 1),   # day E - 30 at 23:00: out
+        Outcome("BTC/USDT", 7, T0, end, 1, 50.0, 0),                                 # the latest target
+    ]
+    # by timestamps, (end - 30 days, end] would take day 11 at 23:00; whole UTC days do not
+    assert live_window(rows) == [0, 2, 4]
+    # a time given in another zone counts by its UTC day (23:30 at -02:00 is 01:30 UTC the next day)
+    from datetime import timezone
+
+    west = timezone(timedelta(hours=-2))
+    late = Outcome("BTC/USDT", 7, T0, datetime(2024, 1, 12, 23, 30, tzinfo=west), 1, 50.0, 1)  # UTC 13 Jan = E - 29: in
+    assert live_window([*rows, late]) == [0, 2, 4, 5]
+    assert live_window(rows, days=0) == []
+    assert live_window(rows, days=1) == [0, 4]

@@ -1,5 +1,5 @@
-"""Which /predict bodies the cache fast path may answer (Serving.predict_key): only those PredictRequest would
-accept unchanged and whose asset this generation knows; everything else goes to the full app."""
+"""Which /predict bodies the fast path may answer (Serving.predict_target / predict_key): only those PredictRequest
+would accept unchanged and whose asset this generation knows; everything else goes to the full app."""
 
 from __future__ import annotations
 
@@ -50,9 +50,26 @@ def test_no_key_for_another_generation(sv: Serving) -> None:
     assert sv.predict_key(5, body) is None
 
 
-def test_the_fast_path_is_off_without_a_cache() -> None:
-    from entasis.api.cache import NullCache
+def test_asset_length_bounds_come_from_the_domain(sv: Serving) -> None:
+    """One definition of an asset symbol's length: PredictRequest and the fast path both use entasis.domain's."""
+    from entasis.api.app import PredictRequest
+    from entasis.domain import ASSET_SYMBOL_MAX_LEN, ASSET_SYMBOL_MIN_LEN
 
-    s = Serving(Settings(), ReaderStore("postgresql://u@127.0.0.1:1/x"), NullCache())
-    assert not s.cache_on
-    assert Serving(Settings(), ReaderStore("postgresql://u@127.0.0.1:1/x"), TTLCache(1)).cache_on
+    meta = {type(m).__name__: m for m in PredictRequest.model_fields["asset_symbol"].metadata}
+    assert meta["MinLen"].min_length == ASSET_SYMBOL_MIN_LEN and meta["MaxLen"].max_length == ASSET_SYMBOL_MAX_LEN
+    longest = "B" * (ASSET_SYMBOL_MAX_LEN - len("/USDT")) + "/USDT"
+    sv._known = (5, [*KNOWN, longest])
+    body = ('{"asset_symbol":"%s","timeframe":"7d"}' % longest).encode()  # noqa: UP031
+    assert sv.predict_target(5, body) == (longest, 7)  # exactly at the bound: the fast path answers
+    too_long = ('{"asset_symbol":"B%s","timeframe":"7d"}' % longest).encode()  # noqa: UP031
+    assert sv.predict_target(5, too_long) is None  # one over: the full app answers 422
+    with pytest.raises(ValueError, match="asset_symbol"):
+        PredictRequest.model_validate_json(too_long)
+    PredictRequest.model_validate_json(body)
+
+
+def test_predict_target_is_the_key_s_asset_and_horizon(sv: Serving) -> None:
+    body = b'{"asset_symbol":"eth_usdt","timeframe":"30d"}'
+    assert sv.predict_target(5, body) == ("ETH/USDT", 30)
+    assert sv.predict_key(5, body) == cache_key(5, "predict", "ETH/USDT", 30)
+    assert sv.predict_target(5, b'{"asset_symbol":"eth_usdt","timeframe":"31d"}') is None

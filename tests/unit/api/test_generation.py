@@ -173,3 +173,34 @@ def test_bad_timings_are_refused(poll_s: float, retry_s: float, max_retry_s: flo
     with pytest.raises(ValueError, match="poll_s"):
         GenerationWatch(ReaderStore("postgresql://u@127.0.0.1:1/x"), poll_s=poll_s, retry_s=retry_s,
                         max_retry_s=max_retry_s)
+
+
+def test_on_change_reports_listener_state_and_generation(db_url: str, pg_server: str) -> None:
+    """What the workers' /metrics gauges are fed: (live, generation) on each change, in order, no repeats."""
+    told: list[tuple[bool, int | None]] = []
+
+    async def main() -> None:
+        store = ReaderStore(_reader(db_url))
+        watch = GenerationWatch(store, poll_s=3600, retry_s=0.3, on_change=lambda live, g: told.append((live, g)))
+        watch.start()
+        try:
+            await _until(lambda: watch.live)
+            g0 = watch.peek()
+            assert told == [(True, g0)]
+            g1 = await asyncio.to_thread(_bump, db_url)
+            await _until(lambda: watch.peek() == g1)
+            assert told[-1] == (True, g1)
+            name = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
+            with psycopg.connect(pg_server, autocommit=True) as conn:
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s "
+                             "AND datname = %s", (APPLICATION_NAME, name))
+            await _until(lambda: not watch.live)
+            await _until(lambda: watch.live and watch.connects == 2)
+            assert (False, g1) in told and told[-1] == (True, g1)
+        finally:
+            await watch.stop()
+            await store.close()
+        assert told[-1][0] is False
+        assert all(a != b for a, b in zip(told, told[1:], strict=False))  # only changes are told
+
+    _run(main)
