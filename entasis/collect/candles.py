@@ -7,19 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from entasis.collect.client import OHLCV_LIMIT, PAGES_FROM_END, ExchangeClient
 from entasis.collect.quality import CONTEXT_BARS, check_candles
-from entasis.collect.series import BATCH_PAGES, Progress, SeriesResult, SeriesSpec, run_series
+from entasis.collect.series import BATCH_PAGES, Progress, SeriesResult, SeriesSpec, keyed_rows, run_bounds, run_series
 from entasis.collect.state import SeriesKey
-from entasis.domain import timeframe_ms, timeframe_origin_ms, to_ms
+from entasis.domain import timeframe_ms, timeframe_origin_ms
 from entasis.store.db import connect
 from entasis.store.market import register_instruments as _register
 from entasis.store.market import write_candles
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 #: Bars re-read before the watermark on incremental runs: venues revise the last bar shortly after it closes.
 LOOKBACK_BARS = 2
@@ -35,23 +31,15 @@ def register_instruments(client: ExchangeClient) -> int:
 def candle_spec(client: ExchangeClient, symbol: str, timeframe: str) -> SeriesSpec:
     step = timeframe_ms(timeframe)
     limit = OHLCV_LIMIT.get(client.id, 500)
-    exchange = client.id
-
-    def rows(good: pd.DataFrame) -> pd.DataFrame:
-        out = good[["ts", "open", "high", "low", "close", "volume", "quote_volume"]].copy()
-        out.insert(0, "timeframe", timeframe)
-        out.insert(0, "symbol", symbol)
-        out.insert(0, "exchange", exchange)
-        return out
-
+    key = {"exchange": client.id, "symbol": symbol, "timeframe": timeframe}
     return SeriesSpec(
         table="market.candles",
-        filters={"exchange": exchange, "symbol": symbol, "timeframe": timeframe},
+        filters=key,
         step_ms=step,
         window_ms=limit * step,
         fetch=lambda lo, hi: client.fetch_ohlcv(symbol, timeframe, lo, hi, limit),
         check=lambda df, ctx: check_candles(df, step, timeframe, ctx),
-        rows=rows,
+        rows=lambda good: keyed_rows(good, ["ts", "open", "high", "low", "close", "volume", "quote_volume"], key),
         write=lambda conn, df: write_candles(conn, df),
         lookback=LOOKBACK_BARS,
         context_col="close",
@@ -96,10 +84,7 @@ def collect_candles(
     if cl.id != exchange:
         raise ValueError(f"client is for {cl.id!r}, not {exchange!r}")
     timeframe_ms(timeframe)
-    until_ms = to_ms(until)
-    since_ms = to_ms(since) if since is not None else None
-    if since_ms is not None and since_ms >= until_ms:
-        raise ValueError(f"since ({since}) must be before until ({until})")
+    since_ms, until_ms = run_bounds(since, until)
     syms = prepare_symbols(cl, symbols, cl.check_symbol)
     out = []
     for s in syms:

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 from entasis.collect.candles import prepare_symbols
 from entasis.collect.client import FUNDING_LIMIT, OPEN_INTEREST_LIMIT, PAGES_FROM_END, ExchangeClient
 from entasis.collect.quality import check_funding, check_open_interest
-from entasis.collect.series import BATCH_PAGES, Progress, SeriesResult, SeriesSpec, run_series
+from entasis.collect.series import BATCH_PAGES, Progress, SeriesResult, SeriesSpec, keyed_rows, run_bounds, run_series
 from entasis.collect.state import SeriesKey
-from entasis.domain import timeframe_ms, timeframe_origin_ms, to_ms
+from entasis.domain import timeframe_ms, timeframe_origin_ms
 from entasis.store.market import write_funding, write_open_interest
 
 if TYPE_CHECKING:
@@ -32,19 +32,17 @@ def _check_perp(client: ExchangeClient, symbol: str) -> None:
 
 def funding_spec(client: ExchangeClient, symbol: str) -> SeriesSpec:
     limit = FUNDING_LIMIT.get(client.id, 200)
-    exchange = client.id
+    key = {"exchange": client.id, "symbol": symbol}
 
     def rows(good: pd.DataFrame) -> pd.DataFrame:
-        out = good[["ts", "funding_rate", "mark_price"]].copy()
+        out = keyed_rows(good, ["ts", "funding_rate", "mark_price"], key)
         # venues report 0 where they did not record a mark price (Binance before 2023-11)
         out["mark_price"] = out["mark_price"].where(out["mark_price"] > 0)
-        out.insert(0, "symbol", symbol)
-        out.insert(0, "exchange", exchange)
         return out
 
     return SeriesSpec(
         table="market.funding_rates",
-        filters={"exchange": exchange, "symbol": symbol},
+        filters=key,
         step_ms=None,
         window_ms=limit * FUNDING_MIN_INTERVAL_MS,
         fetch=lambda lo, hi: client.fetch_funding(symbol, lo, hi, limit),
@@ -59,35 +57,20 @@ def funding_spec(client: ExchangeClient, symbol: str) -> SeriesSpec:
 def open_interest_spec(client: ExchangeClient, symbol: str, timeframe: str) -> SeriesSpec:
     step = timeframe_ms(timeframe)
     limit = OPEN_INTEREST_LIMIT.get(client.id, 200)
-    exchange = client.id
-
-    def rows(good: pd.DataFrame) -> pd.DataFrame:
-        out = good[["ts", "open_interest", "open_interest_value"]].copy()
-        out.insert(0, "symbol", symbol)
-        out.insert(0, "exchange", exchange)
-        return out
-
+    key = {"exchange": client.id, "symbol": symbol}
     return SeriesSpec(
         table="market.open_interest",
-        filters={"exchange": exchange, "symbol": symbol},
+        filters=key,
         step_ms=step,
         window_ms=limit * step,
         fetch=lambda lo, hi: client.fetch_open_interest(symbol, timeframe, lo, hi, limit),
         check=lambda df, ctx: check_open_interest(df, step, timeframe),
-        rows=rows,
+        rows=lambda good: keyed_rows(good, ["ts", "open_interest", "open_interest_value"], key),
         write=lambda conn, df: write_open_interest(conn, df),
         origin_ms=timeframe_origin_ms(timeframe),
         backward=client.id in PAGES_FROM_END,
         page_limit=limit,
     )
-
-
-def _bounds(since: datetime | str | int | None, until: datetime | str | int) -> tuple[int | None, int]:
-    until_ms = to_ms(until)
-    since_ms = to_ms(since) if since is not None else None
-    if since_ms is not None and since_ms >= until_ms:
-        raise ValueError(f"since ({since}) must be before until ({until})")
-    return since_ms, until_ms
 
 
 def collect_funding(
@@ -102,7 +85,7 @@ def collect_funding(
 ) -> list[SeriesResult]:
     """Funding-rate history of perpetual ``symbols`` settled before ``until``."""
     cl = client or ExchangeClient(exchange)
-    since_ms, until_ms = _bounds(since, until)
+    since_ms, until_ms = run_bounds(since, until)
     syms = prepare_symbols(cl, symbols, lambda s: _check_perp(cl, s))
     return [run_series(funding_spec(cl, s), SeriesKey("funding", exchange, s), until=until_ms, since=since_ms,
                        batch_pages=batch_pages, progress=progress) for s in syms]
@@ -125,7 +108,7 @@ def collect_open_interest(
     A venue that keeps only recent history (Binance: 30 days) is asked only for that window.
     """
     cl = client or ExchangeClient(exchange)
-    since_ms, until_ms = _bounds(since, until)
+    since_ms, until_ms = run_bounds(since, until)
     step = timeframe_ms(timeframe)
     syms = prepare_symbols(cl, symbols, lambda s: _check_perp(cl, s))
     horizon = OPEN_INTEREST_HISTORY_MS.get(exchange)

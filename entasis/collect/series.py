@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from entasis.collect.grid import Gap, ceil_to, missing_runs, windows
@@ -106,6 +107,24 @@ class SeriesSpec:
     backward: bool = False
     #: most records one request returns; irregular series (no step) continue only after a full page
     page_limit: int = 1000
+
+
+def keyed_rows(good: pd.DataFrame, columns: list[str], key: dict[str, str]) -> pd.DataFrame:
+    """A series' table rows: its key columns (constant, in ``key``'s order: the spec's ``filters``)
+    then ``columns`` of the checked frame."""
+    out = good[columns].copy()
+    for i, (col, value) in enumerate(key.items()):
+        out.insert(i, col, value)
+    return out
+
+
+def run_bounds(since: datetime | str | int | None, until: datetime | str | int) -> tuple[int | None, int]:
+    """A collection run's (since, until) as epoch ms, refused when ``since`` is not before ``until``."""
+    until_ms = to_ms(until)
+    since_ms = to_ms(since) if since is not None else None
+    if since_ms is not None and since_ms >= until_ms:
+        raise ValueError(f"since ({since}) must be before until ({until})")
+    return since_ms, until_ms
 
 
 @dataclass

@@ -14,7 +14,7 @@ import pytest
 
 from entasis.collect.client import ohlcv_frame
 from entasis.collect.quality import CONTEXT_BARS, check_candles
-from entasis.collect.series import SeriesSpec, run_series
+from entasis.collect.series import SeriesSpec, keyed_rows, run_bounds, run_series
 from entasis.collect.state import SeriesKey
 from entasis.store.market import register_instruments, table_checksum, write_candles
 
@@ -178,3 +178,26 @@ def test_duplicates_overflowing_a_page_are_all_seen_and_the_first_served_wins(db
     got = _q(db, "SELECT open FROM market.candles ORDER BY ts")
     assert [g[0] for g in got] == [kept[t][1] for t in sorted(kept)]
     assert len(src.calls) > 3  # pages that stopped short of their window were continued
+
+
+@pytest.mark.parametrize(("since", "until", "want"), [
+    (None, "2024-01-01T00:00Z", (None, 1_704_067_200_000)),
+    ("2023-12-31T23:59:59.999Z", "2024-01-01T00:00Z", (1_704_067_199_999, 1_704_067_200_000)),  # 1 ms before
+    ("2024-01-01T00:00Z", "2024-01-01T00:00Z", "must be before"),  # equal: an empty run is refused
+    ("2024-01-02", "2024-01-01", "must be before"),
+    ("2024-01-01 12:00", "2024-01-02", "2024-01-01 12:00"),  # naive: refused, named
+])
+def test_run_bounds_table(since: str | None, until: str, want: object) -> None:
+    if isinstance(want, str):
+        with pytest.raises(ValueError, match=want):
+            run_bounds(since, until)
+    else:
+        assert run_bounds(since, until) == want
+
+
+def test_keyed_rows_puts_the_series_key_first() -> None:
+    good = pd.DataFrame({"ts": [1, 2], "x": [0.5, 0.25], "junk": ["a", "b"]})
+    out = keyed_rows(good, ["ts", "x"], {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"})
+    assert list(out.columns) == ["exchange", "symbol", "timeframe", "ts", "x"]
+    assert out.values.tolist() == [["binance", "BTC/USDT", "1h", 1, 0.5], ["binance", "BTC/USDT", "1h", 2, 0.25]]
+    assert list(good.columns) == ["ts", "x", "junk"]  # the checked frame is left as it was
