@@ -15,6 +15,8 @@ from rich.console import Console
 from entasis.domain import from_ms, utc_datetime
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.progress import Progress as RichProgress
 
     from entasis.collect.client import ExchangeClient
@@ -131,6 +133,23 @@ def _run(jobs: list[tuple[str, object]], total: int) -> None:
         raise typer.Exit(code=1)
 
 
+def _run_perps(kind: str, exchange: str | None, symbols: str | None, until: str | None,
+               collect: Callable[[str, str, datetime, ExchangeClient, _Bar], list[SeriesResult]],
+               detail: str = "") -> None:
+    """One job per perpetual symbol (the settings' universe unless given) on the perp exchange:
+    ``collect(exchange, symbol, until, client, progress)``; jobs named ``kind exchange symbol detail``."""
+    from entasis.config import get_settings
+
+    s = get_settings()
+    ex = exchange or s.universe.perp_exchange
+    syms = [_perp(x) for x in (_split(symbols) or list(s.universe.symbols))]
+    end = _until(until)
+    client = _client(ex)
+    jobs = [(f"{kind} {ex} {sym} {detail}".rstrip(), (lambda bar, sym=sym: collect(ex, sym, end, client, bar)))
+            for sym in syms]
+    _run(jobs, len(jobs))  # type: ignore[arg-type]
+
+
 @collect_app.command("candles")
 def candles_cmd(
     exchange: ExchangeOpt = None,
@@ -167,17 +186,9 @@ def funding_cmd(
 ) -> None:
     """Funding-rate history of perpetuals."""
     from entasis.collect.derivatives import collect_funding
-    from entasis.config import get_settings
 
-    s = get_settings()
-    ex = exchange or s.universe.perp_exchange
-    syms = [_perp(x) for x in (_split(symbols) or list(s.universe.symbols))]
-    end = _until(until)
-    client = _client(ex)
-    jobs = [(f"funding {ex} {sym}",
-             (lambda bar, sym=sym: collect_funding(ex, [sym], until=end, since=since, client=client, progress=bar)))
-            for sym in syms]
-    _run(jobs, len(jobs))  # type: ignore[arg-type]
+    _run_perps("funding", exchange, symbols, until, lambda ex, sym, end, client, bar: collect_funding(
+        ex, [sym], until=end, since=since, client=client, progress=bar))
 
 
 @collect_app.command("open-interest")
@@ -190,18 +201,9 @@ def open_interest_cmd(
 ) -> None:
     """Open-interest history of perpetuals."""
     from entasis.collect.derivatives import collect_open_interest
-    from entasis.config import get_settings
 
-    s = get_settings()
-    ex = exchange or s.universe.perp_exchange
-    syms = [_perp(x) for x in (_split(symbols) or list(s.universe.symbols))]
-    end = _until(until)
-    client = _client(ex)
-    jobs = [(f"open_interest {ex} {sym} {timeframe}",
-             (lambda bar, sym=sym: collect_open_interest(ex, [sym], timeframe, until=end, since=since, client=client,
-                                                         progress=bar)))
-            for sym in syms]
-    _run(jobs, len(jobs))  # type: ignore[arg-type]
+    _run_perps("open_interest", exchange, symbols, until, lambda ex, sym, end, client, bar: collect_open_interest(
+        ex, [sym], timeframe, until=end, since=since, client=client, progress=bar), detail=timeframe)
 
 
 @collect_app.command("options")

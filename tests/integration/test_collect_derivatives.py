@@ -127,6 +127,15 @@ def test_cli_collects_and_prints_a_summary(sim: SimExchangeServer, db_url: str) 
                               "--since", START, "--until", END])
     assert res.exit_code == 0, res.output
     assert rows(db_url, "SELECT DISTINCT symbol FROM market.funding_rates") == [(PERP,)]
+    res = runner.invoke(app, ["collect", "open-interest", "--exchange", "binanceusdm", "--symbols", "ETH/USDT",
+                              "--timeframe", "1h", "--until", END])
+    assert res.exit_code == 0, res.output
+    assert rows(db_url, "SELECT symbol, count(*) FROM market.open_interest GROUP BY symbol") == [
+        ("ETH/USDT:USDT", 30 * 24 - 1)]  # the venue's 30-day window, hourly, closed bars
+    # a perp job that fails is named by its kind, exchange, symbol (and period)
+    bad_oi = runner.invoke(app, ["collect", "open-interest", "--exchange", "binanceusdm", "--symbols", "NOPE/USDT",
+                                 "--timeframe", "4h", "--until", END], env={"COLUMNS": "200"})
+    assert bad_oi.exit_code == 1 and "open_interest binanceusdm NOPE/USDT:USDT 4h" in bad_oi.output, bad_oi.output
     bad = runner.invoke(app, ["collect", "candles", "--exchange", "binance", "--symbols", "NOPE/USDT",
                               "--timeframe", "1d", "--since", START, "--until", END])
     assert bad.exit_code == 1
