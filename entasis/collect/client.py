@@ -382,34 +382,30 @@ class ExchangeClient:
         return pd.DataFrame(rows, columns=["exchange", "symbol", "market_type", "base", "quote", "active"])
 
     # -- typed fetches ----------------------------------------------------------------------------
+    def _timed_frame(self, build: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+        """``build()``, its time added to ``stats.frame_s`` (parsing, apart from the network)."""
+        t = time.perf_counter()
+        try:
+            return build()
+        finally:
+            self.stats.frame_s += time.perf_counter() - t
+
     def fetch_ohlcv(self, symbol: str, timeframe: str, since: int, until: int, limit: int) -> pd.DataFrame:
         """Bars with open time in [since, until) as served (order and duplicates kept), ms timestamps."""
         rows = self.call("fetch_ohlcv", symbol, timeframe, since, limit, {"until": until - 1},
                          what=f"{symbol} {timeframe} since={since}")
         raw = getattr(self.ex, "last_json_response", None)
-        t = time.perf_counter()
-        try:
-            return ohlcv_frame(rows, _quote_volumes(raw))
-        finally:
-            self.stats.frame_s += time.perf_counter() - t
+        return self._timed_frame(lambda: ohlcv_frame(rows, _quote_volumes(raw)))
 
     def fetch_funding(self, symbol: str, since: int, until: int, limit: int) -> pd.DataFrame:
         rows = self.call("fetch_funding_rate_history", symbol, since, limit, {"until": until - 1},
                          what=f"{symbol} since={since}")
-        t = time.perf_counter()
-        try:
-            return funding_frame(rows)
-        finally:
-            self.stats.frame_s += time.perf_counter() - t
+        return self._timed_frame(lambda: funding_frame(rows))
 
     def fetch_open_interest(self, symbol: str, timeframe: str, since: int, until: int, limit: int) -> pd.DataFrame:
         rows = self.call("fetch_open_interest_history", symbol, timeframe, since, limit, {"until": until - 1},
                          what=f"{symbol} {timeframe} since={since}")
-        t = time.perf_counter()
-        try:
-            return open_interest_frame(rows)
-        finally:
-            self.stats.frame_s += time.perf_counter() - t
+        return self._timed_frame(lambda: open_interest_frame(rows))
 
     def fetch_greeks(self, symbol: str) -> dict[str, Any]:
         return dict(self.call("fetch_greeks", symbol, what=symbol))
