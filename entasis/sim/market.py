@@ -155,6 +155,13 @@ def _empty_bars() -> Bars:
     return Bars(ei, e, e, e, e, ei, ei)
 
 
+def _perp_from_spot(spot: Bars, m: F64, dp: int, qvu: I64) -> Bars:
+    """The perpetual's bars from the spot's: prices times the perp/spot factor ``m`` (per bar), rounded
+    to the tick; lots times ``PERP_VOLUME_MULT``; quote volume as given (hours and minutes differ)."""
+    return Bars(spot.ts, np.round(spot.open * m, dp), np.round(spot.high * m, dp), np.round(spot.low * m, dp),
+                np.round(spot.close * m, dp), spot.lots * PERP_VOLUME_MULT, qvu)
+
+
 def aggregate(bars: Bars, timeframe: str) -> Bars:
     """Aggregate bars into ``timeframe`` buckets: first open, max high, min low, last close, sums."""
     if len(bars) == 0:
@@ -476,15 +483,7 @@ class MarketSim:
                 dp = asset_params(symbol).price_dp
                 m = self._perp_factor(symbol)
                 s = self._spot_hours(symbol)
-                hit = Bars(
-                    s.ts,
-                    np.round(s.open * m, dp),
-                    np.round(s.high * m, dp),
-                    np.round(s.low * m, dp),
-                    np.round(s.close * m, dp),
-                    s.lots * PERP_VOLUME_MULT,
-                    np.rint(s.qvu * PERP_VOLUME_MULT * m).astype(np.int64),
-                )
+                hit = _perp_from_spot(s, m, dp, np.rint(s.qvu * PERP_VOLUME_MULT * m).astype(np.int64))
                 self._agg_cache[key] = hit
             return hit
 
@@ -588,15 +587,7 @@ class MarketSim:
         tot = w.sum(axis=1, keepdims=True)
         w = np.where(tot > 0, w / np.where(tot > 0, tot, 1.0), 1.0 / 60.0)
         qvu = rng.multinomial(perp_h.qvu, w).ravel().astype(np.int64)
-        return Bars(
-            spot_min.ts,
-            np.round(spot_min.open * m, dp),
-            np.round(spot_min.high * m, dp),
-            np.round(spot_min.low * m, dp),
-            np.round(spot_min.close * m, dp),
-            spot_min.lots * PERP_VOLUME_MULT,
-            qvu,
-        )
+        return _perp_from_spot(spot_min, m, dp, qvu)
 
     # ------------------------------------------------------------------ bars with a "now"
     def _minutes_between(self, symbol: str, kind: str, lo: int, hi: int, now: int) -> Bars:
