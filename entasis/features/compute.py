@@ -107,6 +107,7 @@ class _Series:
     c: np.ndarray
     v: np.ndarray
     qv: np.ndarray
+    regular: bool = False  # every bar exactly one timeframe after the one before (no gaps)
 
 
 def _single(candles: pd.DataFrame, col: str, given: str | None) -> str:
@@ -153,13 +154,21 @@ def _arrow_all_equal(arr: Any, value: str) -> bool | None:
         bufs = chunk.buffers()
         offs = np.frombuffer(bufs[1], dtype=otype)[chunk.offset: chunk.offset + n + 1]
         o0 = int(offs[0])
-        if int(offs[-1]) - o0 != n * width or not bool((np.diff(offs) == width).all()):
+        if int(offs[-1]) - o0 != n * width:
             return False
-        if width:
-            data = np.frombuffer(bufs[2], dtype=np.uint8)[o0: o0 + n * width]
-            tiled = np.frombuffer(value.encode() * n, dtype=np.uint8)  # flat compare: memcmp-like speed
-            if not np.array_equal(data, tiled):
+        if not width:
+            if not bool((np.diff(offs) == 0).all()):
                 return False
+            continue
+        if not _same_lengths(offs, width):
+            return False
+        data = np.frombuffer(bufs[2], dtype=np.uint8)[o0: o0 + n * width]
+        # the bytes are value repeated: compared in 8-byte words against value tiled (memcmp-like speed)
+        whole = (n * width) // 8 * 8
+        tiled = np.frombuffer(value.encode() * (whole // width + 8), dtype=np.uint8)
+        if not (np.array_equal(data[:whole].view(np.uint64), tiled[:whole].view(np.uint64))
+                and np.array_equal(data[whole:], tiled[whole: n * width])):
+            return False
     return True
 
 
@@ -191,16 +200,26 @@ def series_from_arrays(
     import pandas as pd
 
     sym, tf = symbol, timeframe
+    step = catalog.timeframe_seconds(tf) * _NS
+    floats = (o, h, low, c, v) if qv is None else (o, h, low, c, v, qv)
+    if _plain(ts_ns, *floats) and _clean_and_regular(ts_ns, *floats[:5], floats[-1], step):
+        # the usual case, settled in one compiled pass: sorted, one bar every step from a bar on the
+        # grid, every price positive, every volume (and quote volume) finite and >= 0
+        return _Series(exchange, sym, tf, ts_ns, o, h, low, c, v,
+                       qv if qv is not None else v * _typical({"high": h, "low": low, "close": c}), True)
     ts = ts_ns
     order: np.ndarray | slice = slice(None)
-    if len(ts) > 1 and not bool((np.diff(ts) > 0).all()):  # strictly increasing: sorted, no duplicates
+    gaps = np.diff(ts)
+    if len(ts) > 1 and not bool((gaps > 0).all()):  # strictly increasing: sorted, no duplicates
         order = np.argsort(ts, kind="stable")
         ts = ts[order]
-        dup = np.flatnonzero(np.diff(ts) == 0)
+        gaps = np.diff(ts)
+        dup = np.flatnonzero(gaps == 0)
         if len(dup):
             raise ValueError(f"candles {sym} {tf}: duplicate bar at ts={pd.Timestamp(ts[dup[0]], tz='UTC')}")
-    step = catalog.timeframe_seconds(tf) * _NS
-    if (ts % step).any():
+    # one bar every step: the grid check is the first bar's; else every bar's
+    regular = len(ts) > 1 and bool((gaps == step).all())
+    if (ts[0] % step != 0) if regular else bool((ts % step).any()):
         off = np.flatnonzero(ts % step != 0)
         raise ValueError(
             f"candles {sym} {tf}: ts={pd.Timestamp(ts[off[0]], tz='UTC')} is not on the {tf} grid "
@@ -218,16 +237,30 @@ def series_from_arrays(
                 f"({'must be finite and >= 0' if col == 'volume' else 'must be a positive number'})"
             )
         arrays[col] = a
-    typical = (arrays["high"] + arrays["low"] + arrays["close"]) / 3.0
     if qv is not None:
         qv = qv[order]
-        good = np.isfinite(qv) & (qv >= 0)
-        if not good.all():
-            qv = np.where(good, qv, arrays["volume"] * typical)
+        # two reductions first (NaN fails them); the element-wise mask only when one fails
+        if len(qv) and not (qv.min() >= 0 and qv.max() < np.inf):
+            good = np.isfinite(qv) & (qv >= 0)
+            qv = np.where(good, qv, arrays["volume"] * _typical(arrays))
     else:
-        qv = arrays["volume"] * typical
+        qv = arrays["volume"] * _typical(arrays)
     return _Series(exchange, sym, tf, ts, arrays["open"], arrays["high"], arrays["low"], arrays["close"],
-                   arrays["volume"], np.ascontiguousarray(qv))
+                   arrays["volume"], np.ascontiguousarray(qv), regular)
+
+
+def _plain(ts: np.ndarray, *floats: np.ndarray) -> bool:
+    """Whether ts is int64 and every other array float64, all 1-D, C-contiguous and as long (what the
+    compiled check takes), with at least two bars."""
+    def ok(x: np.ndarray, dtype: Any) -> bool:
+        return bool(x.dtype == dtype and x.ndim == 1 and x.flags.c_contiguous and len(x) == len(ts))
+
+    return len(ts) > 1 and ok(ts, np.int64) and all(ok(x, np.float64) for x in floats)
+
+
+def _typical(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """(high + low + close) / 3: what quote volume is made of where the exchange gives none."""
+    return (arrays["high"] + arrays["low"] + arrays["close"]) / 3.0
 
 
 def _floats(s: pd.Series) -> np.ndarray:
@@ -253,88 +286,164 @@ def _const_str(value: str, n: int) -> Any:
     return pd.arrays.ArrowStringArray(pa.chunked_array([arr]), dtype=dtype)
 
 
-def _shift(a: np.ndarray, k: int) -> np.ndarray:
-    """a[i - k] (NaN before the start): the value k bars earlier."""
-    out = np.full(len(a), np.nan)
-    if k < len(a):
-        out[k:] = a[: len(a) - k]
-    return out
-
-
 def candle_features(
     h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarray, qv: np.ndarray, timeframe: str,
-    *, skip: int = 0, out: dict[str, np.ndarray] | None = None, lr: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """Bar-based features over one window of candles (the block window).
+    *, skip: int = 0, out: np.ndarray | None = None, lr: np.ndarray | None = None,
+) -> np.ndarray:
+    """Bar-based features over one window of candles (the block window), one row per
+    ``catalog.CANDLE_FEATURES`` column.
 
     The indicators run over the whole window; the values are made only for bars ``skip`` onwards
-    (the bars before are the warm-up read), each ``len(c) - skip`` long, written into ``out``'s
-    arrays when given (no temporary copies: this is the hot loop of every path). ``lr``: the
-    window's one-bar log returns (NaN first) when the caller already has them.
+    (the bars before are the warm-up read): ``out`` is (len(CANDLE_FEATURES), len(c) - skip), each
+    row C-contiguous (rows of the caller's column block: this is the hot loop of every path). ``lr``:
+    the window's one-bar log returns (NaN first) when the caller already has them.
+
+    TA-Lib makes the indicators; one compiled pass (:func:`_candle_kernel`) makes every ratio from
+    them (IEEE arithmetic, the same operations in the same order as the numpy formulas it replaced,
+    so the same bits); the logarithms stay numpy's (numba's libm log may differ in the last bit).
     """
     import talib
 
     m = len(c) - skip
-    dst = out if out is not None else {}
-
-    def put(name: str) -> np.ndarray:
-        arr = dst.get(name)
-        if arr is None:
-            arr = dst[name] = np.empty(m)
-        return arr
-
-    k24 = catalog.bars_per_day(timeframe)
-    ann = catalog.annualizer(timeframe)
+    if out is None:
+        out = np.empty((len(catalog.CANDLE_FEATURES), m))
+    if m <= 0:
+        return out
+    if lr is None:
+        lr = _window_log_returns(c)
+    macd, macd_sig, macd_hist = talib.MACD(c, fastperiod=12, slowperiod=26, signalperiod=9)
+    upper, sma20, lower = talib.BBANDS(c, timeperiod=20, nbdevup=2.0, nbdevdn=2.0, matype=talib.MA_Type.SMA)
+    _candle_kernel(
+        h, low, c, v, qv, lr, skip, catalog.bars_per_day(timeframe), catalog.annualizer(timeframe),
+        talib.RSI(c, timeperiod=14), macd, macd_sig, macd_hist, upper, sma20, lower,
+        talib.EMA(c, timeperiod=20), talib.EMA(c, timeperiod=50), talib.SMA(c, timeperiod=50),
+        talib.SMA(v, timeperiod=20), talib.STDDEV(lr, timeperiod=20, nbdev=1.0), talib.ATR(h, low, c, timeperiod=14),
+        *(out[i] for i in range(len(catalog.CANDLE_FEATURES))),
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
-        if lr is None:
-            lr = _window_log_returns(c)
-        cs = c[skip:]
-        inv_c = 1.0 / cs
-        r1 = put("ret_1")
-        if skip == 0:
-            r1[0] = np.nan
-            np.divide(c[1:], c[:-1], out=r1[1:])
-        else:
-            np.divide(cs, c[skip - 1:-1], out=r1)
-        r1 -= 1.0
-        r24 = put("ret_24h")
-        lo24 = max(0, k24 - skip)  # bars of this part with a bar 24h earlier in the window
-        r24[:lo24] = np.nan
-        if lo24 < m:
-            np.divide(cs[lo24:], c[skip + lo24 - k24: len(c) - k24], out=r24[lo24:])
-            r24[lo24:] -= 1.0
-        put("log_ret_1")[:] = lr[skip:]
-        np.multiply(h[skip:] - low[skip:], inv_c, out=put("hl_spread"))
-        put("rsi_14")[:] = talib.RSI(c, timeperiod=14)[skip:]
-        macd, macd_sig, macd_hist = talib.MACD(c, fastperiod=12, slowperiod=26, signalperiod=9)
-        np.multiply(macd[skip:], inv_c, out=put("macd_rel"))
-        np.multiply(macd_sig[skip:], inv_c, out=put("macd_signal_rel"))
-        np.multiply(macd_hist[skip:], inv_c, out=put("macd_hist_rel"))
-        upper, sma20, lower = talib.BBANDS(c, timeperiod=20, nbdevup=2.0, nbdevdn=2.0, matype=talib.MA_Type.SMA)
-        upper, sma20, lower = upper[skip:], sma20[skip:], lower[skip:]
-        _rel(upper, inv_c, put("bb_upper_rel"))
-        _rel(lower, inv_c, put("bb_lower_rel"))
-        width = upper - lower
-        pctb = put("bb_pctb")
-        np.divide(cs - lower, width, out=pctb)
-        pctb[~(width > 0)] = np.nan
-        np.divide(width, sma20, out=put("bb_width"))
-        _rel(talib.EMA(c, timeperiod=20)[skip:], inv_c, put("ema_20_rel"))
-        _rel(talib.EMA(c, timeperiod=50)[skip:], inv_c, put("ema_50_rel"))
-        _rel(sma20, inv_c, put("sma_20_rel"))
-        _rel(talib.SMA(c, timeperiod=50)[skip:], inv_c, put("sma_50_rel"))
-        vs = v[skip:]
-        vma = talib.SMA(v, timeperiod=20)[skip:]
-        vr = put("volume_ma_20_ratio")
-        np.divide(vs, vma, out=vr)
-        vr[~(vma > 0)] = np.nan
-        np.log1p(vs, out=put("log_volume"))
-        _log_change_into(v, skip, put("volume_change"))
-        np.log1p(qv[skip:], out=put("log_quote_volume"))
-        _log_change_into(qv, skip, put("quote_volume_change"))
-        np.multiply(talib.STDDEV(lr, timeperiod=20, nbdev=1.0)[skip:], ann, out=put("rvol_20"))
-        np.multiply(talib.ATR(h, low, c, timeperiod=14)[skip:], inv_c, out=put("atr_14_rel"))
-    return dst
+        np.log1p(v[skip:], out=out[_LOG_VOLUME])
+        np.log(out[_VOLUME_CHANGE], out=out[_VOLUME_CHANGE])  # the kernel left the ratio (NaN where 0 or inf)
+        np.log1p(qv[skip:], out=out[_LOG_QUOTE_VOLUME])
+        np.log(out[_QUOTE_VOLUME_CHANGE], out=out[_QUOTE_VOLUME_CHANGE])
+    return out
+
+
+_LOG_VOLUME = catalog.CANDLE_FEATURES.index("log_volume")
+_VOLUME_CHANGE = catalog.CANDLE_FEATURES.index("volume_change")
+_LOG_QUOTE_VOLUME = catalog.CANDLE_FEATURES.index("log_quote_volume")
+_QUOTE_VOLUME_CHANGE = catalog.CANDLE_FEATURES.index("quote_volume_change")
+
+
+def _jit(fn: Any) -> Any:
+    """numba-compile (IEEE division: x/0 is inf or NaN, as in numpy) with an on-disk cache; without
+    one where no cache directory is writable, rather than failing at import."""
+    from numba import njit
+
+    try:
+        return njit(cache=True, error_model="numpy", boundscheck=False)(fn)
+    except RuntimeError:
+        return njit(error_model="numpy", boundscheck=False)(fn)
+
+
+@_jit
+def _same_lengths(offs: np.ndarray, width: int) -> bool:  # pragma: no cover - compiled
+    """Whether every element of an Arrow string array (its offsets) is ``width`` bytes long."""
+    ok = True
+    for i in range(len(offs) - 1):
+        ok &= offs[i + 1] - offs[i] == width
+    return ok
+
+
+@_jit
+def _clean_and_regular(
+    ts: np.ndarray, o: np.ndarray, h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarray, qv: np.ndarray,
+    step: int,
+) -> bool:  # pragma: no cover - compiled
+    """One pass: the first bar on the grid, each next bar exactly ``step`` later, prices in (0, inf),
+    volumes in [0, inf) (NaN fails every test). False sends the caller to the detailed checks."""
+    if ts[0] % step != 0:
+        return False
+    ok = True
+    for i in range(1, len(ts)):
+        ok &= ts[i] - ts[i - 1] == step
+    for j in range(len(ts)):
+        ok &= (o[j] > 0.0) & (o[j] < np.inf) & (h[j] > 0.0) & (h[j] < np.inf)
+        ok &= (low[j] > 0.0) & (low[j] < np.inf) & (c[j] > 0.0) & (c[j] < np.inf)
+        ok &= (v[j] >= 0.0) & (v[j] < np.inf) & (qv[j] >= 0.0) & (qv[j] < np.inf)
+    return ok
+
+
+@_jit
+def _candle_kernel(  # noqa: PLR0913 - one argument per indicator and per output row, in catalogue order
+    h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarray, qv: np.ndarray, lr: np.ndarray,
+    skip: int, k24: int, ann: float, rsi: np.ndarray, macd: np.ndarray, macd_sig: np.ndarray,
+    macd_hist: np.ndarray, upper: np.ndarray, sma20: np.ndarray, lower: np.ndarray, ema20: np.ndarray,
+    ema50: np.ndarray, sma50: np.ndarray, vma: np.ndarray, sd20: np.ndarray, atr: np.ndarray,
+    ret_1: np.ndarray, ret_24h: np.ndarray, log_ret_1: np.ndarray, hl_spread: np.ndarray, rsi_14: np.ndarray,
+    macd_rel: np.ndarray, macd_signal_rel: np.ndarray, macd_hist_rel: np.ndarray, bb_upper_rel: np.ndarray,
+    bb_lower_rel: np.ndarray, bb_pctb: np.ndarray, bb_width: np.ndarray, ema_20_rel: np.ndarray,
+    ema_50_rel: np.ndarray, sma_20_rel: np.ndarray, sma_50_rel: np.ndarray, volume_ma_20_ratio: np.ndarray,
+    log_volume: np.ndarray, volume_change: np.ndarray, log_quote_volume: np.ndarray,
+    quote_volume_change: np.ndarray, rvol_20: np.ndarray, atr_14_rel: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Every candle feature but the logarithms, for window bars skip.. (the ``*_change`` rows get the
+    ratio, NaN where its log would not be finite). Loops over pre-sliced arrays so they vectorise."""
+    nan = np.nan
+    m = len(c) - skip
+    cs, hs, ls, vs, qs = c[skip:], h[skip:], low[skip:], v[skip:], qv[skip:]
+    inv = np.empty(m)
+    for j in range(m):
+        inv[j] = 1.0 / cs[j]
+    first = 1 if skip == 0 else 0  # the window's first bar has no bar before it
+    if first:
+        ret_1[0] = nan
+        volume_change[0] = nan
+        quote_volume_change[0] = nan
+    c0, v0, q0 = c[skip + first - 1:], v[skip + first - 1:], qv[skip + first - 1:]
+    for j in range(first, m):
+        ret_1[j] = cs[j] / c0[j - first] - 1.0
+    for j in range(first, m):
+        r = vs[j] / v0[j - first]
+        volume_change[j] = r if (r > 0.0) and (r < np.inf) else nan
+    for j in range(first, m):
+        r = qs[j] / q0[j - first]
+        quote_volume_change[j] = r if (r > 0.0) and (r < np.inf) else nan
+    lo24 = min(m, max(0, k24 - skip))  # bars of this part with a bar 24h earlier in the window
+    for j in range(lo24):
+        ret_24h[j] = nan
+    if lo24 < m:
+        cb = c[skip + lo24 - k24:]
+        for j in range(lo24, m):
+            ret_24h[j] = cs[j] / cb[j - lo24] - 1.0
+    lrs, rsis, mc, ms, mh = lr[skip:], rsi[skip:], macd[skip:], macd_sig[skip:], macd_hist[skip:]
+    up, mid, dn = upper[skip:], sma20[skip:], lower[skip:]
+    e20, e50, s50, vm, sd, at = ema20[skip:], ema50[skip:], sma50[skip:], vma[skip:], sd20[skip:], atr[skip:]
+    for j in range(m):
+        log_ret_1[j] = lrs[j]
+        rsi_14[j] = rsis[j]
+        hl_spread[j] = (hs[j] - ls[j]) * inv[j]
+    for j in range(m):
+        macd_rel[j] = mc[j] * inv[j]
+        macd_signal_rel[j] = ms[j] * inv[j]
+        macd_hist_rel[j] = mh[j] * inv[j]
+    for j in range(m):
+        bb_upper_rel[j] = up[j] * inv[j] - 1.0
+        bb_lower_rel[j] = dn[j] * inv[j] - 1.0
+    for j in range(m):
+        w = up[j] - dn[j]
+        bb_pctb[j] = nan if w <= 0.0 else (cs[j] - dn[j]) / w  # a NaN width makes %b NaN as well
+        bb_width[j] = w / mid[j]
+    for j in range(m):
+        ema_20_rel[j] = e20[j] * inv[j] - 1.0
+        ema_50_rel[j] = e50[j] * inv[j] - 1.0
+        sma_20_rel[j] = mid[j] * inv[j] - 1.0
+        sma_50_rel[j] = s50[j] * inv[j] - 1.0
+    for j in range(m):
+        a = vm[j]
+        volume_ma_20_ratio[j] = nan if a <= 0.0 else vs[j] / a  # a NaN average makes the ratio NaN
+    for j in range(m):
+        rvol_20[j] = sd[j] * ann
+        atr_14_rel[j] = at[j] * inv[j]
 
 
 def _window_log_returns(c: np.ndarray) -> np.ndarray:
@@ -348,37 +457,26 @@ def _window_log_returns(c: np.ndarray) -> np.ndarray:
     return out
 
 
-def _rel(x: np.ndarray, inv_c: np.ndarray, out: np.ndarray) -> None:
-    """x / close - 1, as x * (1 / close) - 1 (the one formula every path uses)."""
-    np.multiply(x, inv_c, out=out)
-    out -= 1.0
-
-
-def _log_change_into(a: np.ndarray, skip: int, out: np.ndarray) -> None:
-    """log(a_t / a_{t-1}) for bars skip.. into out; NaN where either side is zero (not finite)."""
-    if skip == 0:
-        out[0] = np.nan
-        np.divide(a[1:], a[:-1], out=out[1:])
-    else:
-        np.divide(a[skip:], a[skip - 1:-1], out=out)
-    np.log(out, out=out)
-    out[~np.isfinite(out)] = np.nan
-
-
 def forward_vol(lr: np.ndarray, hb: int, ann: float) -> np.ndarray:
     """Annualized population sd of lr[t+1 .. t+hb], at t; NaN where the window runs past the end."""
+    out = np.empty(len(lr))
+    _forward_vol_into(lr, hb, ann, 0, out)
+    return out
+
+
+def _forward_vol_into(lr: np.ndarray, hb: int, ann: float, first: int, out: np.ndarray) -> None:
+    """``forward_vol(lr, hb, ann)[first:first + len(out)]`` written into ``out`` (no full-length temporaries)."""
     import talib
 
-    n = len(lr)
-    out = np.full(n, np.nan)
-    if hb >= n:
-        return out
-    if hb == 1:
-        trailing = np.where(np.isnan(lr), np.nan, 0.0)  # the sd of one value is 0
-    else:
-        trailing = talib.STDDEV(lr, timeperiod=hb, nbdev=1.0)
-    out[: n - hb] = trailing[hb:] * ann
-    return out
+    m = len(out)
+    end = min(m, max(0, len(lr) - hb - first))  # bars whose forward window ends inside lr
+    if end > 0:
+        if hb == 1:
+            trailing = np.where(np.isnan(lr), np.nan, 0.0)  # the sd of one value is 0
+        else:
+            trailing = talib.STDDEV(lr, timeperiod=hb, nbdev=1.0)
+        np.multiply(trailing[first + hb: first + hb + end], ann, out=out[:end])
+    out[end:] = np.nan
 
 
 def _extra_features(s: _Series, extras: Extras | None) -> dict[str, np.ndarray]:
@@ -468,16 +566,15 @@ def compute_series(
             lr = lr_all[i0:min(n, b + H)].copy()
             lr[0] = np.nan
             candle_features(s.h[sl], s.low[sl], s.c[sl], s.v[sl], s.qv[sl], tf, skip=a - i0,
-                            out={name: block[row[name], a:b] for name in catalog.CANDLE_FEATURES},
-                            lr=lr[: b - i0])
+                            out=block[: len(catalog.CANDLE_FEATURES), a:b], lr=lr[: b - i0])
             warm[a:b] = (np.arange(a - i0 + 1, b - i0 + 1)) < mh
             # forward vol needs up to H bars past the block; still a function of this block's window
             for hd, hb in hbars.items():
-                block[row[label_column("vol", hd)], a:b] = forward_vol(lr, hb, ann)[a - i0:b - i0]
+                _forward_vol_into(lr, hb, ann, a - i0, block[row[label_column("vol", hd)], a:b])
     # returns over d days: close now / close of the bar exactly d days earlier (NaN where that bar is
     # missing), so they need exactly d days of history whatever the gaps (the incremental read has it)
     for d in catalog.MOMENTUM_DAYS:
-        _return_over_time(s.ts_ns, s.c, d * 86_400 * _NS, block[row[f"ret_{d}d"]])
+        _return_over_time(s.ts_ns, s.c, d * 86_400 * _NS, block[row[f"ret_{d}d"]], step if s.regular else None)
     classes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for hd, hb in hbars.items():
         r = block[row[label_column("ret", hd)]]
@@ -546,10 +643,15 @@ def compute(
     return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(n), columns=pd.Index(cols))
 
 
-def _return_over_time(ts_ns: np.ndarray, c: np.ndarray, span_ns: int, out: np.ndarray) -> None:
-    """out[t] = c[t] / c[bar at ts[t] - span] - 1; NaN where no bar sits exactly there."""
+def _return_over_time(ts_ns: np.ndarray, c: np.ndarray, span_ns: int, out: np.ndarray,
+                      regular_step: int | None = None) -> None:
+    """out[t] = c[t] / c[bar at ts[t] - span] - 1; NaN where no bar sits exactly there.
+    ``regular_step``: the bars are known to be exactly this far apart (no second look at the gaps)."""
     n = len(c)
     if n == 0:
+        return
+    if regular_step is not None and span_ns % regular_step == 0:
+        _pointwise_return(c, span_ns // regular_step, out, forward=False)
         return
     if n > 1:
         d = np.diff(ts_ns)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 STALE_AFTER = np.int64(3 * 86_400 * 10**9)
 FUNDING_MEAN_WINDOW = np.int64(7 * 86_400 * 10**9)
 OI_CHANGE_WINDOW = np.int64(86_400 * 10**9)
+_NAT = np.iinfo(np.int64).min  # NaT as int64
 # How far before the first bar an incremental build must read extras (>= the windows above).
 EXTRAS_LOOKBACK_DAYS = 14
 
@@ -29,8 +30,12 @@ def utc_ns(values: pd.Series | pd.Index | np.ndarray | list[object], what: str) 
     import pandas as pd
 
     dtype = getattr(values, "dtype", None)
-    if isinstance(dtype, pd.DatetimeTZDtype) and not pd.isna(values).any():
-        return np.asarray(pd.DatetimeIndex(values).tz_convert("UTC").as_unit("ns").asi8, dtype=np.int64)
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        # the epoch values are UTC whatever the zone: read them as they are (one unit cast at most)
+        arr = pd.DatetimeIndex(values).array if not isinstance(values, pd.Series) else values.array
+        i8 = np.asarray(arr.as_unit("ns").asi8, dtype=np.int64)
+        if not bool((i8 == _NAT).any()):
+            return i8
     try:
         idx = pd.DatetimeIndex(pd.to_datetime(values, utc=True))
     except (ValueError, TypeError) as e:

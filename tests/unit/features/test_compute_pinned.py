@@ -72,3 +72,18 @@ def test_with_extras(shared_data: Path) -> None:
 @pytest.mark.parametrize("n", [0, 1, 2, 30, 150])
 def test_short_and_empty_series(n: int) -> None:
     _same(synthetic(n, "1h"), labels=PARAMS, timeframe="1h")
+
+
+@pytest.mark.parametrize(("values", "value"), [
+    (["ab"] * 11, "ab"), (["ab"] * 10 + ["ac"], "ab"), (["abc"] * 6 + ["abd"], "abc"), (["x", "x", "y"], "x"),
+    (["S000/USDT"] * 100, "S000/USDT"), (["S000/USDT"] * 99 + ["S000/USDX"], "S000/USDT"), (["a", "abc"], "a"),
+    (["ab", "ab", "a", "bab"], "ab"), ([""] * 4, ""), (["", "a"], ""),
+])
+def test_the_one_pass_constant_string_check(values: list[str], value: str) -> None:
+    """The buffer-level check behind compute's one-series test agrees with a plain comparison, on
+    whole and sliced (offset) Arrow arrays."""
+    from entasis.features.compute import _arrow_all_equal
+
+    for sl in (slice(None), slice(1, None)):
+        s = pd.Series(values, dtype="str").iloc[sl]
+        assert _arrow_all_equal(s.array._pa_array, value) == all(x == value for x in values[sl])
