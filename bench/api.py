@@ -13,7 +13,8 @@ runs C concurrent clients for N requests in total of ``POST /api/v1/ml/predict``
 * cached-pr: the same with ``ENTASIS_API__GENERATION_LISTEN=false``: the generation is read from the
   store on every request (how the API worked before the listener; also its fallback while the
   listener is down), so every hit goes through the full FastAPI handler;
-* uncached: ``ENTASIS_API__CACHE_ENABLED=false`` (every request reads the store);
+* uncached: ``ENTASIS_API__CACHE_ENABLED=false`` (every request reads the store with the full handler's
+  query; a valid body is still answered before FastAPI's routing and validation);
 * reference: the same load against a bare uvicorn app (as many workers) that answers a constant JSON
   body, measured in the same run: the HTTP + loopback + load-generator floor of this machine.
 

@@ -7,9 +7,13 @@ and a publish is visible as soon as it commits. While that listener is down each
 generation from the store instead, so a database that is down answers 503 with a reason, never a stale
 cached body.
 
-A cache hit of ``POST /predict`` is answered by :class:`PredictFastPath` before FastAPI's routing and
-body validation (the profile of the cached path was dominated by them); anything it cannot answer from
-the cache, it hands to the full app unchanged.
+A valid ``POST /predict`` whose asset this generation knows is answered by :class:`PredictFastPath` before
+FastAPI's routing and body validation, from the cache or, on a miss, by the full handler's own query (the
+profiles of both paths were dominated by FastAPI, not by the answer); anything else it hands to the full
+app unchanged.
+
+Several uvicorn workers (``api.workers``) each hold their own cache and listener; /metrics merges them
+(see :mod:`entasis.api.metrics`). Each process freezes its start-up objects out of the garbage collector.
 """
 
 from __future__ import annotations

@@ -12,14 +12,17 @@ by any one worker, merges them all (:class:`~prometheus_client.multiprocess.Mult
 counters and histogram buckets summed over the workers, including ones that have exited, and each worker's
 listener gauge per pid while it lives (``multiprocess_mode="liveall"``); the serving generation as the
 oldest any live worker holds (``"livemin"``). A worker that shuts down marks itself dead
-(:func:`mark_dead`), which drops its live gauges.
+(:func:`mark_dead`), which drops its live gauges; one that was killed cannot, so each scrape also marks dead
+the workers whose process is gone (uvicorn's supervisor starts a new one in its place).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest, values
@@ -92,6 +95,28 @@ class WorkerGauges:
         self.up.set(1.0 if live else 0.0)
         if generation is not None:
             self.generation.set(float(generation))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_dead_workers(path: str) -> list[int]:
+    """Mark dead the workers whose live-gauge files remain though their process is gone (killed, crashed);
+    the pids marked."""
+    from prometheus_client import multiprocess as mp
+
+    pids = {f.stem.rsplit("_", 1)[1] for f in Path(path).glob("gauge_live*_*.db")}
+    gone = sorted(pid for pid in map(int, filter(str.isdigit, pids)) if pid != os.getpid() and not _alive(pid))
+    for pid in gone:
+        mp.mark_process_dead(pid, path)
+    return gone
 
 
 def mark_dead(pid: int) -> None:
@@ -190,6 +215,9 @@ def exposition(fams: list[Metric], process_registry: CollectorRegistry) -> bytes
     if multiprocess():
         from prometheus_client import multiprocess as mp
 
+        path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if path:
+            reap_dead_workers(path)
         merged = CollectorRegistry(auto_describe=False)
         mp.MultiProcessCollector(merged)
         return bytes(generate_latest(reg)) + bytes(generate_latest(merged))

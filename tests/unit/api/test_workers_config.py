@@ -48,3 +48,23 @@ def test_a_given_directory_is_used_and_its_stale_counts_removed(monkeypatch: pyt
     (d / "README").write_text("keep")
     assert metrics_dir(2) == (str(d), False)
     assert sorted(p.name for p in d.iterdir()) == ["README"]
+
+
+def test_reap_dead_workers_drops_only_gone_processes_live_gauges(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from entasis.api.metrics import reap_dead_workers
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    me, parent = os.getpid(), os.getppid()
+    names = [f"gauge_liveall_{gone.pid}.db", f"gauge_livemin_{gone.pid}.db", f"histogram_{gone.pid}.db",
+             f"gauge_liveall_{me}.db", f"gauge_liveall_{parent}.db", "gauge_liveall_notapid.db"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"")
+    assert reap_dead_workers(str(tmp_path)) == [gone.pid]
+    # the gone worker's counts stay (summed into the totals); only its live gauges go
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
+    assert reap_dead_workers(str(tmp_path)) == []
