@@ -397,7 +397,7 @@ class BoostedModel(TabularModel):
                 "early_stopping_rounds": self.early_stopping_rounds, "device": self.device, **own}
 
     def threads(self) -> int:
-        """The booster's thread setting for training (0 = every core, as both libraries read it)."""
+        """The booster's thread setting (0 = every core, as both libraries read it): XGBoost keeps it for prediction."""
         return self.n_jobs if self.n_jobs > 0 else 0
 
 
@@ -415,7 +415,6 @@ class XGBoostModel(BoostedModel):
         self.subsample, self.colsample_bytree = subsample, colsample_bytree
         self.min_child_weight, self.reg_lambda = min_child_weight, reg_lambda
         self.best_iteration: int | None = None
-        self._nthread: tuple[Any, int] | None = None   # (booster, predict threads) last set on it
 
     def get_params(self) -> dict[str, Any]:
         return self.boosting_params(max_depth=self.max_depth, subsample=self.subsample,
@@ -448,11 +447,9 @@ class XGBoostModel(BoostedModel):
         """``inplace_predict`` on the array itself: the same numbers as a ``DMatrix`` predict (missing = NaN
         in both) without copying the rows into one first."""
         it = (0, (self.best_iteration or 0) + 1)
-        threads = predict_threads(self.n_jobs, len(x))
-        done = getattr(self, "_nthread", None)
-        if done is None or done[0] is not self.booster or done[1] != threads:   # set_param reconfigures: only on change
-            self.booster.set_param({"nthread": threads})
-            self._nthread = (self.booster, threads)
+        # threads: the booster's nthread (n_jobs), set at fit / load, never here: set_param reconfigures the
+        # booster (~0.15 us/sample) and is not safe beside a predict in another thread; inplace_predict is,
+        # and its CPU predictor works through the rows in blocks, so a small batch barely spreads
         return np.asarray(self.booster.inplace_predict(x, iteration_range=it), dtype=np.float64)
 
     def _save_estimator(self, path: Path) -> None:
@@ -466,7 +463,7 @@ class XGBoostModel(BoostedModel):
 
         self.booster = xgb.Booster()
         self.booster.load_model(str(path / XGB_FILE))
-        self.booster.set_param({"device": "cpu" if self.device == "auto" else self.device})
+        self.booster.set_param({"device": "cpu" if self.device == "auto" else self.device, "nthread": self.threads()})
         self.best_iteration = state.get("best_iteration")
 
 
