@@ -20,6 +20,9 @@ after their last stored bar, so the rows of a series whose key is past that seri
 inside a savepoint. Only the other rows take the staging table and the merge. Should another writer
 insert one of those keys meanwhile, the unique violation rolls the savepoint back and the whole
 batch takes the merge, so the result is the same either way.
+
+The table's shape (column types, unique indexes) is remembered between calls and checked against the
+catalog inside statements the write sends anyway, before any row is written (see ``_SHAPES``).
 """
 
 from __future__ import annotations
