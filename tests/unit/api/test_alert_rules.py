@@ -30,7 +30,7 @@ def test_promtool_check_rules() -> None:
     out = subprocess.run([_promtool(), "check", "rules", "alerts.yml"], cwd=MONITORING, capture_output=True,
                          text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 8 rules found" in out.stdout
+    assert "SUCCESS: 9 rules found" in out.stdout
 
 
 def test_promtool_unit_tests_every_rule() -> None:
@@ -41,7 +41,7 @@ def test_promtool_unit_tests_every_rule() -> None:
               for t in case["alert_rule_test"]}
     rules = {r["alert"] for g in yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"] for r in g["rules"]}
     assert rules == {"ModelAccuracyLow", "ModelStale", "InferenceLatencyHigh", "DataStale", "DriftHigh",
-                     "FlashCrash"}
+                     "FlashCrash", "ApiListenerDown"}
     assert tested == rules
 
 
@@ -50,7 +50,7 @@ def _exported_names() -> set[str]:
     from prometheus_client import CollectorRegistry
 
     from entasis.api.analytics import HitRate
-    from entasis.api.metrics import exposition, families, latency_histogram
+    from entasis.api.metrics import WorkerGauges, exposition, families, latency_histogram
 
     t = datetime(2024, 1, 1, tzinfo=UTC)
     snap = {"live": {("A/B", h): HitRate(20, 0.4, 20, 0.4, 0.5) for h in (7, 14, 30)}, "counts": {("A/B", 0): 1},
@@ -59,6 +59,7 @@ def _exported_names() -> set[str]:
             "crashes": {("binance", "A/B"): (1, t, 0.2)}}
     reg = CollectorRegistry()
     latency_histogram(reg).labels("GET", "/", "200").observe(0.01)
+    WorkerGauges(reg).observe(True, 5)
     text = exposition(families(snap, [7, 14, 30]), reg).decode()
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
@@ -76,7 +77,8 @@ def test_rules_and_dashboard_use_only_exported_series() -> None:
     assert {"model_accuracy_7d", "model_accuracy_14d", "model_accuracy_30d", "baseline_accuracy_7d",
             "predictions_total", "entasis_api_request_duration_seconds_bucket", "model_last_trained_timestamp",
             "data_last_candle_timestamp", "feature_drift_psi", "model_champion_unproven",
-            "flash_crash_alerts_total", "flash_crash_last_detected_timestamp", "flash_crash_last_depth"} <= exported
+            "flash_crash_alerts_total", "flash_crash_last_detected_timestamp", "flash_crash_last_depth",
+            "entasis_api_generation_listener_up", "entasis_api_serving_generation"} <= exported
     exprs = [r["expr"] for g in yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"] for r in g["rules"]]
     dash = json.loads((MONITORING / "grafana-dashboard.json").read_text())
     exprs += [t["expr"] for p in dash["panels"] for t in p["targets"]]
