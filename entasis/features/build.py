@@ -47,7 +47,7 @@ from entasis.features.plan import (
 )
 from entasis.features.store import BARS_TABLE, DEFAULT_SENTIMENT_SOURCE, require_label_columns, table_exists
 from entasis.store.db import database_url, ensure_schema
-from entasis.store.upsert import ident, idents, table_ident, upsert_frame
+from entasis.store.upsert import arrow_copy_stream, ident, idents, table_ident, upsert_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -233,8 +233,6 @@ def merge_cross_stage(conn: psycopg.Connection, stage: str, *, ts_micros: bool) 
 
 def _cross_pass_pandas(conn: psycopg.Connection, plans: Sequence[GroupPlan]) -> int:
     """The second pass in this process, inside the write transaction (the new rows are visible)."""
-    import numpy as np
-
     sql = cross_inputs_sql(plans, None)
     if sql is None:
         return 0
@@ -243,24 +241,39 @@ def _cross_pass_pandas(conn: psycopg.Connection, plans: Sequence[GroupPlan]) -> 
         return 0
     for c in INPUTS:
         inputs[c] = inputs[c].astype("float64")
-    xs = cross_sectional(inputs)
-    cols = [*catalog.KEY_COLUMNS, *catalog.CROSS_FEATURES]
-    conn.execute(
-        "CREATE TEMP TABLE _xs_stage (exchange text, symbol text, timeframe text, ts timestamptz, "
-        + ", ".join(f"{c} double precision" for c in catalog.CROSS_FEATURES) + ") ON COMMIT DROP"
-    )
-    arr = xs[catalog.CROSS_FEATURES].to_numpy(dtype=np.float64)
-    keys = xs[catalog.KEY_COLUMNS[:3]].astype(str).to_numpy()
-    ts = xs["ts"].tolist()
-    from psycopg import sql as psql
-
-    copy_sql = psql.SQL("COPY _xs_stage ({}) FROM STDIN").format(idents(cols))
-    with conn.cursor() as cur, cur.copy(copy_sql) as cp:
-        for i in range(len(xs)):
-            cp.write_row([*keys[i], ts[i], *[None if v != v else float(v) for v in arr[i]]])
+    write_cross_stage(conn, "_xs_stage", cross_sectional(inputs))
     n = merge_cross_stage(conn, "_xs_stage", ts_micros=False)
     conn.execute("DROP TABLE _xs_stage")
     return n
+
+
+def write_cross_stage(conn: psycopg.Connection, stage: str, xs: pd.DataFrame) -> None:
+    """A temporary table ``stage`` (dropped at commit) with the keys, ts and the cross-sectional
+    columns of ``xs`` (NaN as NULL), filled by one binary COPY from Arrow (no Python row loop)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    from psycopg import sql as psql
+
+    conn.execute(psql.SQL("CREATE TEMP TABLE {} (exchange text, symbol text, timeframe text, ts timestamptz, {}) "
+                          "ON COMMIT DROP").format(
+        ident(stage), psql.SQL(", ").join(psql.SQL("{} double precision").format(ident(c))
+                                          for c in catalog.CROSS_FEATURES)))
+    arrays = [pa.array(xs[c].astype(str).to_numpy(), pa.string()) for c in catalog.KEY_COLUMNS[:3]]
+    ts_us = pd.DatetimeIndex(pd.to_datetime(xs["ts"], utc=True)).as_unit("us").asi8
+    arrays.append(pa.array(ts_us, pa.int64()).cast(pa.timestamp("us", tz="UTC")))
+    for c in catalog.CROSS_FEATURES:
+        a = xs[c].to_numpy(dtype=np.float64)
+        nan = np.isnan(a)
+        arrays.append(pa.array(a, mask=nan) if nan.any() else pa.array(a))
+    table = pa.Table.from_arrays(arrays, names=[*catalog.KEY_COLUMNS, *catalog.CROSS_FEATURES])
+    stream = arrow_copy_stream(table)
+    if stream is None:
+        raise TypeError("cross-sectional rows cannot be sent by binary COPY")
+    copy_sql = psql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary)").format(ident(stage), idents(table.schema.names))
+    with conn.cursor() as cur, cur.copy(copy_sql) as cp:
+        for chunk in stream:
+            cp.write(chunk)
 
 
 # ------------------------------------------------------------------------------------------- engines

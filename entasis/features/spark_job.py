@@ -412,47 +412,103 @@ def apply_compute(
                           stage_schema(params.horizons))
 
 
-def apply_cross(inputs: DataFrame, sink: StageSink | None = None) -> DataFrame:
+def apply_cross(inputs: DataFrame, sink: StageSink | None = None, *, partitions: int | None = None) -> DataFrame:
     """The cross-sectional pass on Spark: rows grouped by (exchange, timeframe, 30-day bucket of ts)
     so each timestamp's rows meet in one group; ``cross.cross_sectional`` per group (Arrow in/out).
     With a ``sink`` (:func:`create_cross_stage`) the workers COPY each group's rows into the stage
-    themselves and only ``CROSS_SUMMARY_SCHEMA`` rows come back."""
+    themselves and only ``CROSS_SUMMARY_SCHEMA`` rows come back: the rows are hash-partitioned by group
+    (``partitions``, default the session's parallelism) and sorted by group inside each partition, so
+    a task streams its groups one after another over ONE database connection."""
     from pyspark.sql import functions as F
 
     bucketed = inputs.withColumn("_bucket", F.floor(F.unix_seconds(F.col("ts")) / F.lit(30 * 86_400)))
-    grouped = bucketed.groupBy("exchange", "timeframe", "_bucket")
     if sink is not None:
-        return grouped.applyInArrow(lambda t: cross_to_stage(t, sink), CROSS_SUMMARY_SCHEMA)
-    return grouped.applyInArrow(_cross_table, cross_schema())
+        n = partitions or max(1, bucketed.sparkSession.sparkContext.defaultParallelism)
+        by_group = bucketed.repartition(n, *_CROSS_GROUP).sortWithinPartitions(*_CROSS_GROUP)
+        return by_group.mapInArrow(lambda it: cross_to_stage(it, sink), CROSS_SUMMARY_SCHEMA)
+    return bucketed.groupBy(*_CROSS_GROUP).applyInArrow(_cross_table, cross_schema())
 
 
-def cross_to_stage(t: Any, sink: StageSink) -> Any:
-    """One group's cross-sectional rows COPied into the stage with the group's claim (a second
-    attempt of the same group writes nothing); returns the group's summary row."""
+_CROSS_GROUP = ("exchange", "timeframe", "_bucket")
+
+
+def cross_to_stage(batches: Iterator[Any], sink: StageSink) -> Iterator[Any]:
+    """The cross-sectional rows of one partition (Arrow batches sorted by (exchange, timeframe,
+    _bucket)) COPied into the stage group by group, each in its own transaction with the group's
+    claim (a second attempt of the same group writes nothing), all over one connection opened for
+    the partition; yields one summary row per group written."""
+    import psycopg
+
+    conn: psycopg.Connection | None = None
+    try:
+        for key, table in _groups(batches):
+            if conn is None:
+                conn = psycopg.connect(sink.dsn)
+            yield _group_to_stage(conn, sink, key, table)
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+def _groups(batches: Iterator[Any]) -> Iterator[tuple[tuple[str, str, int], Any]]:
+    """(group key, its rows as one Arrow table) from batches sorted by the group columns; a group may
+    span batches, a batch may hold several groups."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    key: tuple[str, str, int] | None = None
+    pieces: list[Any] = []
+    for batch in batches:
+        n = batch.num_rows
+        if n == 0:
+            continue
+        starts = np.zeros(n, dtype=bool)
+        starts[0] = True
+        if n > 1:
+            for name in _CROSS_GROUP:
+                col = batch.column(name)
+                starts[1:] |= np.asarray(pc.not_equal(col.slice(1), col.slice(0, n - 1)).fill_null(True))
+        bounds = [*np.flatnonzero(starts).tolist(), n]
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            part = batch.slice(lo, hi - lo)
+            k = (str(part.column("exchange")[0].as_py()), str(part.column("timeframe")[0].as_py()),
+                 int(part.column("_bucket")[0].as_py()))
+            if k != key and pieces:
+                yield key, pa.Table.from_batches(pieces)  # type: ignore[misc]
+                pieces = []
+            key = k
+            pieces.append(part)
+    if pieces and key is not None:
+        yield key, pa.Table.from_batches(pieces)
+
+
+def _group_to_stage(conn: psycopg.Connection, sink: StageSink, key: tuple[str, str, int], t: Any) -> Any:
+    """One group's cross-sectional rows and its claim, in one transaction (nothing when another attempt
+    claimed the group already); the group's summary row either way, as before."""
     import psycopg
     import pyarrow as pa
     from psycopg import sql
 
     out = _cross_table(t)
-    ex, tf, bucket = str(t.column("exchange")[0].as_py()), str(t.column("timeframe")[0].as_py()), \
-        int(t.column("_bucket")[0].as_py())
+    ex, tf, bucket = key
     stream = arrow_copy_stream(out)
     if stream is None:
         raise TypeError(f"cross-sectional rows of {ex} {tf} cannot be sent by binary COPY")
-    with psycopg.connect(sink.dsn) as conn:
-        try:
-            with conn.transaction():
-                conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s)").format(
-                    sql.Identifier("features", sink.claims)), (ex, tf, bucket, out.num_rows))
-                with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary)").format(
-                        sql.Identifier("features", sink.stage),
-                        sql.SQL(", ").join(sql.Identifier(n) for n in out.schema.names))) as cp:
-                    for chunk in stream:
-                        cp.write(chunk)
-        except psycopg.errors.UniqueViolation:
-            pass  # another attempt of this task wrote the group already
-    return pa.table({"exchange": pa.array([ex]), "timeframe": pa.array([tf]), "bucket": pa.array([bucket], pa.int64()),
-                     "rows": pa.array([out.num_rows], pa.int64())})
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s)").format(
+                sql.Identifier("features", sink.claims)), (ex, tf, bucket, out.num_rows))
+            with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary)").format(
+                    sql.Identifier("features", sink.stage),
+                    sql.SQL(", ").join(sql.Identifier(n) for n in out.schema.names))) as cp:
+                for chunk in stream:
+                    cp.write(chunk)
+    except psycopg.errors.UniqueViolation:
+        pass  # another attempt of this task wrote the group already
+    return pa.RecordBatch.from_arrays(
+        [pa.array([ex]), pa.array([tf]), pa.array([bucket], pa.int64()), pa.array([out.num_rows], pa.int64())],
+        names=["exchange", "timeframe", "bucket", "rows"])
 
 
 def _cross_table(t: Any) -> Any:

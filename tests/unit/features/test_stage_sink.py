@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pyarrow as pa
+import pytest
 
 from entasis.features import catalog
 from entasis.features.compute import LabelParams, compute
@@ -52,7 +53,11 @@ def test_worker_copy_equals_compute_and_a_retry_writes_nothing_twice(db_url: str
         assert np.array_equal(a, b, equal_nan=True), col  # bit for bit: binary COPY of the same doubles
 
 
-def test_cross_pass_writer_equals_cross_sectional_and_a_retry_writes_nothing(db_url: str) -> None:
+def test_cross_pass_writer_equals_cross_sectional_one_connection_a_retry_writes_nothing(
+    db_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A partition holding several groups (sorted by group, groups spanning batches, batches holding
+    several groups): every row written once, over one connection for the partition."""
     from entasis.features.compute import compute_many
     from entasis.features.cross import INPUTS, cross_sectional
     from entasis.features.spark_job import create_cross_stage, cross_to_stage
@@ -60,19 +65,71 @@ def test_cross_pass_writer_equals_cross_sectional_and_a_retry_writes_nothing(db_
     c = pd.concat([synthetic(200, "1d", symbol=s, seed=i) for i, s in enumerate(["BTC/USDT", "ETH/USDT", "X/USDT"])],
                   ignore_index=True)
     frame = compute_many(c, labels=P)[[*catalog.KEY_COLUMNS, *INPUTS]]
-    group = pa.Table.from_pandas(frame.assign(_bucket=7), preserve_index=False)  # one (exchange, timeframe, bucket)
+    bucket = pd.DatetimeIndex(frame["ts"]).as_unit("s").asi8 // (30 * 86_400)
+    part = frame.assign(_bucket=bucket).sort_values(["exchange", "timeframe", "_bucket"], kind="stable")
+    batches = pa.Table.from_pandas(part, preserve_index=False).to_batches(max_chunksize=77)
+    groups = sorted(set(bucket.tolist()))
+    assert len(groups) >= 7 and len(batches) > 7
     with psycopg.connect(db_url) as conn:
         sink = create_cross_stage(conn, "_stage_bars_unit_xs", db_url)
-    first = cross_to_stage(group, sink)
-    again = cross_to_stage(group, sink)
-    assert first.to_pylist() == again.to_pylist() == [{"exchange": "sim", "timeframe": "1d", "bucket": 7, "rows": 600}]
+    real_connect, opened = psycopg.connect, []
+
+    def counting_connect(*a: object, **kw: object) -> psycopg.Connection:
+        opened.append(1)
+        return real_connect(*a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(psycopg, "connect", counting_connect)
+    first = [b.to_pylist()[0] for b in cross_to_stage(iter(batches), sink)]
+    assert len(opened) == 1  # one connection for the whole partition, not one per group
+    again = [b.to_pylist()[0] for b in cross_to_stage(iter(batches), sink)]
+    monkeypatch.setattr(psycopg, "connect", real_connect)
+    per_bucket = pd.Series(bucket).value_counts().sort_index()
+    want_summary = [{"exchange": "sim", "timeframe": "1d", "bucket": b, "rows": int(per_bucket[b])} for b in groups]
+    assert first == again == want_summary
     cols = catalog.CROSS_FEATURES
     with psycopg.connect(db_url) as conn:
         got = pd.DataFrame(conn.execute(f"SELECT symbol, ts_us, {', '.join(cols)} FROM features._stage_bars_unit_xs "
                                         "ORDER BY symbol, ts_us").fetchall(), columns=["symbol", "ts_us", *cols])
+        claims = conn.execute("SELECT bucket, rows FROM features._stage_bars_unit_xs_claims ORDER BY bucket").fetchall()
+    assert claims == [(d["bucket"], d["rows"]) for d in want_summary]
     want = cross_sectional(frame).sort_values(["symbol", "ts"]).reset_index(drop=True)
     assert len(got) == len(want) == 600  # the retry added nothing
     assert want["xs_rank_ret_7d"].notna().sum() > 300
+    assert (got["ts_us"].to_numpy() == pd.DatetimeIndex(want["ts"]).as_unit("us").asi8).all()
     for col in cols:
         a = pd.to_numeric(got[col]).to_numpy(dtype=float, na_value=np.nan)
         assert np.array_equal(a, want[col].to_numpy(dtype=float, na_value=np.nan), equal_nan=True), col
+
+
+def _row_by_row_cross_stage(conn: psycopg.Connection, stage: str, xs: pd.DataFrame) -> None:
+    """The pandas build's stage writer before issue 14 (COPY text, one write_row per row): the reference."""
+    cols = [*catalog.KEY_COLUMNS, *catalog.CROSS_FEATURES]
+    conn.execute(f"CREATE TEMP TABLE {stage} (exchange text, symbol text, timeframe text, ts timestamptz, "
+                 + ", ".join(f"{c} double precision" for c in catalog.CROSS_FEATURES) + ") ON COMMIT DROP")
+    arr = xs[catalog.CROSS_FEATURES].to_numpy(dtype=np.float64)
+    keys = xs[catalog.KEY_COLUMNS[:3]].astype(str).to_numpy()
+    ts = xs["ts"].tolist()
+    with conn.cursor() as cur, cur.copy(f"COPY {stage} ({', '.join(cols)}) FROM STDIN") as cp:
+        for i in range(len(xs)):
+            cp.write_row([*keys[i], ts[i], *[None if v != v else float(v) for v in arr[i]]])
+
+
+def test_pandas_cross_stage_by_binary_copy_equals_the_row_by_row_writer(db_url: str) -> None:
+    from entasis.features.build import write_cross_stage
+    from entasis.features.compute import compute_many
+    from entasis.features.cross import INPUTS, cross_sectional
+
+    c = pd.concat([synthetic(200, "1d", symbol=s, seed=i) for i, s in enumerate(["BTC/USDT", "ETH/USDT", "Y/USDT"])],
+                  ignore_index=True)
+    xs = cross_sectional(compute_many(c, labels=P)[[*catalog.KEY_COLUMNS, *INPUTS]])
+    assert xs[catalog.CROSS_FEATURES].isna().any().any() and xs[catalog.CROSS_FEATURES].notna().any().all()
+    select = "SELECT * FROM {} ORDER BY symbol, ts"
+    with psycopg.connect(db_url) as conn, conn.transaction():
+        write_cross_stage(conn, "_xs_new", xs)
+        _row_by_row_cross_stage(conn, "_xs_old", xs)
+        new = conn.execute(select.format("_xs_new")).fetchall()
+        old = conn.execute(select.format("_xs_old")).fetchall()
+        nulls = conn.execute("SELECT count(*) FROM _xs_new WHERE xs_rank_ret_90d IS NULL").fetchone()
+    assert len(new) == len(old) == 600
+    assert new == old  # the same keys, instants and doubles, NULL where NaN
+    assert nulls is not None and nulls[0] > 0
