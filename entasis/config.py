@@ -214,8 +214,9 @@ class ApiConfig(BaseModel):
     # The cache generation comes from one LISTEN connection (NOTIFY entasis_serving); false = one query per request.
     generation_listen: bool = True
     generation_poll_s: float = 5.0  # the listener re-reads the generation this often (fallback, liveness)
-    # uvicorn worker processes of `entasis api serve` (ENTASIS_API__WORKERS); 2 measured best at p99 on 2 cores
-    # (bench/api.py); /metrics merges the workers (prometheus_client multiprocess mode).
+    # uvicorn worker processes of `entasis api serve` (ENTASIS_API__WORKERS); /metrics merges them (prometheus_client
+    # multiprocess mode). 2: on 2 cores bench/api.py met both p99 targets only so (cached 12.5 ms vs 24.0 with one
+    # worker; uncached 82 vs 50 ms, worse, since the kernel splits keep-alive connections unevenly over workers).
     workers: int = Field(default=2, ge=1)
 
     @field_validator("cache_ttl_s", "db_timeout_s", "generation_poll_s")
