@@ -30,6 +30,7 @@ Labels are NULL while bar t+hb does not exist yet; gaps are not filled, so "h da
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -311,13 +312,14 @@ def candle_features(
         return out
     if lr is None:
         lr = _window_log_returns(c)
-    macd, macd_sig, macd_hist = talib.MACD(c, fastperiod=12, slowperiod=26, signalperiod=9)
-    upper, sma20, lower = talib.BBANDS(c, timeperiod=20, nbdevup=2.0, nbdevdn=2.0, matype=talib.MA_Type.SMA)
+    ta = _ta()
+    macd, macd_sig, macd_hist = ta.MACD(c, fastperiod=12, slowperiod=26, signalperiod=9)
+    upper, sma20, lower = ta.BBANDS(c, timeperiod=20, nbdevup=2.0, nbdevdn=2.0, matype=talib.MA_Type.SMA)
     _candle_kernel(
         h, low, c, v, qv, lr, skip, catalog.bars_per_day(timeframe), catalog.annualizer(timeframe),
-        talib.RSI(c, timeperiod=14), macd, macd_sig, macd_hist, upper, sma20, lower,
-        talib.EMA(c, timeperiod=20), talib.EMA(c, timeperiod=50), talib.SMA(c, timeperiod=50),
-        talib.SMA(v, timeperiod=20), talib.STDDEV(lr, timeperiod=20, nbdev=1.0), talib.ATR(h, low, c, timeperiod=14),
+        ta.RSI(c, timeperiod=14), macd, macd_sig, macd_hist, upper, sma20, lower,
+        ta.EMA(c, timeperiod=20), ta.EMA(c, timeperiod=50), ta.SMA(c, timeperiod=50),
+        ta.SMA(v, timeperiod=20), ta.STDDEV(lr, timeperiod=20, nbdev=1.0), ta.ATR(h, low, c, timeperiod=14),
         *(out[i] for i in range(len(catalog.CANDLE_FEATURES))),
     )
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -326,6 +328,18 @@ def candle_features(
         np.log1p(qv[skip:], out=out[_LOG_QUOTE_VOLUME])
         np.log(out[_QUOTE_VOLUME_CHANGE], out=out[_QUOTE_VOLUME_CHANGE])
     return out
+
+
+@functools.cache
+def _ta() -> Any:
+    """TA-Lib's functions without the package's pandas/polars wrapper (a dozen isinstance checks per
+    call, ~50 calls per series): the same C functions on the same arrays."""
+    import importlib
+
+    try:
+        return importlib.import_module("talib._ta_lib")
+    except ImportError:  # a TA-Lib build without the module: the wrapped functions
+        return importlib.import_module("talib")
 
 
 _LOG_VOLUME = catalog.CANDLE_FEATURES.index("log_volume")
@@ -466,15 +480,13 @@ def forward_vol(lr: np.ndarray, hb: int, ann: float) -> np.ndarray:
 
 def _forward_vol_into(lr: np.ndarray, hb: int, ann: float, first: int, out: np.ndarray) -> None:
     """``forward_vol(lr, hb, ann)[first:first + len(out)]`` written into ``out`` (no full-length temporaries)."""
-    import talib
-
     m = len(out)
     end = min(m, max(0, len(lr) - hb - first))  # bars whose forward window ends inside lr
     if end > 0:
         if hb == 1:
             trailing = np.where(np.isnan(lr), np.nan, 0.0)  # the sd of one value is 0
         else:
-            trailing = talib.STDDEV(lr, timeperiod=hb, nbdev=1.0)
+            trailing = _ta().STDDEV(lr, timeperiod=hb, nbdev=1.0)
         np.multiply(trailing[first + hb: first + hb + end], ann, out=out[:end])
     out[end:] = np.nan
 
