@@ -6,8 +6,9 @@ two; ``mapInArrow`` hands each partition to Python as Arrow batches, which go th
 :func:`entasis.features.compute.compute_series` (the arithmetic of ``compute``) and come back as
 Arrow batches already shaped like the staging table (NULLs made, ts as epoch microseconds). No
 shuffle, no pandas and no per-row key strings cross the JVM boundary on the way in.
-Pass 2: the cross-sectional columns (:mod:`entasis.features.cross`), grouped by
-(exchange, timeframe, 30-day bucket of ts) with ``applyInArrow``. Both go to uniquely named staging
+Pass 2: the cross-sectional columns (:mod:`entasis.features.cross`) per (exchange, timeframe,
+30-day bucket of ts) group: rows partitioned and sorted by group, then ``mapInArrow``, each task
+streaming its groups over one database connection. Both go to uniquely named staging
 tables, which :mod:`entasis.features.build` merges into features.bars in one transaction (the plan and its
 SQL come from :mod:`entasis.features.plan`; this module never imports the build).
 ``local[*]`` by default; ``ENTASIS_SPARK_MASTER`` (settings.spark.master) points at a cluster, whose
