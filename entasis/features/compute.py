@@ -332,14 +332,15 @@ def candle_features(
 
 @functools.cache
 def _ta() -> Any:
-    """TA-Lib's functions without the package's pandas/polars wrapper (a dozen isinstance checks per
-    call, ~50 calls per series): the same C functions on the same arrays."""
-    import importlib
+    """The TA-Lib functions compute uses, without the package's pandas/polars wrapper (a dozen
+    isinstance checks per call, ~50 calls per series; ``functools.wraps`` keeps the C function as
+    ``__wrapped__``): the same C functions on the same arrays."""
+    import types
 
-    try:
-        return importlib.import_module("talib._ta_lib")
-    except ImportError:  # a TA-Lib build without the module: the wrapped functions
-        return importlib.import_module("talib")
+    import talib
+
+    names = ("MACD", "BBANDS", "RSI", "EMA", "SMA", "STDDEV", "ATR")
+    return types.SimpleNamespace(**{n: getattr(getattr(talib, n), "__wrapped__", getattr(talib, n)) for n in names})
 
 
 _LOG_VOLUME = catalog.CANDLE_FEATURES.index("log_volume")
