@@ -1,9 +1,10 @@
 """The one definition of every feature and label: ``compute(candles, extras)`` for one series.
 
-``compute`` is pure (pandas + numpy + TA-Lib): the pandas path, the Spark job
-(``groupBy(exchange, symbol, timeframe)`` + ``applyInPandas``) and the backtest all call it, so
-they cannot disagree. See :mod:`entasis.features.catalog` for the column list and the time
-convention (``ts`` is the bar's open; a bar's features use what is known at its close).
+``compute`` is pure (pandas + numpy + TA-Lib, and numba for one pass of plain arithmetic): the
+pandas path, the Spark job (its array core ``compute_series``, through ``mapInArrow``) and the
+backtest all call it, so they cannot disagree. See :mod:`entasis.features.catalog` for the column
+list and the time convention (``ts`` is the bar's open; a bar's features use what is known at its
+close).
 
 Bounded history, exactly. EMA/Wilder indicators remember their whole past and TA-Lib's rolling
 sums carry rounding from the first bar, so "the same feature" computed from a shorter history
@@ -343,6 +344,8 @@ def _ta() -> Any:
     return types.SimpleNamespace(**{n: getattr(getattr(talib, n), "__wrapped__", getattr(talib, n)) for n in names})
 
 
+if catalog.SERIES_FEATURES[: len(catalog.CANDLE_FEATURES)] != catalog.CANDLE_FEATURES:
+    raise RuntimeError("catalog: the candle features must lead SERIES_FEATURES (compute writes them as one row block)")
 _LOG_VOLUME = catalog.CANDLE_FEATURES.index("log_volume")
 _VOLUME_CHANGE = catalog.CANDLE_FEATURES.index("volume_change")
 _LOG_QUOTE_VOLUME = catalog.CANDLE_FEATURES.index("log_quote_volume")
