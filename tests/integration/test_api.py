@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,12 +27,8 @@ VOL_FIELDS = ("annualized_vol", "expected_move", "price_low_1sd", "price_high_1s
 @pytest.fixture(scope="module")
 def store(pg_server: str, _template: str) -> Iterator[str]:
     """A database of this module's own, cloned from the seeded one (owner's URL)."""
-    name = f"api_{uuid.uuid4().hex[:10]}"
-    url = seed.seeded_clone(pg_server, _template, name)
-    try:
+    with seed.module_store(pg_server, _template, "api") as url:
         yield url
-    finally:
-        seed.drop(pg_server, name)
 
 
 @pytest.fixture(scope="module")

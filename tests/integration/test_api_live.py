@@ -5,7 +5,6 @@ the numbers ml.model_status shows, and the live baseline beside it is scored on 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -29,12 +28,8 @@ GROUP BY o.asset, o.horizon
 
 @pytest.fixture(scope="module")
 def store(pg_server: str, _template: str) -> Iterator[str]:
-    name = f"apil_{uuid.uuid4().hex[:10]}"
-    url = seed.seeded_clone(pg_server, _template, name)
-    try:
+    with seed.module_store(pg_server, _template, "apil") as url:
         yield url
-    finally:
-        seed.drop(pg_server, name)
 
 
 def _reader(url: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,12 +31,8 @@ PUBLISH_VISIBLE_S = 5.0  # NOTIFY reaches each worker's listener in milliseconds
 
 @pytest.fixture(scope="module")
 def store(pg_server: str, _template: str) -> Iterator[str]:
-    name = f"apiw_{uuid.uuid4().hex[:10]}"
-    url = seed.seeded_clone(pg_server, _template, name)
-    try:
+    with seed.module_store(pg_server, _template, "apiw") as url:
         yield url
-    finally:
-        seed.drop(pg_server, name)
 
 
 def _client(base: str) -> httpx.Client:

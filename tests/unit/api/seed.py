@@ -9,6 +9,9 @@ Two champion versions serve in turn, so the champion history has a change (the s
 from __future__ import annotations
 
 import dataclasses
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -110,3 +113,14 @@ def drop(admin_url: str, name: str) -> None:
 
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def module_store(admin_url: str, template: str, prefix: str) -> Iterator[str]:
+    """A database of a test module's own, cloned from the seeded template and dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    url = seeded_clone(admin_url, template, name)
+    try:
+        yield url
+    finally:
+        drop(admin_url, name)
