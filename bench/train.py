@@ -123,10 +123,7 @@ def bench_inference(threads: int, n_assets: int, quick: bool, n_days: int | None
     x = torch.from_numpy(windows(prep.z, s, lstm.seq_len))
     a = torch.from_numpy(asset_onehot(prep.ctx.symbols[s], lstm.assets))
     trees: dict[str, Any] = {k: ens.models[k] for k in ("rf", "xgb", "lgbm")}
-    mats = {}
-    for k, m in trees.items():
-        pp = prepare_predict(features=feats, scaler=m.scaler, min_history=m.min_history, rows=rows, history=hist)
-        mats[k] = m._matrix(pp, pp.samples["rows"])
+    mats = {k: m.design_matrix(rows, history=hist)[1] for k, m in trees.items()}
     with torch_threads(threads):
         t0 = time.perf_counter()
         for _ in range(reps):

@@ -203,19 +203,37 @@ class TabularModel(Model):
 
             return pd.DataFrame(self.view_proba(row_view(rows, self.features)), index=rows.index,
                                 columns=list(PROBA_COLUMNS))
+        pos, x = self._context_matrix(rows, history)
+        p = self.predict_proba_matrix(x) if len(pos) else np.zeros((0, N_CLASSES))
+        return proba_frame(rows.index, pos, p)
+
+    def design_matrix(self, rows: pd.DataFrame, *, history: pd.DataFrame | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in ``rows`` of the eligible rows, their matrix): exactly the matrix ``predict_proba``
+        feeds the estimator, for callers that need it themselves (SHAP explainers, benchmarks). The last-bar
+        view's rows stay in input order (:meth:`view_matrix`); a lagged / rolling view's are (symbol, ts)
+        sorted, as its context builds them."""
+        self._require_fitted()
+        assert self.features is not None
+        if self.reads_rows_only:
+            view = row_view(rows, self.features)
+            return view.positions, self.view_matrix(view)
+        return self._context_matrix(rows, history)
+
+    def _context_matrix(self, rows: pd.DataFrame, history: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
+        assert self.features is not None
         prep = prepare_predict(features=self.features, scaler=self.scaler, min_history=self.min_history,
                                rows=rows, history=history)
         s = prep.samples["rows"]
-        if not len(s):
-            return proba_frame(rows.index, s, np.zeros((0, N_CLASSES)))
-        p = self.predict_proba_matrix(self._matrix(prep, s))
-        return proba_frame(rows.index, prep.ctx.positions_of("rows", rows.index, s), p)
+        x = self._matrix(prep, s) if len(s) else np.zeros((0, len(self.column_names())), dtype=np.float32)
+        return prep.ctx.positions_of("rows", rows.index, s), x
 
     def view_matrix(self, view: RowView) -> np.ndarray:
         """This model's float32 C-contiguous matrix of the view's eligible rows (scaled features, then the
         asset one-hot): exactly what the context path builds; cached on the view for members that share
         features, scaler and assets."""
         self._require_fitted()
+        self._require_row_view()
         assert self.features is not None and self.scaler.mean is not None and self.scaler.std is not None
         key = (tuple(self.features), self.scaler.mean.tobytes(), self.scaler.std.tobytes(), tuple(self.assets))
         x = view._matrices.get(key)
@@ -231,13 +249,16 @@ class TabularModel(Model):
 
     def view_proba(self, view: RowView) -> np.ndarray:
         """(len(view.index), 3) probabilities for the view's rows; NaN rows where ineligible."""
-        if not self.reads_rows_only:
-            raise ModelError(f"{self.kind} with lags {self.lags} / rolling windows {self.roll} reads earlier "
-                             "bars: use predict_proba with history, not a row view")
+        self._require_row_view()
         out = np.full((len(view.index), N_CLASSES), np.nan)
         if len(view):
             out[view.positions] = self.predict_proba_matrix(self.view_matrix(view))
         return out
+
+    def _require_row_view(self) -> None:
+        if not self.reads_rows_only:
+            raise ModelError(f"{self.kind} with lags {self.lags} / rolling windows {self.roll} reads earlier "
+                             "bars: use predict_proba with history, not a row view")
 
     def predict_proba_matrix(self, x: np.ndarray) -> np.ndarray:
         """Probabilities (n, 3) of a built matrix, clipped at 1e-9 and renormalised as predict_proba gives."""

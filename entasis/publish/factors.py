@@ -1,7 +1,8 @@
 """The top factors behind one prediction: feature values and how much each moved it.
 
 Method (tree models and the tree members of an ensemble): SHAP ``TreeExplainer`` on each tree
-member's own design matrix (the row's features, their lags and rolling mean / std, the asset one-hot).
+member's own design matrix (``TabularModel.design_matrix``: the row's scaled features, their lags and
+rolling mean / std where the member has them, the asset one-hot).
 SHAP values are exact and additive in the member's output space: probability for a random forest,
 the per-class margin for XGBoost / LightGBM, which we bring to probability points with the softmax's
 first-order expansion ``dp_c = p_c (dz_c - sum_k p_k dz_k)``. A member's contributions are weighted by
@@ -29,7 +30,6 @@ import numpy as np
 
 from entasis.domain import PROBA_COLUMNS
 from entasis.models.base import default_features
-from entasis.models.datasets import prepare_predict
 from entasis.models.ensemble import EnsembleModel
 from entasis.models.trees import TabularModel
 
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from entasis.models.base import Model
-    from entasis.models.trees import TabularModel
 
 ASSET_FACTOR = "asset"
 DEFAULT_TOP_K = 8
@@ -111,13 +110,9 @@ class Explainer:
                             c: int) -> dict[str, float]:
         out: dict[str, float] = {}
         for name, m, weight in self.members:
-            assert m.features is not None
-            prep = prepare_predict(features=m.features, scaler=m.scaler, min_history=m.min_history,
-                                   rows=row, history=history)
-            s = prep.samples["rows"]
-            if not len(s):
-                continue  # this member cannot see the row (not enough history): nothing to attribute
-            x = m._matrix(prep, s)  # the exact matrix predict_proba feeds the estimator
+            pos, x = m.design_matrix(row, history=history)  # the exact matrix predict_proba feeds the estimator
+            if not len(pos):
+                continue  # this member cannot see the row (not enough history / warmup): nothing to attribute
             phi = np.asarray(self._explainer(name, m).shap_values(x), dtype=np.float64)
             if phi.ndim != 3 or phi.shape[2] != 3:
                 raise ValueError(f"unexpected SHAP output shape {phi.shape} for member {name}")

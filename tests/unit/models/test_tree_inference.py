@@ -17,7 +17,7 @@ import pytest
 
 from entasis.models import trees
 from entasis.models.base import ModelError
-from entasis.models.datasets import Split, split_frame
+from entasis.models.datasets import Split, asset_onehot, prepare_predict, split_frame
 from entasis.models.ensemble import EnsembleModel
 from entasis.models.factory import build_model
 from entasis.models.trees import RandomForestModel, TabularModel, predict_threads, row_view
@@ -187,3 +187,32 @@ def test_row_view_refuses_what_the_context_path_refuses(members: dict[str, Tabul
     np.testing.assert_array_equal(m.predict_proba(odd).to_numpy(), reference(m, odd).to_numpy())
     empty = m.predict_proba(rows.iloc[:0])
     assert empty.shape == (0, 3)
+
+
+def test_design_matrix_is_the_matrix_predict_proba_feeds(members: dict[str, TabularModel], split: Split) -> None:
+    """``design_matrix`` (what SHAP explainers and bench/train read) gives the estimator's own inputs: on the
+    last-bar view the context path's scaled features + asset one-hot, bit for bit, rows in input order; on a
+    lagged view its context matrix; and the probabilities of that matrix are predict_proba's."""
+    lagged = build_model("lgbm", features=FEATS, lags=[1, 3], roll=[5], **TINY["lgbm"]).fit(
+        split.train, TARGET, valid=split.valid, history=split.frame)
+    assert isinstance(lagged, TabularModel) and not lagged.reads_rows_only
+    rows = _awkward(split)
+    for m in (*members.values(), lagged):
+        pos, x = m.design_matrix(rows, history=split.frame)
+        p = m.predict_proba(rows, history=split.frame).to_numpy()
+        assert x.dtype == np.float32 and x.shape == (len(pos), len(m.column_names()))
+        np.testing.assert_array_equal(p[pos], m.predict_proba_matrix(x))
+        assert np.isnan(np.delete(p, pos, axis=0)).all() and len(pos) == np.isfinite(p).all(axis=1).sum()
+        if m.reads_rows_only:
+            assert list(pos) == sorted(pos)                  # input order
+            prep = prepare_predict(features=FEATS, scaler=m.scaler, min_history=1, rows=rows, history=None)
+            s = prep.samples["rows"]
+            ref = np.hstack([prep.z[s], asset_onehot(prep.ctx.symbols[s], m.assets)])
+            order = np.argsort(prep.ctx.positions_of("rows", rows.index, s))
+            assert x.tobytes() == np.ascontiguousarray(ref[order], dtype=np.float32).tobytes()
+    with pytest.raises(ModelError, match="reads earlier bars"):
+        lagged.view_matrix(row_view(rows, FEATS))           # a last-bar matrix would not be its inputs
+    pos, x = members["rf"].design_matrix(rows.iloc[:0])
+    assert pos.shape == (0,) and x.shape[0] == 0
+    pos, x = lagged.design_matrix(rows.iloc[:2])             # no history: not enough bars, nothing eligible
+    assert pos.shape == (0,) and x.shape == (0, len(lagged.column_names()))

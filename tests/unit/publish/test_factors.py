@@ -41,7 +41,6 @@ def test_random_forest_contributions_add_up_exactly():
 def test_boosted_tree_shap_explains_the_iterations_predict_uses(kind):
     """softmax(E[margin] + sum of SHAP) reproduces the model's own probabilities (best iteration)."""
     from entasis.domain import target_column
-    from entasis.models.datasets import prepare_predict
     from entasis.models.factory import build_model
     from entasis.publish.factors import Explainer
 
@@ -53,8 +52,7 @@ def test_boosted_tree_shap_explains_the_iterations_predict_uses(kind):
     m.fit(rows.iloc[:cut], target_column(7), valid=rows.iloc[cut:])
     row, hist = _row()
     ex = Explainer(m)
-    prep = prepare_predict(features=m.features, scaler=m.scaler, min_history=m.min_history, rows=row, history=hist)
-    x = m._matrix(prep, prep.samples["rows"])
+    _, x = m.design_matrix(row, history=hist)
     e = ex._explainer(kind, m)
     phi = np.asarray(e.shap_values(x))[0]
     margin = np.asarray(e.expected_value) + phi.sum(axis=0)
@@ -130,3 +128,37 @@ def test_bad_input():
         ex.factors(b.iloc[[200]], b.iloc[:200], 3)
     with pytest.raises(ValueError, match="top_k"):
         Explainer(md.model("lgbm", 7), top_k=0)
+
+
+def test_lagged_member_is_explained_on_its_own_context_matrix():
+    """A member with lags / rolling windows is explained on the matrix its context path builds (every lag
+    and rolling column summed back onto its base feature), and SHAP reproduces its probabilities there."""
+    from entasis.domain import target_column
+    from entasis.models.factory import build_model
+    from entasis.publish.factors import Explainer
+
+    rows = md.training_rows(7)
+    m = build_model("lgbm", features=md.FEATURES, n_jobs=1, device="cpu", n_estimators=60, num_leaves=7,
+                    min_data_in_leaf=10, lags=[1, 3], roll=[5])
+    m.fit(rows, target_column(7))
+    assert not m.reads_rows_only
+    row, hist = _row()
+    pos, x = m.design_matrix(row, history=hist)
+    assert list(pos) == [0] and x.shape == (1, len(m.column_names())) == (1, 5 * len(md.FEATURES) + 3)
+    ex = Explainer(m, top_k=100)
+    e = ex._explainer("lgbm", m)
+    phi = np.asarray(e.shap_values(x))[0]
+    margin = np.asarray(e.expected_value) + phi.sum(axis=0)
+    soft = np.exp(margin - margin.max())
+    soft /= soft.sum()
+    p = m.predict_proba(row, history=hist).iloc[0].to_numpy()
+    assert soft == pytest.approx(p, abs=1e-5)
+    c = int(np.argmax(p))
+    raw = _raw(ex, row, hist, c)
+    assert set(raw) <= {*md.FEATURES, "asset"} and len(raw) > len(md.FEATURES) // 2
+    q = m.predict_matrix(x)[0]
+    q = q / q.sum()
+    dp = q[c] * (phi[:, c] - phi @ q)     # the softmax's first-order expansion, summed over all columns
+    assert sum(raw.values()) == pytest.approx(float(dp.sum()), abs=1e-9)
+    # without the history the row has no earlier bars: nothing to attribute
+    assert _raw(ex, row, None, c) == {}
