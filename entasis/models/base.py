@@ -12,16 +12,18 @@ Input contract (identical for the sequence LSTM and the tabular trees)
 Every frame handed to a model is a slice of ``features.bars``: one row per (symbol, ts) with columns
 ``symbol``, ``ts`` (tz-aware UTC), optionally ``exchange`` / ``timeframe`` / ``warmup``, the feature columns
 and, for ``fit``, the label column named by ``target`` (``y_cls_{h}d``: 0 bearish, 1 neutral,
-2 bullish, NULL where the horizon has not passed). Row order does not matter: each model sorts by
-(symbol, ts) itself. The index must be unique, and (symbol, ts) must be unique across everything given
-in one call (a frame mixing two exchanges that share a symbol is refused).
+2 bullish, NULL where the horizon has not passed). Row order does not matter: a model whose view reads
+earlier bars sorts by (symbol, ts) itself, and the last-bar tree view looks at no other row. The index
+must be unique, and (symbol, ts) must be unique across everything given in one call (a frame mixing two
+exchanges that share a symbol is refused).
 
 Each model builds its own view from these rows:
 
 * LSTM: for each sample row, the window of the ``seq_len`` (default 90) bars of the same symbol that
   end at (and include) that row.
-* Trees: the row's own features plus lags (default 1, 3, 7 bars) and rolling mean / std over short
-  windows (default 7 and 30 bars) of each feature within the same symbol.
+* Trees: by default the row's own (last-bar) features only, since the features already summarise
+  windows; ``lags`` (e.g. ``[1, 3, 7]``) and ``roll`` (e.g. ``[7, 30]``) add lagged copies and rolling
+  mean / std of each feature within the same symbol (off by default: :mod:`entasis.models.trees` says why).
 * Pooled models (``pooled=True``) also see a one-hot asset id over the symbols seen in ``fit``; a symbol
   unseen at fit time gets an all-zero asset vector (the "average asset").
 
