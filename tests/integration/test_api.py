@@ -291,12 +291,33 @@ def _samples(text: str) -> dict[str, float]:
     return out
 
 
+def _predict_count(s: dict[str, float]) -> float:
+    """Requests /metrics counted for POST predict answered 200 (0 before the first one)."""
+    keys = [k for k in s if k.startswith("entasis_api_request_duration_seconds_count{")
+            and 'method="POST"' in k and 'route="/api/v1/ml/predict"' in k and 'status="200"' in k]
+    assert len(keys) <= 1, keys
+    return s[keys[0]] if keys else 0.0
+
+
+def _metrics_once(api: str, want: float, timeout: float = 5.0) -> dict[str, float]:
+    """/metrics' samples once the predict count reached ``want`` (the server records a request just after
+    answering it, so a scrape right after an answer may not count it yet), or the last scrape at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = get(api, "/metrics")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        s = _samples(r.text)
+        if _predict_count(s) >= want or time.monotonic() > deadline:
+            return s
+        time.sleep(0.05)
+
+
 def test_metrics_series(api: str, store: str) -> None:
     status = {(m["asset_symbol"], m["horizon_days"]): m for m in get(api, "/api/v1/ml/model/status").json()["models"]}
+    before = _predict_count(_samples(get(api, "/metrics").text))  # earlier tests' predicts on this server
     post(api, PREDICT, json={"asset_symbol": "BTC/USDT", "timeframe": "7d"})
-    r = get(api, "/metrics")
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    s = _samples(r.text)
+    s = _metrics_once(api, before + 1)
+    assert _predict_count(s) == before + 1
     for (asset, h), m in status.items():
         assert s[f'model_accuracy_{h}d{{asset="{asset}"}}'] == pytest.approx(m["live"]["accuracy"])
         assert s[f'baseline_accuracy_{h}d{{asset="{asset}",baseline="trailing_majority"}}'] == pytest.approx(
@@ -310,13 +331,10 @@ def test_metrics_series(api: str, store: str) -> None:
     for asset, cls, n in counts:
         assert s[f'predictions_total{{asset="{asset}",class="{CLASSES[cls]}"}}'] == n
     assert 'data_last_candle_timestamp{asset="BTC/USDT",timeframe="1d"}' in s
-    hist = [k for k in s if k.startswith("entasis_api_request_duration_seconds_count")
-            and 'route="/api/v1/ml/predict"' in k and 'status="200"' in k]
-    assert hist and s[hist[0]] >= 1
-    # cache hits answered by the fast path are observed under the same route label
+    # cache hits answered by the fast path are observed under the same route label, each exactly once
     for _ in range(3):
         assert post(api, PREDICT, json={"asset_symbol": "BTC/USDT", "timeframe": "7d"}).headers["x-cache"] == "hit"
-    assert _samples(get(api, "/metrics").text)[hist[0]] == s[hist[0]] + 3
+    assert _predict_count(_metrics_once(api, before + 4)) == before + 4
 
 
 def test_dashboard_renders_in_headless_chromium(servers: dict[str, str], store: str, tmp_path: Path) -> None:
