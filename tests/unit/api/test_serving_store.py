@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from typing import LiteralString
 
 import psycopg
 import pytest
@@ -20,8 +21,17 @@ def _reader(url: str) -> str:
     return make_conninfo("", **info)
 
 
+def _one(conn: psycopg.Connection, sql: LiteralString) -> object:
+    """The single value ``sql`` selects (the query must return a row)."""
+    row = conn.execute(sql).fetchone()
+    assert row is not None, f"no row from {sql!r}"
+    return row[0]
+
+
 def _gen(conn: psycopg.Connection) -> int:
-    return int(conn.execute("SELECT generation FROM ml.serving_state").fetchone()[0])
+    g = _one(conn, "SELECT generation FROM ml.serving_state")
+    assert isinstance(g, int)
+    return g
 
 
 def _prediction_frame(as_of: datetime, p_bull: float = 0.5):  # type: ignore[no-untyped-def]
@@ -85,7 +95,7 @@ def test_drift_log_is_idempotent_and_stores_nan_as_null(db_url: str) -> None:
         assert record_feature_drift(conn, T, "1d", rows) == 2
         assert record_feature_drift(conn, T, "1d", rows) == 0          # re-run: nothing changes
         assert record_feature_drift(conn, T, "1d", []) == 0
-        got = dict(conn.execute("SELECT feature, psi FROM ml.feature_drift").fetchall())
+        got: dict[str, float | None] = dict(conn.execute("SELECT feature, psi FROM ml.feature_drift").fetchall())
         assert got == {"rsi_14": 0.12, "ret_1": None}
         with pytest.raises(ValueError, match="time ?zone"):
             record_feature_drift(conn, datetime(2024, 3, 1), "1d", rows)  # noqa: DTZ001
@@ -95,9 +105,8 @@ def test_drift_log_is_idempotent_and_stores_nan_as_null(db_url: str) -> None:
 
 def test_vol_forecasts_move_the_generation_when_that_table_exists(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        has = conn.execute("SELECT to_regclass('ml.vol_forecasts') IS NOT NULL").fetchone()[0]
-        trig = conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname = 'vol_forecasts_bump_serving_generation'"
-                            ).fetchone()[0]
+        has = _one(conn, "SELECT to_regclass('ml.vol_forecasts') IS NOT NULL")
+        trig = _one(conn, "SELECT count(*) FROM pg_trigger WHERE tgname = 'vol_forecasts_bump_serving_generation'")
         assert trig == (1 if has else 0)
 
 
