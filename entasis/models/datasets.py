@@ -272,6 +272,11 @@ def tabular(z: np.ndarray, ends: np.ndarray, *, lags: Sequence[int], roll: Seque
     return np.hstack(blocks).astype(np.float32)
 
 
+def tabular_min_history(lags: Sequence[int], roll: Sequence[int]) -> int:
+    """Bars of its own symbol (itself included) a row needs for its lagged and rolling columns."""
+    return max([1] + [k + 1 for k in lags] + list(roll))
+
+
 def tabular_names(features: Sequence[str], *, lags: Sequence[int], roll: Sequence[int]) -> list[str]:
     names = list(features)
     for k in lags:
@@ -308,6 +313,16 @@ class Prepared:
     ctx: Context
     z: np.ndarray                 # scaled context features, float32
     samples: dict[str, np.ndarray]  # part -> context positions of eligible samples
+
+
+def tabular_matrix(prep: Prepared, pos: np.ndarray, *, lags: Sequence[int], roll: Sequence[int],
+                   assets: Sequence[str]) -> np.ndarray:
+    """The tabular view (:func:`tabular`) of context positions ``pos``, then the one-hot over ``assets``
+    (none when empty): the matrix the tree models and the LightGBM volatility model train and predict on."""
+    x = tabular(prep.z, pos, lags=lags, roll=roll)
+    if assets:
+        x = np.hstack([x, asset_onehot(prep.ctx.symbols[pos], assets)])
+    return x
 
 
 def prepare_fit(*, features: Sequence[str], scaler: Standardizer, min_history: int, train: pd.DataFrame,

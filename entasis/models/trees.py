@@ -42,7 +42,8 @@ from entasis.models.datasets import (
     make_context,
     prepare_fit,
     prepare_predict,
-    tabular,
+    tabular_matrix,
+    tabular_min_history,
     tabular_names,
 )
 from entasis.models.device import lightgbm_device, xgb_device
@@ -153,7 +154,7 @@ class TabularModel(Model):
 
     @property
     def min_history(self) -> int:
-        return max([1] + [k + 1 for k in self.lags] + list(self.roll))
+        return tabular_min_history(self.lags, self.roll)
 
     def base_params(self) -> dict[str, Any]:
         return {"features": self.features, "pooled": self.pooled, "seed": self.seed, "lags": list(self.lags),
@@ -165,10 +166,7 @@ class TabularModel(Model):
         return tabular_names(self.features, lags=self.lags, roll=self.roll) + [f"asset={a}" for a in self.assets]
 
     def _matrix(self, prep: Prepared, pos: np.ndarray) -> np.ndarray:
-        x = tabular(prep.z, pos, lags=self.lags, roll=self.roll)
-        if self.assets:
-            x = np.hstack([x, asset_onehot(prep.ctx.symbols[pos], self.assets)])
-        return x
+        return tabular_matrix(prep, pos, lags=self.lags, roll=self.roll, assets=self.assets)
 
     def fit(self, train: pd.DataFrame, target: str, *, valid: pd.DataFrame | None = None,
             history: pd.DataFrame | None = None) -> TabularModel:

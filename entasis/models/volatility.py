@@ -30,7 +30,8 @@ from entasis.models.datasets import (
     asset_onehot,
     prepare_fit,
     prepare_predict,
-    tabular,
+    tabular_matrix,
+    tabular_min_history,
 )
 from entasis.models.device import lightgbm_device, torch_device
 from entasis.models.lstm import TorchSeqTrainer, build_net, torch_threads
@@ -85,13 +86,10 @@ class VolatilityModel:
     def min_history(self) -> int:
         if self.kind == "lstm":
             return self.seq_len
-        return max([1] + [k + 1 for k in self.lags] + list(self.roll))
+        return tabular_min_history(self.lags, self.roll)
 
     def _x(self, prep: Prepared, pos: np.ndarray) -> np.ndarray:
-        x = tabular(prep.z, pos, lags=self.lags, roll=self.roll)
-        if self.assets:
-            x = np.hstack([x, asset_onehot(prep.ctx.symbols[pos], self.assets)])
-        return x
+        return tabular_matrix(prep, pos, lags=self.lags, roll=self.roll, assets=self.assets)
 
     def fit(self, train: pd.DataFrame, target: str, *, valid: pd.DataFrame | None = None,
             history: pd.DataFrame | None = None) -> VolatilityModel:

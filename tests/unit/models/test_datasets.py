@@ -7,7 +7,16 @@ import pandas as pd
 import pytest
 
 from entasis.models.base import ModelError, default_features
-from entasis.models.datasets import Standardizer, make_context, split_frame, tabular
+from entasis.models.datasets import (
+    Standardizer,
+    asset_onehot,
+    make_context,
+    prepare_predict,
+    split_frame,
+    tabular,
+    tabular_matrix,
+    tabular_min_history,
+)
 from entasis.models.factory import build_model
 from entasis.models.trees import LightGBMModel
 
@@ -104,6 +113,34 @@ def test_tabular_view_matches_pandas_groupby(planted: pd.DataFrame) -> None:
     np.testing.assert_allclose(x[:, 5], expect_lag3, rtol=1e-5)
     np.testing.assert_allclose(x[:, 7], expect_mean7, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(x[:, 9], expect_std7, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize(("lags", "roll", "need"), [
+    ((), (), 1),            # the last bar only
+    ((1,), (), 2),          # a lag of k bars needs k + 1
+    ((), (2,), 2),          # a window of w bars needs w
+    ((3,), (4,), 4),        # tie: lag 3 and window 4 need the same
+    ((1, 3), (7,), 7),
+    ((7,), (5, 2), 8),
+])
+def test_tabular_min_history(lags: tuple[int, ...], roll: tuple[int, ...], need: int) -> None:
+    assert tabular_min_history(lags, roll) == need
+
+
+def test_tabular_matrix_is_the_view_then_the_asset_one_hot(planted: pd.DataFrame) -> None:
+    scaler = Standardizer()
+    scaler.fit(planted[FEATS].to_numpy(dtype=np.float64))
+    prep = prepare_predict(features=FEATS, scaler=scaler, min_history=8, rows=planted, history=None)
+    s = prep.samples["rows"]
+    view = tabular(prep.z, s, lags=[7], roll=[5])
+    plain = tabular_matrix(prep, s, lags=[7], roll=[5], assets=[])
+    assert plain.dtype == np.float32 and plain.tobytes() == view.tobytes()
+    assets = ["ETH/USDT", "BTC/USDT", "XYZ/USDT"]   # XYZ never seen: an all-zero column
+    x = tabular_matrix(prep, s, lags=[7], roll=[5], assets=assets)
+    assert x.shape == (len(s), view.shape[1] + 3)
+    np.testing.assert_array_equal(x[:, : view.shape[1]], view)
+    np.testing.assert_array_equal(x[:, view.shape[1]:], asset_onehot(prep.ctx.symbols[s], assets))
+    assert (x[:, -1] == 0).all() and (x[:, -3:-1].sum(axis=1) == (prep.ctx.symbols[s] != "SOL/USDT")).all()
 
 
 @pytest.mark.parametrize("name", ["lgbm", "lstm"])
