@@ -20,6 +20,17 @@ def _agg(df: pd.DataFrame, rule: str) -> pd.DataFrame:
                  volume=("volume", "sum"), quote_volume=("quote_volume", "sum"), n=("open", "size"))
 
 
+def _assert_aggregates(fine: pd.DataFrame, coarse: pd.DataFrame, rule: str, n: int) -> None:
+    """Every ``coarse`` bar is exactly the aggregate of its ``n`` ``fine`` bars (OHLC equal, volumes to rounding)."""
+    agg = _agg(fine, rule)
+    c = coarse.set_index("ts")
+    assert (agg["n"] == n).all()
+    pd.testing.assert_frame_equal(agg[["open", "high", "low", "close"]], c[["open", "high", "low", "close"]],
+                                  check_names=False, check_freq=False)
+    np.testing.assert_allclose(agg["volume"], c["volume"], rtol=1e-12)
+    np.testing.assert_allclose(agg["quote_volume"], c["quote_volume"], rtol=1e-12)
+
+
 def test_same_seed_same_data_different_seed_different() -> None:
     a, b, c = MarketSim(seed=11), MarketSim(seed=11), MarketSim(seed=12)
     pd.testing.assert_frame_equal(a.candles("ETH/USDT", "1h"), b.candles("ETH/USDT", "1h"))
@@ -87,13 +98,7 @@ def test_ohlc_consistent(sim: MarketSim, tf: str, kind: str) -> None:
 def test_one_day_is_the_aggregate_of_its_hours(sim: MarketSim) -> None:
     for s in ("BTC/USDT", "XRP/USDT"):
         h = sim.candles(s, "1h")
-        d = sim.candles(s, "1d").set_index("ts")
-        agg = _agg(h, "D")
-        assert (agg["n"] == 24).all()
-        pd.testing.assert_frame_equal(agg[["open", "high", "low", "close"]], d[["open", "high", "low", "close"]],
-                                      check_names=False, check_freq=False)
-        np.testing.assert_allclose(agg["volume"], d["volume"], rtol=1e-12)
-        np.testing.assert_allclose(agg["quote_volume"], d["quote_volume"], rtol=1e-12)
+        _assert_aggregates(h, sim.candles(s, "1d"), "D", 24)
         four = sim.candles(s, "4h").set_index("ts")
         pd.testing.assert_series_equal(_agg(h, "4h")["high"], four["high"], check_names=False, check_freq=False)
 
@@ -101,16 +106,11 @@ def test_one_day_is_the_aggregate_of_its_hours(sim: MarketSim) -> None:
 def test_minutes_aggregate_exactly_to_hours() -> None:
     sim = MarketSim(seed=3, end="2022-01-04")
     m = sim.candles("ETH/USDT", "1m")
-    h = sim.candles("ETH/USDT", "1h").set_index("ts")
+    h = sim.candles("ETH/USDT", "1h")
     assert len(m) == 3 * 24 * 60
     assert (m["low"] <= m[["open", "close"]].min(axis=1)).all()
     assert (m["high"] >= m[["open", "close"]].max(axis=1)).all()
-    agg = _agg(m, "h")
-    assert (agg["n"] == 60).all()
-    pd.testing.assert_frame_equal(agg[["open", "high", "low", "close"]], h[["open", "high", "low", "close"]],
-                                  check_names=False, check_freq=False)
-    np.testing.assert_allclose(agg["volume"], h["volume"], rtol=1e-12)
-    np.testing.assert_allclose(agg["quote_volume"], h["quote_volume"], rtol=1e-12)
+    _assert_aggregates(m, h, "h", 60)
     five = sim.candles("ETH/USDT", "5m").set_index("ts")
     pd.testing.assert_series_equal(_agg(m, "5min")["low"], five["low"], check_names=False, check_freq=False)
 
