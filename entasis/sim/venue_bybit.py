@@ -36,6 +36,17 @@ def _int(q: dict[str, str], name: str) -> int | None:
     return int_param(q, name, lambda n: BybitError(10001, f"params error: {n} invalid"))
 
 
+def _choice(q: dict[str, str], name: str, table: dict[str, str], invalid: str) -> str:
+    """The value ``table`` maps the required parameter ``name`` to (``invalid``: Bybit's message for an unknown one)."""
+    v = q.get(name)
+    if not v:
+        raise BybitError(10001, f"params error: {name} is required")
+    got = table.get(v)
+    if got is None:
+        raise BybitError(10001, invalid)
+    return got
+
+
 def _limit(q: dict[str, str], default: int, maximum: int) -> int:
     v = _int(q, "limit")
     return default if v is None else max(1, min(v, maximum))
@@ -167,12 +178,7 @@ class Bybit(Venue):
         if cat not in ("spot", "linear"):
             cat = self._category(ctx, ("spot", "linear"))
         sid, sym = self._symbol(ctx, cat)
-        interval = ctx.query.get("interval")
-        if not interval:
-            raise BybitError(10001, "params error: interval is required")
-        tf = BYBIT_INTERVALS.get(interval)
-        if tf is None:
-            raise BybitError(10001, "Invalid period!")
+        tf = _choice(ctx.query, "interval", BYBIT_INTERVALS, "Invalid period!")
         start, end = _int(ctx.query, "start"), _int(ctx.query, "end")
         limit = _limit(ctx.query, KLINE_DEFAULT, KLINE_MAX)
         hi = end if end is not None else ctx.now
@@ -216,12 +222,7 @@ class Bybit(Venue):
     def open_interest(self, ctx: Ctx) -> Response:
         cat = self._category(ctx, ("linear", "inverse"))
         sid, sym = self._symbol(ctx, cat)
-        interval = ctx.query.get("intervalTime")
-        if not interval:
-            raise BybitError(10001, "params error: intervalTime is required")
-        period = OI_INTERVALS.get(interval)
-        if period is None:
-            raise BybitError(10001, "params error: intervalTime invalid")
+        period = _choice(ctx.query, "intervalTime", OI_INTERVALS, "params error: intervalTime invalid")
         start, end = _int(ctx.query, "startTime"), _int(ctx.query, "endTime")
         limit = _limit(ctx.query, OI_DEFAULT, OI_MAX)
         hi = end if end is not None else ctx.now

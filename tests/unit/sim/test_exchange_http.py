@@ -118,6 +118,14 @@ def test_bybit_newest_first_and_rules(server: SimExchangeServer) -> None:
     assert int(nxt["result"]["list"][0]["timestamp"]) == T0 - 3 * H
     _, bad, _ = get(server, "/bybit/v5/market/kline?category=spot&symbol=NOPE&interval=60")
     assert bad["retCode"] == 10001 and bad["retMsg"] == "Not supported symbols"
+    # a missing or unknown interval: Bybit's own messages, per endpoint
+    for path, msg in [("kline?category=spot&symbol=BTCUSDT", "params error: interval is required"),
+                      ("kline?category=spot&symbol=BTCUSDT&interval=7", "Invalid period!"),
+                      ("open-interest?category=linear&symbol=BTCUSDT", "params error: intervalTime is required"),
+                      ("open-interest?category=linear&symbol=BTCUSDT&intervalTime=2h",
+                       "params error: intervalTime invalid")]:
+        _, bad, _ = get(server, f"/bybit/v5/market/{path}")
+        assert (bad["retCode"], bad["retMsg"]) == (10001, msg), path
 
 
 def test_deribit_endpoints(server: SimExchangeServer) -> None:
