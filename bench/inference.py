@@ -130,14 +130,14 @@ def context_path_proba(model: Any, rows: Any) -> Any:
     import numpy as np
 
     from entasis.models.base import N_CLASSES, proba_frame
-    from entasis.models.datasets import prepare_predict
+    from entasis.models.datasets import prepare_predict, tabular_matrix
 
     prep = prepare_predict(features=model.features, scaler=model.scaler, min_history=model.min_history, rows=rows,
                            history=None)
     s = prep.samples["rows"]
     if not len(s):
         return proba_frame(rows.index, s, np.zeros((0, N_CLASSES)))
-    x = model._matrix(prep, s)
+    x = tabular_matrix(prep, s, lags=model.lags, roll=model.roll, assets=model.assets)
     if model.kind == "rf":
         p = np.zeros((len(x), N_CLASSES))
         p[:, model.est.classes_.astype(int)] = model.est.predict_proba(x)
