@@ -39,10 +39,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from entasis.config import get_settings
-from entasis.domain import BandRule, check_horizon, classify_returns, label_column
+from entasis.domain import BandRule, check_horizon, label_column
 from entasis.features import catalog, joins
 from entasis.features.cross import with_cross_sectional
 from entasis.features.extensions import extension_features
+from entasis.features.jit import jit
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -137,10 +138,13 @@ def _single(candles: pd.DataFrame, col: str, given: str | None) -> str:
 
 def _arrow_all_equal(arr: Any, value: str) -> bool | None:
     """Whether every element of an Arrow string array is ``value``, from its buffers (~20x faster
-    than an element-wise compare); None when the layout is not a plain (large_)string one."""
+    than an element-wise compare): every element ``len(value)`` bytes long, and the bytes ``value``
+    repeated (one memcmp); None when the layout is not a plain (large_)string one."""
     import pyarrow as pa
 
-    width = len(value.encode())
+    raw = value.encode()
+    width = len(raw)
+    tiled: dict[int, Any] = {}  # value repeated n times, per chunk length (built once per call)
     for chunk in getattr(arr, "chunks", [arr]):
         if chunk.null_count:
             return False
@@ -156,21 +160,13 @@ def _arrow_all_equal(arr: Any, value: str) -> bool | None:
         bufs = chunk.buffers()
         offs = np.frombuffer(bufs[1], dtype=otype)[chunk.offset: chunk.offset + n + 1]
         o0 = int(offs[0])
-        if int(offs[-1]) - o0 != n * width:
+        if int(offs[-1]) - o0 != n * width or not _same_lengths(offs, width):
             return False
-        if not width:
-            if not bool((np.diff(offs) == 0).all()):
+        if width:
+            if n not in tiled:
+                tiled[n] = pa.py_buffer(raw * n)
+            if not bufs[2].slice(o0, n * width).equals(tiled[n]):
                 return False
-            continue
-        if not _same_lengths(offs, width):
-            return False
-        data = np.frombuffer(bufs[2], dtype=np.uint8)[o0: o0 + n * width]
-        # the bytes are value repeated: compared in 8-byte words against value tiled (memcmp-like speed)
-        whole = (n * width) // 8 * 8
-        tiled = np.frombuffer(value.encode() * (whole // width + 8), dtype=np.uint8)
-        if not (np.array_equal(data[:whole].view(np.uint64), tiled[:whole].view(np.uint64))
-                and np.array_equal(data[whole:], tiled[whole: n * width])):
-            return False
     return True
 
 
@@ -204,11 +200,13 @@ def series_from_arrays(
     sym, tf = symbol, timeframe
     step = catalog.timeframe_seconds(tf) * _NS
     floats = (o, h, low, c, v) if qv is None else (o, h, low, c, v, qv)
-    if _plain(ts_ns, *floats) and _clean_and_regular(ts_ns, *floats[:5], floats[-1], step):
+    if _plain(ts_ns, *floats):
         # the usual case, settled in one compiled pass: sorted, one bar every step from a bar on the
-        # grid, every price positive, every volume (and quote volume) finite and >= 0
-        return _Series(exchange, sym, tf, ts_ns, o, h, low, c, v,
-                       qv if qv is not None else v * _typical({"high": h, "low": low, "close": c}), True)
+        # grid, every price positive, every volume (and quote volume) finite and >= 0; the quote
+        # volume made in the same pass where the exchange gives none
+        made = np.empty(len(ts_ns) if qv is None else 0)
+        if _clean_and_regular(ts_ns, o, h, low, c, v, v if qv is None else qv, made, step):
+            return _Series(exchange, sym, tf, ts_ns, o, h, low, c, v, made if qv is None else qv, True)
     ts = ts_ns
     order: np.ndarray | slice = slice(None)
     gaps = np.diff(ts)
@@ -276,16 +274,25 @@ def _floats(s: pd.Series) -> np.ndarray:
     return pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+_CONST_CHUNK = 8192
+_UTC_NS = "datetime64[ns, UTC]"
+
+
 def _const_str(value: str, n: int) -> Any:
-    """A constant string column, built from Arrow buffers (an object array of n strings is ~50x slower)."""
+    """A constant string column (pandas' default "str", Arrow-backed): one chunk of up to
+    ``_CONST_CHUNK`` copies, repeated (the chunks share their buffers), so a long series costs no more
+    memory than a short one; an object array of n strings is ~50x slower."""
     import pandas as pd
     import pyarrow as pa
 
     raw = value.encode()
-    offsets = np.arange(0, (n + 1) * len(raw), len(raw) or 1, dtype=np.int64) if raw else np.zeros(n + 1, np.int64)
-    arr = pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw * n)])
-    dtype = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str"
-    return pd.arrays.ArrowStringArray(pa.chunked_array([arr]), dtype=dtype)
+    k = min(n, _CONST_CHUNK)
+    offsets = np.arange(0, (k + 1) * len(raw), len(raw) or 1, dtype=np.int64) if raw else np.zeros(k + 1, np.int64)
+    arr = pa.Array.from_buffers(pa.large_string(), k, [None, pa.py_buffer(offsets), pa.py_buffer(raw * k)])
+    full, rest = divmod(n, k) if k else (0, 0)
+    chunks = [arr] * full + ([arr.slice(0, rest)] if rest else [])
+    dtype = pd.StringDtype("pyarrow", na_value=np.nan)
+    return pd.arrays.ArrowStringArray(pa.chunked_array(chunks, type=pa.large_string()), dtype=dtype)
 
 
 def candle_features(
@@ -352,18 +359,7 @@ _LOG_QUOTE_VOLUME = catalog.CANDLE_FEATURES.index("log_quote_volume")
 _QUOTE_VOLUME_CHANGE = catalog.CANDLE_FEATURES.index("quote_volume_change")
 
 
-def _jit(fn: Any) -> Any:
-    """numba-compile (IEEE division: x/0 is inf or NaN, as in numpy) with an on-disk cache; without
-    one where no cache directory is writable, rather than failing at import."""
-    from numba import njit
-
-    try:
-        return njit(cache=True, error_model="numpy", boundscheck=False)(fn)
-    except RuntimeError:
-        return njit(error_model="numpy", boundscheck=False)(fn)
-
-
-@_jit
+@jit
 def _same_lengths(offs: np.ndarray, width: int) -> bool:  # pragma: no cover - compiled
     """Whether every element of an Arrow string array (its offsets) is ``width`` bytes long."""
     ok = True
@@ -372,13 +368,15 @@ def _same_lengths(offs: np.ndarray, width: int) -> bool:  # pragma: no cover - c
     return ok
 
 
-@_jit
+@jit
 def _clean_and_regular(
     ts: np.ndarray, o: np.ndarray, h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarray, qv: np.ndarray,
-    step: int,
+    made: np.ndarray, step: int,
 ) -> bool:  # pragma: no cover - compiled
     """One pass: the first bar on the grid, each next bar exactly ``step`` later, prices in (0, inf),
-    volumes in [0, inf) (NaN fails every test). False sends the caller to the detailed checks."""
+    volumes in [0, inf) (NaN fails every test). False sends the caller to the detailed checks.
+    ``made`` (empty, or one slot per bar): where the exchange gives no quote volume, it gets
+    v x typical price (as :func:`_typical`, the same operations)."""
     if ts[0] % step != 0:
         return False
     ok = True
@@ -387,11 +385,15 @@ def _clean_and_regular(
     for j in range(len(ts)):
         ok &= (o[j] > 0.0) & (o[j] < np.inf) & (h[j] > 0.0) & (h[j] < np.inf)
         ok &= (low[j] > 0.0) & (low[j] < np.inf) & (c[j] > 0.0) & (c[j] < np.inf)
-        ok &= (v[j] >= 0.0) & (v[j] < np.inf) & (qv[j] >= 0.0) & (qv[j] < np.inf)
+        ok &= (v[j] >= 0.0) & (v[j] < np.inf)
+    for j in range(len(made)):
+        made[j] = v[j] * ((h[j] + low[j] + c[j]) / 3.0)
+    for j in range(len(ts)):
+        ok &= (qv[j] >= 0.0) & (qv[j] < np.inf)
     return ok
 
 
-@_jit
+@jit
 def _candle_kernel(  # noqa: PLR0913 - one argument per indicator and per output row, in catalogue order
     h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarray, qv: np.ndarray, lr: np.ndarray,
     skip: int, k24: int, ann: float, rsi: np.ndarray, macd: np.ndarray, macd_sig: np.ndarray,
@@ -462,6 +464,28 @@ def _candle_kernel(  # noqa: PLR0913 - one argument per indicator and per output
     for j in range(m):
         rvol_20[j] = sd[j] * ann
         atr_14_rel[j] = at[j] * inv[j]
+
+
+@jit
+def _label_kernel(
+    c: np.ndarray, hb: int, rvol: np.ndarray, fixed: bool, band: float, vol_scale: float, root: float,
+    ret: np.ndarray, codes: np.ndarray, unknown: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """One horizon's labels in one pass: ret[t] = c[t + hb] / c[t] - 1 (NaN past the end); the class
+    2 / 1 / 0 against the band (``band`` if ``fixed``, else vol_scale x rvol_20 x root in this order,
+    as :meth:`entasis.domain.BandRule.band`); unknown where the return or the band is NaN. The same
+    operations as :func:`entasis.domain.classify_returns`, so the same codes and bits."""
+    n = len(c)
+    end = max(0, n - hb)
+    for t in range(end):
+        ret[t] = c[t + hb] / c[t] - 1.0
+    for t in range(end, n):
+        ret[t] = np.nan
+    for t in range(n):
+        b = band if fixed else vol_scale * rvol[t] * root
+        r = ret[t]
+        codes[t] = np.int16(1) + np.int16(r > b) - np.int16(r < -b)
+        unknown[t] = np.isnan(r) or np.isnan(b)
 
 
 def _window_log_returns(c: np.ndarray) -> np.ndarray:
@@ -564,26 +588,22 @@ def compute_series(
     H = max(hbars.values())
 
     # Every float column in one (columns x rows) block, in output order, every cell written once.
-    float_cols = list(catalog.SERIES_FEATURES)
-    for hd in params.horizons:
-        float_cols += [label_column("ret", hd), label_column("vol", hd)]
+    float_cols = list(_float_columns(params.horizons))
     row = {c: j for j, c in enumerate(float_cols)}
     block = np.empty((len(float_cols), n))
     warm = np.ones(n, dtype=bool)
     if n:
         lr_all = _window_log_returns(s.c)
-        block_of = s.ts_ns // (B * step)
-        starts = np.flatnonzero(np.r_[True, block_of[1:] != block_of[:-1]])
-        ends = np.r_[starts[1:], n]
-        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-            i0 = int(np.searchsorted(s.ts_ns, (int(block_of[a]) * B - W) * step, side="left"))
+        for a, b, i0 in _blocks(s.ts_ns, B * step, W * step, s.regular):
             sl = slice(i0, b)
             # the window's log returns: the series' ones, with the window's first bar NaN (as if read alone)
             lr = lr_all[i0:min(n, b + H)].copy()
             lr[0] = np.nan
             candle_features(s.h[sl], s.low[sl], s.c[sl], s.v[sl], s.qv[sl], tf, skip=a - i0,
                             out=block[: len(catalog.CANDLE_FEATURES), a:b], lr=lr[: b - i0])
-            warm[a:b] = (np.arange(a - i0 + 1, b - i0 + 1)) < mh
+            # warm-up: the bars whose window (itself included) holds fewer than mh bars
+            warm[a:b] = False
+            warm[a:max(a, min(b, i0 + mh - 1))] = True
             # forward vol needs up to H bars past the block; still a function of this block's window
             for hd, hb in hbars.items():
                 _forward_vol_into(lr, hb, ann, a - i0, block[row[label_column("vol", hd)], a:b])
@@ -593,20 +613,25 @@ def compute_series(
         _return_over_time(s.ts_ns, s.c, d * 86_400 * _NS, block[row[f"ret_{d}d"]], step if s.regular else None)
     classes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for hd, hb in hbars.items():
-        r = block[row[label_column("ret", hd)]]
-        _pointwise_return(s.c, hb, r, forward=True)
-        classes[label_column("cls", hd)] = classify_returns(r, rule.band(hd, block[row["rvol_20"]]))
+        codes, unknown = np.empty(n, dtype=np.int16), np.empty(n, dtype=bool)
+        fixed, scale, root = rule.terms(hd)  # a fixed band, or vol_scale x rvol_20 x root per bar
+        _label_kernel(s.c, hb, block[row["rvol_20"]], fixed is not None, float(fixed or 0.0), float(scale),
+                      root, block[row[label_column("ret", hd)]], codes, unknown)
+        classes[label_column("cls", hd)] = (codes, unknown)
     have = _extra_features(s, extras)
     if extensions:  # the extension point (entasis.features.extensions); off only to measure our own layer
         have.update(extension_features(s))
     builtin = {*catalog.CANDLE_FEATURES, *catalog.MOMENTUM_FEATURES}
+    missing: list[int] = []
     for name in catalog.SERIES_FEATURES:
         if name in builtin:
             continue
         if name in have:
             block[row[name]] = have[name]
         else:
-            block[row[name]].fill(np.nan)
+            missing.append(row[name])
+    for lo, hi in _runs(missing):  # the features without data: NaN, one fill per run of adjacent rows
+        block[lo:hi].fill(np.nan)
 
     return float_cols, block, warm, classes
 
@@ -634,29 +659,79 @@ def compute(
     measuring this layer alone; never for stored rows).
     """
     import pandas as pd
+    from pandas.api.internals import create_dataframe_from_blocks
 
     params = labels or LabelParams.from_settings()
     s = _prepare(candles, timeframe, exchange, symbol)
-    float_cols, block, warm, codes = compute_series(s, extras, params, block_bars, warmup_bars, extensions)
     n = len(s.ts_ns)
-    tf = s.timeframe
-    classes = {k: pd.arrays.IntegerArray(*v) for k, v in codes.items()}
-    from pandas.api.internals import create_dataframe_from_blocks
-
-    cols = catalog.series_columns(params.horizons)
-    pos = {c: i for i, c in enumerate(cols)}
+    # the frame's non-float columns first, while the input is still in the caches (the float block
+    # evicts them: pandas' object work runs several times slower after it)
+    cols, place = _frame_layout(params.horizons)
     others: dict[str, Any] = {
         "exchange": _const_str(s.exchange, n),
         "symbol": _const_str(s.symbol, n),
-        "timeframe": _const_str(tf, n),
-        "ts": pd.DatetimeIndex(s.ts_ns.view("datetime64[ns]"), tz="UTC").array,
-        **classes,
+        "timeframe": _const_str(s.timeframe, n),
+        "ts": pd.DatetimeIndex(s.ts_ns.view("datetime64[ns]"), dtype=_UTC_NS, copy=False).array,
     }
+    float_cols, block, warm, codes = compute_series(s, extras, params, block_bars, warmup_bars, extensions)
+    others.update({k: pd.arrays.IntegerArray(*v) for k, v in codes.items()})
     # The float block is handed to pandas as it is (one 2-D block, no per-column copies or checks).
-    blocks: list[tuple[Any, np.ndarray]] = [(block, np.array([pos[c] for c in float_cols], dtype=np.intp)),
-                                            (warm.reshape(1, n), np.array([pos["warmup"]], dtype=np.intp))]
-    blocks += [(arr, np.array([pos[c]], dtype=np.intp)) for c, arr in others.items()]
-    return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(n), columns=pd.Index(cols))
+    blocks: list[tuple[Any, np.ndarray]] = [(block, place[tuple(float_cols)]), (warm.reshape(1, n), place["warmup"])]
+    blocks += [(arr, place[c]) for c, arr in others.items()]
+    return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(n), columns=cols.copy())
+
+
+def _blocks(ts_ns: np.ndarray, block_ns: int, warmup_ns: int, regular: bool) -> list[tuple[int, int, int]]:
+    """(first bar, end bar, window's first bar) of each epoch-aligned block the series touches: a
+    block's bars are computed from the candles that start ``warmup_ns`` before the block does."""
+    n = len(ts_ns)
+    t0 = int(ts_ns[0])
+    if regular:  # one bar every step: the block edges are arithmetic, no pass over ts
+        step = int(ts_ns[1] - ts_ns[0])
+        first = min(n, ((t0 // block_ns + 1) * block_ns - t0) // step)
+        starts = [0, *range(first, n, block_ns // step)] if block_ns % step == 0 else None
+    else:
+        starts = None
+    if starts is None:
+        block_of = ts_ns // block_ns
+        starts = np.flatnonzero(np.r_[True, block_of[1:] != block_of[:-1]]).tolist()
+    ends = [*starts[1:], n]
+    return [(a, b, int(np.searchsorted(ts_ns, int(ts_ns[a]) // block_ns * block_ns - warmup_ns, side="left")))
+            for a, b in zip(starts, ends, strict=True)]
+
+
+def _runs(rows: list[int]) -> list[tuple[int, int]]:
+    """Sorted row numbers as [lo, hi) runs of adjacent rows."""
+    out: list[tuple[int, int]] = []
+    for r in sorted(rows):
+        if out and out[-1][1] == r:
+            out[-1] = (out[-1][0], r + 1)
+        else:
+            out.append((r, r + 1))
+    return out
+
+
+@functools.cache
+def _frame_layout(horizons: tuple[int, ...]) -> tuple[pd.Index, dict[Any, np.ndarray]]:
+    """``catalog.series_columns`` as a pandas Index and each column's position (the float block's
+    positions under the tuple of its columns), built once per horizons. Each frame gets a shallow copy
+    of the Index (its own object: renaming one frame's axis never touches another's)."""
+    import pandas as pd
+
+    cols = catalog.series_columns(horizons)
+    pos = {c: i for i, c in enumerate(cols)}
+    floats = _float_columns(horizons)
+    place: dict[Any, np.ndarray] = {c: np.array([i], dtype=np.intp) for c, i in pos.items()}
+    place[floats] = np.array([pos[c] for c in floats], dtype=np.intp)
+    for arr in place.values():
+        arr.flags.writeable = False  # shared by every frame built with these horizons
+    return pd.Index(cols), place
+
+
+@functools.cache
+def _float_columns(horizons: tuple[int, ...]) -> tuple[str, ...]:
+    """The float block's rows: the series features, then ``y_ret``/``y_vol`` per horizon."""
+    return (*catalog.SERIES_FEATURES, *(label_column(k, hd) for hd in horizons for k in ("ret", "vol")))
 
 
 def _return_over_time(ts_ns: np.ndarray, c: np.ndarray, span_ns: int, out: np.ndarray,

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from entasis.features.jit import jit
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -33,16 +35,36 @@ def utc_ns(values: pd.Series | pd.Index | np.ndarray | list[object], what: str) 
     if isinstance(dtype, pd.DatetimeTZDtype):
         # the epoch values are UTC whatever the zone: read them as they are (one unit cast at most)
         arr = pd.DatetimeIndex(values).array if not isinstance(values, pd.Series) else values.array
-        i8 = np.asarray(arr.as_unit("ns").asi8, dtype=np.int64)
-        if not bool((i8 == _NAT).any()):
-            return i8
+        i8 = np.asarray(arr.asi8, dtype=np.int64)
+        out = np.empty(len(i8), dtype=np.int64)
+        if arr.unit in _NS_PER and _to_ns(i8, _NS_PER[arr.unit], out):  # no NaT, none out of range
+            return out
     try:
         idx = pd.DatetimeIndex(pd.to_datetime(values, utc=True))
     except (ValueError, TypeError) as e:
         raise ValueError(f"{what}: cannot read timestamps ({e})") from None
     if idx.hasnans:
         raise ValueError(f"{what}: missing timestamp(s)")
-    return np.asarray(idx.as_unit("ns").asi8, dtype=np.int64)
+    try:
+        return np.asarray(idx.as_unit("ns").asi8, dtype=np.int64)
+    except (ValueError, OverflowError) as e:
+        raise ValueError(f"{what}: timestamp outside 1677-2262, the nanosecond range ({e})") from None
+
+
+_NS_PER = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+
+
+@jit
+def _to_ns(i8: np.ndarray, factor: int, out: np.ndarray) -> bool:  # pragma: no cover - compiled
+    """out = i8 x factor in one pass; False where a value is NaT or would not fit in int64 ns (the
+    caller then takes pandas' path, which says which)."""
+    hi = np.iinfo(np.int64).max // factor
+    ok = True
+    for j in range(len(i8)):
+        x = i8[j]
+        ok &= (x != _NAT) & (x <= hi) & (x >= -hi)
+        out[j] = x * factor
+    return ok
 
 
 def asof_join(

@@ -140,3 +140,28 @@ def test_missing_extras_give_nan_not_errors() -> None:
     with pytest.raises(ValueError, match="funding for SYN/USDT 1h: lacks column"):
         compute(_bars(), Extras(funding=pd.DataFrame({"ts": [pd.Timestamp("2022-03-02", tz="UTC")],
                                                       "rate": [0.1]})), labels=P)
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+@pytest.mark.parametrize("tz", ["UTC", "Asia/Tokyo"])
+def test_utc_ns_reads_every_unit_and_zone_as_utc_epoch_nanoseconds(unit: str, tz: str) -> None:
+    """The one-pass conversion gives pandas' own epoch nanoseconds, whatever the unit and zone."""
+    from entasis.features.joins import utc_ns
+
+    ts = pd.Series(pd.date_range("1970-01-01", periods=5, freq="37min", tz="UTC").as_unit(unit)).dt.tz_convert(tz)
+    ts = pd.concat([ts, pd.Series(pd.DatetimeIndex(["1901-12-13 20:45:52", "2262-04-11"], tz="UTC")
+                                  .as_unit(unit).tz_convert(tz))], ignore_index=True)
+    got = utc_ns(ts, "t")
+    assert got.dtype == np.int64
+    assert np.array_equal(got, ts.array.as_unit("ns").asi8)
+    assert np.array_equal(utc_ns(pd.DatetimeIndex(ts), "t"), got)
+
+
+def test_utc_ns_refuses_missing_and_out_of_range_times_by_name() -> None:
+    from entasis.features.joins import utc_ns
+
+    with pytest.raises(ValueError, match="candles X: missing timestamp"):
+        utc_ns(pd.Series(pd.DatetimeIndex(["2024-01-01", None], tz="UTC").as_unit("us")), "candles X")
+    far = pd.Series(pd.DatetimeIndex(["2024-01-01", "2300-01-01"], tz="UTC").as_unit("us"))
+    with pytest.raises(ValueError, match="candles X: timestamp outside 1677-2262"):
+        utc_ns(far, "candles X")
