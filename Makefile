@@ -105,7 +105,7 @@ bench: venv
 	for b in $(BENCH_RUNS); do \
 	  echo "== $$b"; \
 	  { $(PY) $$b; echo $$? > reports/bench/.rc; } 2>&1 | tee reports/bench/last.log; \
-	  if [ "$$(cat reports/bench/.rc)" = 0 ]; then tail -n 1 reports/bench/last.log >> reports/bench/summary.jsonl; \
+	  if [ "$$(cat reports/bench/.rc)" = 0 ]; then grep '^{"bench"' reports/bench/last.log >> reports/bench/summary.jsonl || failed="$$failed [$$b: no JSON line]"; \
 	  else failed="$$failed [$$b]"; fi; \
 	done; \
 	echo "== summary (reports/bench/summary.jsonl)"; cat reports/bench/summary.jsonl; \
