@@ -20,7 +20,7 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     spec.loader.exec_module(bench)
     res = bench.main(["--symbols", "2", "--years", "0.3", "--repeat", "1", "--spark-repeat", "1"])
     out = capsys.readouterr().out
-    assert "our layer / raw TA-Lib" in out and "spark / one process" in out
+    assert "our layer / raw TA-Lib" in out and "array core only" in out and "spark / one process" in out
     # the Spark workers and the one-process run wrote the same stage rows, every row of the input
     assert "stage rows written: one process 5,256, spark 5,256; identical sampled rows: True" in out
     lines = [json.loads(x) for x in out.strip().splitlines()[-2:]]
@@ -29,3 +29,5 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
         assert {"metric", "reference", "ratio", "target", "met"} <= set(x) and isinstance(x["met"], bool)
         assert x["metric"] > 0 and x["reference"] > 0
         assert x["met"] == (x["ratio"] <= float(x["target"].split()[1].rstrip("x")))
+    core = lines[0]  # the array core's time and ratio, beside the target figure
+    assert core["array_core_s"] > 0 and core["array_core_ratio"] > 0
