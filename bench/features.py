@@ -108,6 +108,18 @@ def best_of(fn: object, repeat: int) -> float:
     return best
 
 
+def best_interleaved(fns: list[Any], repeat: int) -> list[float]:
+    """Best time of each function over ``repeat`` rounds, the functions taking turns within a round: a
+    machine that slows down for a while slows every side, not only the one that happened to run then."""
+    best = [math.inf] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
+
+
 def _json(bench: str, metric: float, reference: float, target: float) -> str:
     ratio = metric / reference
     return json.dumps({"bench": bench, "metric": round(metric, 4), "reference": round(reference, 4),
@@ -205,7 +217,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     ap.add_argument("--symbols", type=int, default=100)
     ap.add_argument("--years", type=float, default=5.0)
     ap.add_argument("--timeframe", default="1h")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--skip-spark", action="store_true")
     ap.add_argument("--master", default="local[2]")
     ap.add_argument("--spark-repeat", type=int, default=2)
@@ -237,9 +249,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
 
     run_compute()  # warm: imports, caches
     run_core()
-    t_talib = best_of(run_talib, args.repeat)
-    t_comp = best_of(run_compute, args.repeat)
-    t_core = best_of(run_core, args.repeat)
+    t_talib, t_comp, t_core = best_interleaved([run_talib, run_compute, run_core], args.repeat)
     line = json.loads(_json("features_compute_vs_talib", t_comp, t_talib, 2.0))
     line.update(array_core_s=round(t_core, 4), array_core_ratio=round(t_core / t_talib, 3))
     lines = [json.dumps(line)]
