@@ -139,22 +139,16 @@ class BandRule:
     def band(self, horizon: int, rvol_20: Any = None) -> Any:
         """The band for this horizon: a float (fixed), or per ``rvol_20`` value (array in, array out;
         NaN where the volatility is unknown; None for an unknown scalar)."""
-        fixed, scale, root = self.terms(horizon)
-        if fixed is not None:
-            return fixed
+        if self.band_mode == "fixed":
+            return self.neutral_band
         if rvol_20 is None:
             return None
+        root = math.sqrt(check_horizon(horizon) / 365.0)
         # this exact order of operations: the stored labels were computed with it (bit-identical rebuilds)
         if np.ndim(rvol_20) == 0:
             v = float(rvol_20)
-            return scale * v * root if math.isfinite(v) else None
-        return scale * np.asarray(rvol_20, dtype=np.float64) * root
-
-    def terms(self, horizon: int) -> tuple[float | None, float, float]:
-        """(the fixed band or None, vol_scale, sqrt(h / 365)): the band is the fixed one, else
-        ``vol_scale * rvol_20 * root`` in that order (compiled label code takes these numbers)."""
-        root = math.sqrt(check_horizon(horizon) / 365.0)
-        return (self.neutral_band if self.band_mode == "fixed" else None), self.vol_scale, root
+            return self.vol_scale * v * root if math.isfinite(v) else None
+        return self.vol_scale * np.asarray(rvol_20, dtype=np.float64) * root
 
 
 def classify_returns(r: np.ndarray, band: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:

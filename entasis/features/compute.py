@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -467,25 +467,16 @@ def _candle_kernel(  # noqa: PLR0913 - one argument per indicator and per output
 
 
 @jit
-def _label_kernel(
-    c: np.ndarray, hb: int, rvol: np.ndarray, fixed: bool, band: float, vol_scale: float, root: float,
-    ret: np.ndarray, codes: np.ndarray, unknown: np.ndarray,
-) -> None:  # pragma: no cover - compiled
-    """One horizon's labels in one pass: ret[t] = c[t + hb] / c[t] - 1 (NaN past the end); the class
-    2 / 1 / 0 against the band (``band`` if ``fixed``, else vol_scale x rvol_20 x root in this order,
-    as :meth:`entasis.domain.BandRule.band`); unknown where the return or the band is NaN. The same
-    operations as :func:`entasis.domain.classify_returns`, so the same codes and bits."""
-    n = len(c)
-    end = max(0, n - hb)
-    for t in range(end):
-        ret[t] = c[t + hb] / c[t] - 1.0
-    for t in range(end, n):
-        ret[t] = np.nan
-    for t in range(n):
-        b = band if fixed else vol_scale * rvol[t] * root
-        r = ret[t]
-        codes[t] = np.int16(1) + np.int16(r > b) - np.int16(r < -b)
-        unknown[t] = np.isnan(r) or np.isnan(b)
+def _classify_into(r: np.ndarray, band: np.ndarray, codes: np.ndarray, unknown: np.ndarray) -> None:
+    """:func:`entasis.domain.classify_returns` in one compiled pass (it takes seven numpy passes):
+    ``band`` holds one value (a fixed band) or one per return. The same comparisons, so the same codes;
+    ``tests/unit/features/test_labels.py`` holds it to the domain rule on the edge cases."""
+    one = len(band) == 1
+    for t in range(len(r)):
+        b = band[0] if one else band[t]
+        x = r[t]
+        codes[t] = np.int16(1) + np.int16(x > b) - np.int16(x < -b)
+        unknown[t] = np.isnan(x) or np.isnan(b)
 
 
 def _window_log_returns(c: np.ndarray) -> np.ndarray:
@@ -613,25 +604,23 @@ def compute_series(
         _return_over_time(s.ts_ns, s.c, d * 86_400 * _NS, block[row[f"ret_{d}d"]], step if s.regular else None)
     classes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for hd, hb in hbars.items():
+        r = block[row[label_column("ret", hd)]]
+        _pointwise_return(s.c, hb, r, forward=True)
+        band = np.asarray(rule.band(hd, block[row["rvol_20"]]), dtype=np.float64).reshape(-1)
         codes, unknown = np.empty(n, dtype=np.int16), np.empty(n, dtype=bool)
-        fixed, scale, root = rule.terms(hd)  # a fixed band, or vol_scale x rvol_20 x root per bar
-        _label_kernel(s.c, hb, block[row["rvol_20"]], fixed is not None, float(fixed or 0.0), float(scale),
-                      root, block[row[label_column("ret", hd)]], codes, unknown)
+        _classify_into(r, band, codes, unknown)
         classes[label_column("cls", hd)] = (codes, unknown)
     have = _extra_features(s, extras)
     if extensions:  # the extension point (entasis.features.extensions); off only to measure our own layer
         have.update(extension_features(s))
     builtin = {*catalog.CANDLE_FEATURES, *catalog.MOMENTUM_FEATURES}
-    missing: list[int] = []
     for name in catalog.SERIES_FEATURES:
         if name in builtin:
             continue
         if name in have:
             block[row[name]] = have[name]
         else:
-            missing.append(row[name])
-    for lo, hi in _runs(missing):  # the features without data: NaN, one fill per run of adjacent rows
-        block[lo:hi].fill(np.nan)
+            block[row[name]].fill(np.nan)
 
     return float_cols, block, warm, classes
 
@@ -666,19 +655,19 @@ def compute(
     n = len(s.ts_ns)
     # the frame's non-float columns first, while the input is still in the caches (the float block
     # evicts them: pandas' object work runs several times slower after it)
-    cols, place = _frame_layout(params.horizons)
+    layout = _frame_layout(params.horizons)
     others: dict[str, Any] = {
         "exchange": _const_str(s.exchange, n),
         "symbol": _const_str(s.symbol, n),
         "timeframe": _const_str(s.timeframe, n),
         "ts": pd.DatetimeIndex(s.ts_ns.view("datetime64[ns]"), dtype=_UTC_NS, copy=False).array,
     }
-    float_cols, block, warm, codes = compute_series(s, extras, params, block_bars, warmup_bars, extensions)
+    _, block, warm, codes = compute_series(s, extras, params, block_bars, warmup_bars, extensions)
     others.update({k: pd.arrays.IntegerArray(*v) for k, v in codes.items()})
     # The float block is handed to pandas as it is (one 2-D block, no per-column copies or checks).
-    blocks: list[tuple[Any, np.ndarray]] = [(block, place[tuple(float_cols)]), (warm.reshape(1, n), place["warmup"])]
-    blocks += [(arr, place[c]) for c, arr in others.items()]
-    return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(n), columns=cols.copy())
+    blocks: list[tuple[Any, np.ndarray]] = [(block, layout.floats), (warm.reshape(1, n), layout.of["warmup"])]
+    blocks += [(arr, layout.of[c]) for c, arr in others.items()]
+    return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(n), columns=layout.columns.copy())
 
 
 def _blocks(ts_ns: np.ndarray, block_ns: int, warmup_ns: int, regular: bool) -> list[tuple[int, int, int]]:
@@ -686,13 +675,11 @@ def _blocks(ts_ns: np.ndarray, block_ns: int, warmup_ns: int, regular: bool) -> 
     block's bars are computed from the candles that start ``warmup_ns`` before the block does."""
     n = len(ts_ns)
     t0 = int(ts_ns[0])
-    if regular:  # one bar every step: the block edges are arithmetic, no pass over ts
+    if regular:  # one bar every step (a block is a whole number of steps): the edges by arithmetic
         step = int(ts_ns[1] - ts_ns[0])
         first = min(n, ((t0 // block_ns + 1) * block_ns - t0) // step)
-        starts = [0, *range(first, n, block_ns // step)] if block_ns % step == 0 else None
+        starts = [0, *range(first, n, block_ns // step)]
     else:
-        starts = None
-    if starts is None:
         block_of = ts_ns // block_ns
         starts = np.flatnonzero(np.r_[True, block_of[1:] != block_of[:-1]]).tolist()
     ends = [*starts[1:], n]
@@ -700,32 +687,27 @@ def _blocks(ts_ns: np.ndarray, block_ns: int, warmup_ns: int, regular: bool) -> 
             for a, b in zip(starts, ends, strict=True)]
 
 
-def _runs(rows: list[int]) -> list[tuple[int, int]]:
-    """Sorted row numbers as [lo, hi) runs of adjacent rows."""
-    out: list[tuple[int, int]] = []
-    for r in sorted(rows):
-        if out and out[-1][1] == r:
-            out[-1] = (out[-1][0], r + 1)
-        else:
-            out.append((r, r + 1))
-    return out
+class _Layout(NamedTuple):
+    """Where ``compute``'s blocks go in its frame: the column Index and each block's column positions."""
+
+    columns: pd.Index
+    floats: np.ndarray  # positions of the float block's rows (``_float_columns`` order)
+    of: dict[str, np.ndarray]  # position of each other column
 
 
 @functools.cache
-def _frame_layout(horizons: tuple[int, ...]) -> tuple[pd.Index, dict[Any, np.ndarray]]:
-    """``catalog.series_columns`` as a pandas Index and each column's position (the float block's
-    positions under the tuple of its columns), built once per horizons. Each frame gets a shallow copy
-    of the Index (its own object: renaming one frame's axis never touches another's)."""
+def _frame_layout(horizons: tuple[int, ...]) -> _Layout:
+    """``catalog.series_columns`` and the block positions, built once per horizons: each frame gets a
+    shallow copy of the Index (its own object: renaming one frame's axis never touches another's); the
+    position arrays are shared, so read-only."""
     import pandas as pd
 
-    cols = catalog.series_columns(horizons)
-    pos = {c: i for i, c in enumerate(cols)}
-    floats = _float_columns(horizons)
-    place: dict[Any, np.ndarray] = {c: np.array([i], dtype=np.intp) for c, i in pos.items()}
-    place[floats] = np.array([pos[c] for c in floats], dtype=np.intp)
-    for arr in place.values():
-        arr.flags.writeable = False  # shared by every frame built with these horizons
-    return pd.Index(cols), place
+    pos = {c: i for i, c in enumerate(catalog.series_columns(horizons))}
+    floats = np.array([pos[c] for c in _float_columns(horizons)], dtype=np.intp)
+    of = {c: np.array([i], dtype=np.intp) for c, i in pos.items()}
+    for arr in (floats, *of.values()):
+        arr.flags.writeable = False
+    return _Layout(pd.Index(list(pos)), floats, of)
 
 
 @functools.cache
