@@ -31,3 +31,4 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
         assert x["met"] == (x["ratio"] <= float(x["target"].split()[1].rstrip("x")))
     core = lines[0]  # the array core's time and ratio, beside the target figure
     assert core["array_core_s"] > 0 and core["array_core_ratio"] > 0
+    assert core["floor_s"] > 0 and core["floor_ratio"] > 0 and "floor:" in out

@@ -77,7 +77,7 @@ def test_short_and_empty_series(n: int) -> None:
 @pytest.mark.parametrize(("values", "value"), [
     (["ab"] * 11, "ab"), (["ab"] * 10 + ["ac"], "ab"), (["abc"] * 6 + ["abd"], "abc"), (["x", "x", "y"], "x"),
     (["S000/USDT"] * 100, "S000/USDT"), (["S000/USDT"] * 99 + ["S000/USDX"], "S000/USDT"), (["a", "abc"], "a"),
-    (["ab", "ab", "a", "bab"], "ab"), ([""] * 4, ""), (["", "a"], ""),
+    (["ab", "ab", "a", "bab"], "ab"), ([""] * 4, ""), (["", "a"], ""), (["é"] * 3, "é"), (["é", "e"], "é"),
 ])
 def test_the_one_pass_constant_string_check(values: list[str], value: str) -> None:
     """The buffer-level check behind compute's one-series test agrees with a plain comparison, on
@@ -87,3 +87,18 @@ def test_the_one_pass_constant_string_check(values: list[str], value: str) -> No
     for sl in (slice(None), slice(1, None)):
         s = pd.Series(values, dtype="str").iloc[sl]
         assert _arrow_all_equal(s.array._pa_array, value) == all(x == value for x in values[sl])
+
+
+@pytest.mark.parametrize("arrow_type", ["string", "large_string"])
+def test_the_constant_string_check_on_chunked_arrays(arrow_type: str) -> None:
+    """Every chunk is checked (a differing value in the last chunk is found), with either offset width;
+    a chunk with a null is never constant; a non-string layout is left to the element-wise compare."""
+    import pyarrow as pa
+
+    from entasis.features.compute import _arrow_all_equal
+
+    t = getattr(pa, arrow_type)()
+    assert _arrow_all_equal(pa.chunked_array([["ab", "ab"], ["ab"]], type=t), "ab") is True
+    assert _arrow_all_equal(pa.chunked_array([["ab", "ab"], ["ab", "ac"]], type=t), "ab") is False
+    assert _arrow_all_equal(pa.chunked_array([["ab"], [None]], type=t), "ab") is False
+    assert _arrow_all_equal(pa.chunked_array([["ab"]], type=pa.string_view()), "ab") is None
