@@ -110,16 +110,16 @@ def floor_run(arrays: list[tuple[Any, ...]], timeframe: str) -> None:
     compute's own bounded-history windows (every block read from warm-up bars before it, so the
     windows overlap), and writing its float block once (every output cell, one pass). Everything
     compute does beyond this (input checks, ratios, labels, the pandas frame) is its overhead."""
-    from entasis.features.compute import _blocks, _float_columns
+    from entasis.features.compute import block_windows, float_columns
 
     block_ns = catalog.block_bars(timeframe) * catalog.timeframe_seconds(timeframe) * 10**9
     warm_ns = catalog.warmup_bars(timeframe) * catalog.timeframe_seconds(timeframe) * 10**9
     hmax = max(catalog.horizon_bars(hd, timeframe) for hd in PARAMS.horizons)
-    rows = len(_float_columns(PARAMS.horizons))
+    rows = len(float_columns(PARAMS.horizons))
     for _, ts, _o, h, lo, c, v in arrays:
         n = len(c)
         lr = np.log(c[1:] / c[:-1])
-        for _a, b, i0 in _blocks(ts, block_ns, warm_ns, True):
+        for _a, b, i0 in block_windows(ts, block_ns, warm_ns, True):
             _talib_calls(h[i0:b], lo[i0:b], c[i0:b], v[i0:b], lr[i0:min(n - 1, b + hmax)], timeframe)
         np.empty((rows, n)).fill(0.0)
 

@@ -579,13 +579,13 @@ def compute_series(
     H = max(hbars.values())
 
     # Every float column in one (columns x rows) block, in output order, every cell written once.
-    float_cols = list(_float_columns(params.horizons))
+    float_cols = list(float_columns(params.horizons))
     row = {c: j for j, c in enumerate(float_cols)}
     block = np.empty((len(float_cols), n))
     warm = np.ones(n, dtype=bool)
     if n:
         lr_all = _window_log_returns(s.c)
-        for a, b, i0 in _blocks(s.ts_ns, B * step, W * step, s.regular):
+        for a, b, i0 in block_windows(s.ts_ns, B * step, W * step, s.regular):
             sl = slice(i0, b)
             # the window's log returns: the series' ones, with the window's first bar NaN (as if read alone)
             lr = lr_all[i0:min(n, b + H)].copy()
@@ -670,7 +670,7 @@ def compute(
     return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(n), columns=layout.columns.copy())
 
 
-def _blocks(ts_ns: np.ndarray, block_ns: int, warmup_ns: int, regular: bool) -> list[tuple[int, int, int]]:
+def block_windows(ts_ns: np.ndarray, block_ns: int, warmup_ns: int, regular: bool) -> list[tuple[int, int, int]]:
     """(first bar, end bar, window's first bar) of each epoch-aligned block the series touches: a
     block's bars are computed from the candles that start ``warmup_ns`` before the block does."""
     n = len(ts_ns)
@@ -691,7 +691,7 @@ class _Layout(NamedTuple):
     """Where ``compute``'s blocks go in its frame: the column Index and each block's column positions."""
 
     columns: pd.Index
-    floats: np.ndarray  # positions of the float block's rows (``_float_columns`` order)
+    floats: np.ndarray  # positions of the float block's rows (``float_columns`` order)
     of: dict[str, np.ndarray]  # position of each other column
 
 
@@ -703,7 +703,7 @@ def _frame_layout(horizons: tuple[int, ...]) -> _Layout:
     import pandas as pd
 
     pos = {c: i for i, c in enumerate(catalog.series_columns(horizons))}
-    floats = np.array([pos[c] for c in _float_columns(horizons)], dtype=np.intp)
+    floats = np.array([pos[c] for c in float_columns(horizons)], dtype=np.intp)
     of = {c: np.array([i], dtype=np.intp) for c, i in pos.items()}
     for arr in (floats, *of.values()):
         arr.flags.writeable = False
@@ -711,7 +711,7 @@ def _frame_layout(horizons: tuple[int, ...]) -> _Layout:
 
 
 @functools.cache
-def _float_columns(horizons: tuple[int, ...]) -> tuple[str, ...]:
+def float_columns(horizons: tuple[int, ...]) -> tuple[str, ...]:
     """The float block's rows: the series features, then ``y_ret``/``y_vol`` per horizon."""
     return (*catalog.SERIES_FEATURES, *(label_column(k, hd) for hd in horizons for k in ("ret", "vol")))
 
