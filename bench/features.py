@@ -74,17 +74,17 @@ def simulate(n_symbols: int, years: float, timeframe: str, seed: int = 7) -> lis
 
 
 def raw_talib(df: pd.DataFrame, timeframe: str) -> int:
-    """The TA-Lib calls compute makes, on the whole arrays, and nothing else: every indicator compute
-    takes from TA-Lib, once (compute reuses BBANDS' middle band as SMA 20), the one-bar log returns
-    they need, and the forward-vol STDDEV per horizon. The C functions are called as compute calls
-    them, without the package's pandas/polars wrapper (``__wrapped__``), so the wrapper's overhead is
-    on neither side."""
+    """The reference: the TA-Lib calls compute makes (:func:`_talib_calls`) once over the whole arrays,
+    with the one-bar log returns they need, and nothing else."""
     h, lo, c, v = (df[k].to_numpy() for k in ("high", "low", "close", "volume"))
     _talib_calls(h, lo, c, v, np.log(c[1:] / c[:-1]), timeframe)
     return len(c)
 
 
 def _talib_calls(h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray, lr: np.ndarray, timeframe: str) -> None:
+    """Every indicator compute takes from TA-Lib, once (compute reuses BBANDS' middle band as SMA 20),
+    and the forward-vol STDDEV per horizon. The C functions are called as compute calls them, without
+    the package's pandas/polars wrapper (``__wrapped__``), so the wrapper's overhead is on neither side."""
     import talib
 
     def raw(name: str) -> Any:
@@ -109,7 +109,9 @@ def floor_run(arrays: list[tuple[Any, ...]], timeframe: str) -> None:
     """What compute cannot leave out under its design, and nothing else: the same TA-Lib calls over
     compute's own bounded-history windows (every block read from warm-up bars before it, so the
     windows overlap), and writing its float block once (every output cell, one pass). Everything
-    compute does beyond this (input checks, ratios, labels, the pandas frame) is its overhead."""
+    compute does beyond this (input checks, ratios, labels, the pandas frame) is its overhead. The
+    windows come from compute's own ``block_windows``; the series are this bench's simulated ones, one
+    bar every step (``regular``)."""
     from entasis.features.compute import block_windows, float_columns
 
     block_ns = catalog.block_bars(timeframe) * catalog.timeframe_seconds(timeframe) * 10**9
